@@ -1,0 +1,1 @@
+"""The ``witnp`` command line (installed as ``witnp.cli``)."""

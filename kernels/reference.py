@@ -1,0 +1,90 @@
+"""Plain NumPy twins of the Numba kernels: obviously correct, slow, used by the tests.
+
+Each function takes the same arguments as its kernel and writes the same outputs, computing whole arrays
+at once in float32 so every product and quotient rounds as in the kernel (and as in the vendor's float32
+reference).
+"""
+import numpy as np
+
+__all__ = ["quantize_input", "quantize_weight", "requant", "combine_split", "input_grad", "scale_masked",
+           "matmul_exact"]
+
+f32 = np.float32
+
+
+def _split(q):
+    d = np.floor(q / f32(256))
+    return q - f32(256) * d, d
+
+
+def quantize_input(x, sx, shift, lo, hi, pn, concat, split, xa, xd, mask):
+    finite = np.isfinite(x)
+    x = np.where(finite, x, f32(0)).astype(np.float32)
+    lo, hi = f32(lo), f32(hi)
+    amax = f32(np.abs(x).max()) if x.size else f32(0)
+    if pn:
+        p = np.maximum(x, f32(0)) * f32(sx)
+        n = np.maximum(-x, f32(0)) * f32(sx)
+        qp = np.rint(np.clip(p, lo, hi))
+        qn = np.rint(np.clip(n, lo, hi))
+        mask[...] = np.where((x > 0) & (p <= hi), 1, np.where((x < 0) & (n <= hi), -1, 0))
+        if split:
+            (qp, dp), (qn, dn) = _split(qp), _split(qn)
+            xd[...] = dp - dn
+        xa[...] = np.concatenate([qp, qn], axis=1) if concat else qp - qn
+    else:
+        c = x * f32(sx) + f32(shift)
+        q = np.rint(np.clip(c, lo, hi))
+        mask[...] = (c >= lo) & (c <= hi)
+        if split:
+            q, d = _split(q)
+            xd[...] = d
+        xa[...] = q
+    return int((~finite).sum()), amax
+
+
+def quantize_weight(w, wclip, sw, wq, mask):
+    finite = np.isfinite(w)
+    w = np.where(finite, w, f32(0)).astype(np.float32)
+    wc = f32(wclip)
+    c = np.clip(w, -wc, wc) * f32(sw)
+    wq[...] = np.rint(np.clip(c, f32(-128), f32(127)))
+    mask[...] = (np.abs(w) <= wc) & (c >= -128) & (c <= 127)
+    return int((~finite).sum()), f32(np.abs(w).max()) if w.size else f32(0)
+
+
+def requant(acc, bias, div, mul, lo, hi, outdiv, y, mask):
+    u = (acc.astype(np.float64) + bias[None, :]).astype(np.float32) / f32(div)
+    v = u * f32(mul)
+    mask[...] = (v >= f32(lo)) & (v <= f32(hi))
+    y[...] = np.rint(np.clip(v, f32(lo), f32(hi))) / f32(outdiv)
+    return f32(np.abs(u).max()) if u.size else f32(0)
+
+
+def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask):
+    yd = np.rint((accd.astype(np.float64) + biasd[None, :]).astype(np.float32) / f32(G))
+    s = yl + yd
+    mask[...] = (s >= f32(lo)) & (s <= f32(hi))
+    y[...] = np.clip(s, f32(lo), f32(hi)) / f32(sy)
+
+
+def input_grad(dxa, mask, sx, concat, dx):
+    K = dx.shape[1]
+    if concat:
+        dx[...] = np.where(mask > 0, dxa[:, :K] * f32(sx), np.where(mask < 0, -(dxa[:, K:] * f32(sx)), f32(0)))
+    else:
+        dx[...] = np.where(mask != 0, dxa * f32(sx), f32(0))
+    return dx
+
+
+def scale_masked(src, mask, c, out, accumulate):
+    v = np.where(mask != 0, src * f32(c), f32(0))
+    if accumulate:
+        out += v
+    else:
+        out[...] = v
+
+
+def matmul_exact(a, b):
+    """Integer-exact a @ b of integer-valued float arrays, in int64 (the definition `gemm` must meet)."""
+    return a.astype(np.int64) @ b.astype(np.int64)

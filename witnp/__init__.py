@@ -1,0 +1,18 @@
+"""witnp: training for analog compute-in-memory chips (WTM2101 class) with NumPy and Numba only.
+
+Layers compute exactly what the chip computes (quantization, bit split, negative-input handling, noise),
+with hand-written backward passes. See the README and docs/ for the arithmetic and the API.
+"""
+from . import kernels  # noqa: F401  (witnp.kernels, mapped from the top-level kernels/ folder)
+from .config import (PRESETS, HandleNegInType, LayerConfig, NoiseModel, default_config, get_default_config,
+                     preset, set_default_config)
+from .layers import Layer, Linear
+from .noise import register_noise_model
+from .rng import manual_seed
+from .vendor import WitinLinear
+
+__version__ = "0.1.0"
+
+__all__ = ["LayerConfig", "HandleNegInType", "NoiseModel", "PRESETS", "preset", "get_default_config",
+           "set_default_config", "default_config", "Layer", "Linear", "WitinLinear", "manual_seed",
+           "register_noise_model", "__version__"]

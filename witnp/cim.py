@@ -1,0 +1,203 @@
+"""The compute-in-memory array as a matrix operation: chip.md §2 (Linear), §3 (negative inputs), §6 (noise)
+and §7 (straight-through backward). Linear uses it directly; Conv2d(to_linear) and the GRU's arrays reuse it.
+
+Shapes: x (B, K) float32 rows of inputs, W (O, K) float32 in torch layout, b (O,) float32 or None.
+Integer codes are carried in float32 (exact below 2^24) and multiplied on BLAS through
+`witnp.kernels.matmul_exact`, which blocks the contraction so every accumulator is exact.
+
+Forward, noise off, x_quant_bits = 8 (the vendor's float32 order):
+    Wq = R(clip(clip(W, ±w_clip)·sw, -128, 127))          Xq = R(clip(x·sx + s, 0, 2^xb - 1))
+    Bq = R(clip((f32(b·f32(sx·sw)) - s·ΣWq) / 128, -128N, 127N))
+    u  = f32(Xq·Wqᵀ + 128·Bq) / f32(sx·sw);  y = R(clip(u·sy, Y(yb))) / sy
+Bit split (x_quant_bits > 8): Xd = ⌊Xq/256⌋, Xl = Xq - 256·Xd; Bd = R(f32(bias_d·sx·sw)/128);
+    Bl = R(clip((R(f32(b·sx·sw)/128)·128 - 128·Bd - s·ΣWq)/128, -128N, 127N))
+    yl = R(clip(f32(Xl·Wqᵀ + 128·Bl)/f32(sx·sw)·sy, Y(yb)));  yd = R(f32(256·Xd·Wqᵀ + 128·Bd)/G)
+    y  = clip(yl + yd, Y(yb)) / sy,   G = R(sx·sw/sy)
+PN: input [relu(x), relu(-x)] against [Wqᵀ; -Wqᵀ]; without noise this equals the signed code
+    relu-codes difference against Wqᵀ, which halves the product (the concatenated layout is kept with noise,
+    where both halves get independent draws). Shift: s = R(f32(min(shift_num·sx, 2^xb))), folded into the bias.
+Noise (level L > 0): E1 (Ka, O) on the integer weight matrix, then E2 (N, O) on the N bias rows
+    r = Bq/N; analog accumulator (Xq·Wn + 128·Σrows) / G instead of the sx·sw/sy path.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from . import kernels as K
+from .quant import gain
+
+__all__ = ["array_forward", "array_backward"]
+
+f32 = np.float32
+_EMPTY = np.empty((0, 0), np.float32)
+
+
+def _bias_codes(b, wq, cfg, sx, sw, s, split, n_out):
+    """Analog bias code (Bq or Bl), its clamp mask, and the digital Bd (or None); all (O,) float32."""
+    P = f32(sx * sw)
+    N = cfg.bias_row_N
+    t = (b * P).astype(np.float32) if b is not None else np.zeros(n_out, np.float32)
+    corr = (f32(s) * wq.sum(axis=1, dtype=np.float32)).astype(np.float32) if s else f32(0)
+    if split:
+        Bd = np.rint((cfg.bias_d_array(n_out) * P).astype(np.float32) / f32(128))
+        pre = (np.rint(t / f32(128)) * f32(128) - f32(128) * Bd - corr).astype(np.float32) / f32(128)
+    else:
+        Bd = None
+        pre = (t - corr).astype(np.float32) / f32(128)
+    lo, hi = f32(-128 * N), f32(127 * N)
+    return np.rint(np.clip(pre, lo, hi)), ((pre >= lo) & (pre <= hi)), Bd
+
+
+def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], cfg, sx: float, sw: float,
+                  sy: float, *, noise=None, rng=None, want_stats: bool = False):
+    """One quantized array forward.
+
+    Parameters
+    ----------
+    owner : layer name for error messages.
+    x : (B, K) float32, C-contiguous.   W : (O, K) float32.   b : (O,) float32 or None.
+    cfg : LayerConfig (bits, handle_neg_in, shift_num, bias_row_N, bias_d, w_clip).
+    sx, sw, sy : the current scales.
+    noise : an active `witnp.noise.NoiseModelBase`, or None. rng : the draw source when noise is on.
+    want_stats : also return the auto-scale statistics (max|x|, max|W|, the noiseless y statistic).
+
+    Returns
+    -------
+    y : (B, O) float32, multiples of 1/sy.
+    ctx : dict for `array_backward`.
+    stats : dict(x=, weight=, y=) maxima, or None.
+    """
+    B, Kin = x.shape
+    O = W.shape[0]
+    xb, yb = cfg.x_quant_bits, cfg.y_quant_bits
+    split = xb > 8
+    pn = cfg.handle_neg_in == "PN"
+    noisy = noise is not None and noise.active
+    ylo, yhi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
+    G = None
+    if split or noisy:
+        G = gain(sx, sw, sy)
+        if G == 0:
+            raise ValueError(f"{owner}: gain G = R(sx·sw/sy) = R({sx}·{sw}/{sy}) is 0, which the "
+                             f"{'bit split' if split else 'noisy forward'} divides by; expected sx·sw/sy >= 0.5 "
+                             f"(raise scale_x or scale_weight, or lower scale_y)")
+
+    wq = np.empty((O, Kin), np.float32)
+    wmask = np.empty((O, Kin), np.uint8)
+    wclip = cfg.w_clip if cfg.w_clip is not None else math.inf
+    bad, wmax = K.quantize_weight(W, wclip, sw, wq, wmask, n=W.size)
+    if bad:
+        raise ValueError(f"{owner}: weight contains {bad} NaN or inf value(s); expected finite numbers")
+
+    s = 0.0
+    if cfg.handle_neg_in == "Shift":
+        s = float(np.rint(np.float32(min(cfg.shift_num * sx, 2.0 ** xb))))
+    concat = pn and noisy
+    Ka = 2 * Kin if concat else Kin
+    xa = np.empty((B, Ka), np.float32)
+    xd = np.empty((B, Kin), np.float32) if split else _EMPTY
+    xmask = np.empty((B, Kin), np.int8)
+    bad, xmax = K.quantize_input(x, sx, s, 0, (1 << xb) - 1, pn, concat, split, xa, xd, xmask, n=x.size)
+    if bad:
+        raise ValueError(f"{owner}: x contains {bad} NaN or inf value(s); expected finite numbers")
+
+    Ba, bmask, Bd = _bias_codes(b, wq, cfg, sx, sw, s, split, O)
+    xbound = 255 if split else (1 << xb) - 1
+    P = f32(sx * sw)
+    ctx = dict(x_shape=x.shape, wq=wq, wmask=wmask, xa=xa, xd=xd, xmask=xmask, bmask=bmask, concat=concat,
+               split=split, noisy=noisy, s=s, sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None,
+               N=cfg.bias_row_N)
+    if noisy:
+        wm = np.concatenate([wq.T, -wq.T], axis=0) if concat else wq.T  # (Ka, O), the array's layout
+        e1 = noise.draw(rng, (Ka, O))
+        wn = noise.apply(wm, e1)
+        e2 = noise.draw(rng, (cfg.bias_row_N, O))
+        rows = np.broadcast_to((Ba / f32(cfg.bias_row_N)).astype(np.float32), (cfg.bias_row_N, O))
+        bias_term = (f32(128) * noise.apply(rows, e2).sum(axis=0, dtype=np.float32)).astype(np.float64)
+        acc = xa @ wn
+        div, mul = f32(G), f32(1)
+        ctx.update(wn=wn, w_factor=noise.derivative(wm, e1),
+                   b_factor=(f32(128) * noise.derivative(rows, e2).sum(axis=0, dtype=np.float32)
+                             / f32(cfg.bias_row_N)))
+    else:
+        acc = K.matmul_exact(xa, wq.T, xbound, 128)
+        bias_term = 128.0 * Ba.astype(np.float64)
+        div, mul = P, f32(sy)
+
+    ya = np.empty((B, O), np.float32)
+    ymask = np.empty((B, O), np.uint8)
+    ustat = K.requant(acc, bias_term, div, mul, ylo, yhi, 1.0 if split else sy, ya, ymask, n=acc.size)
+    ctx["ymask"] = ymask
+    y = ya
+    if split:
+        accd = K.matmul_exact(xd, wq.T, (1 << (xb - 8)) - 1, 128).astype(np.float64) * 256.0
+        y = np.empty((B, O), np.float32)
+        omask = np.empty((B, O), np.uint8)
+        K.combine_split(ya, accd, 128.0 * Bd.astype(np.float64), G, ylo, yhi, sy, y, omask, n=y.size)
+        ctx["omask"] = omask
+
+    stats = None
+    if want_stats:
+        if noisy:  # the y statistic is the noiseless accumulator's (chip.md §5)
+            xs = xa[:, :Kin] - xa[:, Kin:] if concat else xa
+            acc0 = K.matmul_exact(xs, wq.T, xbound, 128).astype(np.float64) + 128.0 * Ba.astype(np.float64)
+            u = acc0.astype(np.float32) / P
+            ustat = f32(np.abs(u).max()) if u.size else f32(0)
+        stats = {"x": xmax, "weight": wmax, "y": ustat}
+    return y, ctx, stats
+
+
+def array_backward(dy: np.ndarray, ctx: dict):
+    """Straight-through backward of `array_forward` (chip.md §7).
+
+    dy : (B, O) float32. Returns dx (B, K) float32, dWq (O, K) float32 (the gradient w.r.t. the weight
+    codes' float weight before the ·sw/clamp factor, see `weight_grad_into`), db (O,) float32 or None.
+    """
+    B, O = dy.shape
+    Kin = ctx["x_shape"][1]
+    split, noisy, concat = ctx["split"], ctx["noisy"], ctx["concat"]
+    sy, P, G = f32(ctx["sy"]), ctx["P"], ctx["G"]
+    wq, xa = ctx["wq"], ctx["xa"]
+    # ga = dL/d(analog accumulator), gd = dL/d(digital accumulator), both (B, O)
+    if split:
+        gs = np.empty((B, O), np.float32)
+        K.scale_masked(dy, ctx["omask"], f32(1) / sy, gs, False, n=gs.size)  # dL/d(yl + yd)
+        ga = np.empty((B, O), np.float32)
+        K.scale_masked(gs, ctx["ymask"], (f32(1) / f32(G)) if noisy else (sy / P), ga, False, n=ga.size)
+        gd = gs / f32(G)
+    else:
+        ga = np.empty((B, O), np.float32)
+        K.scale_masked(dy, ctx["ymask"], (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P), ga, False,
+                       n=ga.size)
+        gd = None
+
+    dwa = ga.T @ xa  # (O, Ka)
+    if noisy:
+        dwa *= ctx["w_factor"].T
+    dwq = dwa[:, :Kin] - dwa[:, Kin:] if concat else dwa
+    if split:
+        dwq = dwq + gd.T @ (f32(256) * ctx["xd"])
+
+    gba = ga.sum(axis=0, dtype=np.float32) * (ctx["b_factor"] if noisy else f32(128))
+    gba = np.where(ctx["bmask"], gba, f32(0)).astype(np.float32)  # dL/d(pre-clip bias code)
+    if ctx["s"]:  # Shift: the bias code holds -s·ΣWq/128
+        dwq = dwq - (gba * f32(ctx["s"] / 128.0))[:, None]
+    db = (gba * (P / f32(128))).astype(np.float32) if ctx["has_bias"] else None
+
+    if split:  # dXl/dXq = 0: the input gradient flows through the digital part only
+        dxa, cat = gd @ wq, False
+    elif noisy:
+        dxa, cat = ga @ ctx["wn"].T, concat
+    else:
+        dxa, cat = ga @ wq, False
+    dx = np.empty((B, Kin), np.float32)
+    K.input_grad(np.ascontiguousarray(dxa, dtype=np.float32), ctx["xmask"], ctx["sx"], cat, dx, n=dx.size)
+    return dx, np.ascontiguousarray(dwq, dtype=np.float32), db
+
+
+def weight_grad_into(grad: np.ndarray, dwq: np.ndarray, ctx: dict) -> None:
+    """grad += dwq·sw where the weight's clamps pass (the chain through Wq = R(clip(clip(W)·sw)))."""
+    K.scale_masked(dwq, ctx["wmask"], ctx["sw"], grad, True, n=grad.size)

@@ -1,0 +1,106 @@
+"""The layer protocol shared by every witnp layer, and the input checks that name what was wrong.
+
+A layer owns ``params`` (trainable float32 arrays), ``grads`` (same keys; backward ADDS into them),
+``stats`` (io_max and other saved, non-trainable state) and a frozen ``config``.
+``forward(x, *, train, rng=None)`` returns ``(y, ctx)`` with everything backward needs;
+``backward(dy, ctx)`` returns dx. Nothing forward-specific is kept on ``self``, so a cell can run T times
+before any backward and shared weights accumulate their gradients for free.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+
+from ..config import LayerConfig, get_default_config
+
+__all__ = ["Layer", "check_array", "check_grad"]
+
+
+def _owner(layer) -> str:
+    return layer if isinstance(layer, str) else type(layer).__name__
+
+
+def check_array(layer, arg: str, x, *, last: Optional[int] = None, ndim: Optional[int] = None,
+                min_ndim: int = 1, what: str = "") -> np.ndarray:
+    """`x` as a float32 C-contiguous array, or a TypeError/ValueError naming layer, argument and expectation.
+
+    Floating inputs of any precision are accepted and converted to float32 (the chip's reference computes
+    in float32); integer, boolean, complex and object arrays are refused. `last` fixes the size of the last
+    axis, `ndim` the exact rank, `min_ndim` the least rank; `what` describes the expected layout.
+    NaN and inf are refused here for float paths; quantized paths count them inside their kernels.
+    """
+    name = _owner(layer)
+    a = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if a.dtype.kind != "f":
+        raise TypeError(f"{name}: {arg} has dtype {a.dtype}; expected a floating-point array (float32)")
+    want = what or (f"(..., {last})" if last is not None else f"{min_ndim}+ dimensions")
+    if (ndim is not None and a.ndim != ndim) or a.ndim < min_ndim or (last is not None and a.shape[-1] != last):
+        raise ValueError(f"{name}: {arg} has shape {a.shape}; expected {want}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def check_finite(layer, arg: str, a: np.ndarray) -> None:
+    """ValueError naming layer and argument when `a` holds NaN or inf."""
+    if not np.isfinite(a).all():
+        n = int((~np.isfinite(a)).sum())
+        raise ValueError(f"{_owner(layer)}: {arg} contains {n} NaN or inf value(s); expected finite numbers")
+
+
+def check_grad(layer, dy, shape: Tuple[int, ...], arg: str = "dy") -> np.ndarray:
+    """The upstream gradient as float32 of exactly `shape` (the forward output's), finite."""
+    g = check_array(layer, arg, dy, min_ndim=0, what=f"shape {tuple(shape)} (the forward output's)")
+    if g.shape != tuple(shape):
+        raise ValueError(f"{_owner(layer)}: {arg} has shape {g.shape}; expected {tuple(shape)} "
+                         f"(the forward output's)")
+    check_finite(layer, arg, g)
+    return g
+
+
+class Layer:
+    """Base class: parameter/gradient/stat dictionaries and the training-mode hooks."""
+
+    def __init__(self, config: Optional[LayerConfig] = None):
+        if config is None:
+            config = get_default_config()
+        if not isinstance(config, LayerConfig):
+            raise TypeError(f"{type(self).__name__}: config must be a witnp.LayerConfig, "
+                            f"got {type(config).__name__}")
+        self.config = config
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.stats: dict = {}
+
+    def _add_param(self, name: str, value: np.ndarray) -> None:
+        self.params[name] = np.ascontiguousarray(value, dtype=np.float32)
+        self.grads[name] = np.zeros_like(self.params[name])
+
+    # ----------------------------------------------------------------- protocol
+    def forward(self, x, *, train: bool = False, rng=None):  # pragma: no cover - interface
+        """Returns ``(y, ctx)``."""
+        raise NotImplementedError
+
+    def backward(self, dy, ctx):  # pragma: no cover - interface
+        """Returns dx and adds parameter gradients into ``grads``."""
+        raise NotImplementedError
+
+    def __call__(self, x, **kw):
+        """Inference shorthand: ``forward(x, train=False)[0]``."""
+        return self.forward(x, train=False, **kw)[0]
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g[...] = 0
+
+    def begin_epoch(self) -> None:
+        """The vendor's module.train() reset (chip.md §5); no-op for layers without auto-scale state."""
+
+    def named_params(self, prefix: str = "") -> Iterator[Tuple[str, np.ndarray]]:
+        for k, v in self.params.items():
+            yield prefix + k, v
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def extra_repr(self) -> str:
+        return ""

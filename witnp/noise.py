@@ -1,0 +1,85 @@
+"""Analog noise models (chip.md §6). Noise is drawn only through the generator a forward is given.
+
+The random source contract: a layer draws with ``rng.standard_normal(shape, dtype=np.float32)`` in the
+documented order and shapes, so a test can pass a replay object holding the vendor's draws. With
+``rng=None`` layers use `witnp.rng.noise_rng()`, a seeded `numpy.random.Generator` that
+`witnp.manual_seed` reseeds (as torch.manual_seed does for the vendor's package): same seed, same noise.
+
+Models are pluggable: `register_noise_model(name, cls)`; a model turns a level into a perturbation of
+integer-valued arrays and gives its derivative for the backward pass.
+"""
+from __future__ import annotations
+
+from typing import Dict, Type
+
+import numpy as np
+
+__all__ = ["NoiseModelBase", "NormalNoise", "register_noise_model", "noise_model", "NOISE_MODELS",
+           "UNDEFINED_MODELS"]
+
+
+class NoiseModelBase:
+    """A noise model at one level: ``apply(m, e)`` perturbs integer-valued `m` with standard draws `e`."""
+
+    name = "base"
+
+    def __init__(self, level: int):
+        self.level = int(level)
+
+    @property
+    def active(self) -> bool:
+        return self.level > 0
+
+    def draw(self, rng, shape) -> np.ndarray:
+        """One draw of standard normal noise of `shape`, float32, through the contract call."""
+        e = rng.standard_normal(tuple(int(s) for s in shape), dtype=np.float32)
+        return np.asarray(e, dtype=np.float32)
+
+    def apply(self, m: np.ndarray, e: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def derivative(self, m: np.ndarray, e: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        """d apply(m, e) / d m, element-wise."""
+        raise NotImplementedError
+
+
+class NormalNoise(NoiseModelBase):
+    """NORMAL: m + (a·|m| + b)·e with a = f32(0.015605·L), b = f32(0.3145·L) (float64 products, chip.md §6).
+
+    The derivative keeps the a·sign(m)·e term (the vendor's autograd does; detaching the noise does not).
+    """
+
+    name = "NORMAL"
+
+    def __init__(self, level: int):
+        super().__init__(level)
+        self.a = np.float32(0.015605 * self.level)
+        self.b = np.float32(0.3145 * self.level)
+
+    def apply(self, m, e):
+        m = np.asarray(m, np.float32)
+        return m + (self.a * np.abs(m) + self.b) * e
+
+    def derivative(self, m, e):
+        return np.float32(1.0) + self.a * np.sign(np.asarray(m, np.float32)) * e
+
+
+NOISE_MODELS: Dict[str, Type[NoiseModelBase]] = {"NORMAL": NormalNoise}
+
+UNDEFINED_MODELS = ("MBS", "SIMPLE", "ARRMDL")
+"""The vendor's other model names: their arithmetic is unknown, so they are refused."""
+
+
+def register_noise_model(name: str, cls: Type[NoiseModelBase]) -> None:
+    """Make `cls` available as LayerConfig(noise_model=name)."""
+    if not (isinstance(cls, type) and issubclass(cls, NoiseModelBase)):
+        raise TypeError(f"register_noise_model: {cls!r} is not a NoiseModelBase subclass")
+    NOISE_MODELS[name] = cls
+
+
+def noise_model(name: str, level: int) -> NoiseModelBase:
+    """An instance of the registered model `name` at `level`."""
+    try:
+        return NOISE_MODELS[name](level)
+    except KeyError:
+        raise ValueError(f"noise model {name!r} is not defined; expected one of {sorted(NOISE_MODELS)}") from None
