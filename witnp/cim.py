@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from . import kernels as K
-from .quant import gain
+from .quant import gain, shift_offset
 
 __all__ = ["array_forward", "array_backward"]
 
@@ -94,7 +94,7 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
 
     s = 0.0
     if cfg.handle_neg_in == "Shift":
-        s = float(np.rint(np.float32(min(cfg.shift_num * sx, 2.0 ** xb))))
+        s = shift_offset(cfg.shift_num, sx, xb)
     concat = pn and noisy
     Ka = 2 * Kin if concat else Kin
     xa = np.empty((B, Ka), np.float32)

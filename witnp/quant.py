@@ -13,7 +13,7 @@ from typing import Dict, Iterable
 
 import numpy as np
 
-__all__ = ["round_half_even", "scale_from_max", "gain", "ScaleObserver", "IO_MAX_RESET"]
+__all__ = ["round_half_even", "scale_from_max", "gain", "shift_offset", "ScaleObserver", "IO_MAX_RESET"]
 
 IO_MAX_RESET = 8.0
 """The constant every io_max is reset to at the start of an epoch (the vendor's module.train())."""
@@ -38,6 +38,15 @@ def scale_from_max(m: float, q: int) -> float:
 def gain(sx: float, sw: float, sy: float) -> int:
     """G = R(sx·sw/sy) (float64 ratio, half to even): the integer gain of the bit split and of noise."""
     return int(np.rint(float(sx) * float(sw) / float(sy)))
+
+
+def shift_offset(shift_num: float, sx: float, xb: int) -> float:
+    """s = R(f32(min(shift_num·sx, 2^xb))): the Shift input offset in codes (chip.md §3).
+
+    The product and the min are taken in float64, then rounded to float32, then half to even:
+    9.6 -> 10, 2.5 -> 2, 447 -> 256 at 8 bits.
+    """
+    return float(np.rint(np.float32(min(float(shift_num) * float(sx), 2.0 ** xb))))
 
 
 class ScaleObserver:

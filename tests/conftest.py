@@ -1,0 +1,39 @@
+"""Shared fixtures: the golden vectors copied from ../shared/golden (recorded from witin_nn 0.1.3)."""
+import glob
+import os
+
+import numpy as np
+import pytest
+
+GOLDEN_DIR = os.path.join(os.path.dirname(__file__), "golden")
+
+
+def golden_cases(*prefixes):
+    """Sorted case names in tests/golden whose names start with one of `prefixes`."""
+    names = sorted(os.path.basename(f)[:-4] for f in glob.glob(os.path.join(GOLDEN_DIR, "*.npz")))
+    return [n for n in names if n.startswith(prefixes)]
+
+
+def load_golden(name):
+    return np.load(os.path.join(GOLDEN_DIR, name + ".npz"))
+
+
+class Replay:
+    """A random source that returns recorded standard-normal draws in order (chip.md §6 contract)."""
+
+    def __init__(self, arrays):
+        self.arrays = [np.asarray(a, np.float32) for a in arrays]
+        self.shapes = []
+
+    def standard_normal(self, size=None, dtype=np.float32):
+        assert self.arrays, "layer drew more noise than the reference did"
+        a = self.arrays.pop(0)
+        self.shapes.append(tuple(size))
+        assert tuple(size) == a.shape, f"draw shape {tuple(size)} != recorded {a.shape}"
+        assert dtype == np.float32
+        return a.copy()
+
+
+@pytest.fixture
+def replay():
+    return Replay

@@ -1,0 +1,116 @@
+"""Each Numba kernel equals its NumPy twin in kernels/reference.py, exactly, serial and parallel alike."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from witnp import kernels as K
+from witnp.kernels import reference as ref
+
+
+def variants(kern):
+    return [("serial", kern.serial), ("parallel", kern.parallel), ("reference", getattr(ref, kern.__name__))]
+
+
+def run_all(kern, make_outs, *args):
+    """Run serial, parallel and reference on fresh outputs; return [(name, result, outs)]."""
+    res = []
+    for name, fn in variants(kern):
+        outs = make_outs()
+        r = fn(*args, *outs[:-1], outs[-1]) if outs else fn(*args)
+        res.append((name, r, outs))
+    return res
+
+
+def assert_same(res):
+    (_, r0, o0) = res[0]
+    for name, r, o in res[1:]:
+        if r is not None:
+            assert np.array_equal(np.asarray(r, np.float64), np.asarray(r0, np.float64)), name
+        for a, b in zip(o, o0):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(B=st.integers(0, 7), Kn=st.integers(1, 9), sx=st.sampled_from([1.0, 3.0, 16.0, 100.0]),
+       shift=st.sampled_from([0.0, 3.0]), xb=st.integers(8, 12), pn=st.booleans(), concat=st.booleans(),
+       split=st.booleans(), seed=st.integers(0, 1000), nan=st.booleans())
+def test_quantize_input(B, Kn, sx, shift, xb, pn, concat, split, seed, nan):
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(B, Kn)) * 20).astype(np.float32)
+    x[:, :1] = np.rint(x[:, :1]) / sx + np.float32(0.5 / sx)  # code ties
+    x[:, 1:2] = 0  # exact zeros (relu'(0) = 0)
+    if nan and x.size:
+        x[0, 0] = np.nan
+    Ka = 2 * Kn if (pn and concat) else Kn
+
+    def outs():
+        return [np.full((B, Ka), -7, np.float32), np.full((B, Kn), -7, np.float32), np.full((B, Kn), 9, np.int8)]
+    assert_same(run_all(K.quantize_input, outs, x, sx, shift, 0, 2 ** xb - 1, pn, concat, split))
+
+
+@settings(max_examples=40, deadline=None)
+@given(O=st.integers(1, 6), Kn=st.integers(1, 9), sw=st.sampled_from([1.0, 7.0, 64.0, 300.0]),
+       wclip=st.sampled_from([np.inf, 0.25]), seed=st.integers(0, 1000))
+def test_quantize_weight(O, Kn, sw, wclip, seed):
+    w = np.random.default_rng(seed).normal(size=(O, Kn)).astype(np.float32)
+    assert_same(run_all(K.quantize_weight, lambda: [np.empty((O, Kn), np.float32), np.empty((O, Kn), np.uint8)],
+                        w, wclip, sw))
+
+
+@settings(max_examples=40, deadline=None)
+@given(B=st.integers(1, 6), O=st.integers(1, 7), f64=st.booleans(), div=st.sampled_from([1024.0, 480.0, 4.0]),
+       mul=st.sampled_from([16.0, 5.0, 1.0]), yb=st.integers(8, 12), outdiv=st.sampled_from([1.0, 16.0]),
+       seed=st.integers(0, 1000))
+def test_requant(B, O, f64, div, mul, yb, outdiv, seed):
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(-300000, 300000, (B, O)).astype(np.float64 if f64 else np.float32)
+    bias = (128 * rng.integers(-500, 500, O)).astype(np.float64)
+    lo, hi = -2 ** (yb - 1), 2 ** (yb - 1) - 1
+    assert_same(run_all(K.requant, lambda: [np.empty((B, O), np.float32), np.empty((B, O), np.uint8)],
+                        acc, bias, div, mul, lo, hi, outdiv))
+
+
+@settings(max_examples=30, deadline=None)
+@given(B=st.integers(1, 6), O=st.integers(1, 7), G=st.sampled_from([1, 3, 256, 1000]), seed=st.integers(0, 999))
+def test_combine_split(B, O, G, seed):
+    rng = np.random.default_rng(seed)
+    yl = rng.integers(-128, 128, (B, O)).astype(np.float32)
+    accd = (256 * rng.integers(-2000, 2000, (B, O))).astype(np.float64)
+    biasd = (128 * rng.integers(-50, 50, O)).astype(np.float64)
+    assert_same(run_all(K.combine_split, lambda: [np.empty((B, O), np.float32), np.empty((B, O), np.uint8)],
+                        yl, accd, biasd, G, -128, 127, 16.0))
+
+
+@pytest.mark.parametrize("concat", [False, True])
+def test_input_grad(concat):
+    rng = np.random.default_rng(0)
+    B, Kn = 5, 7
+    dxa = rng.normal(size=(B, 2 * Kn if concat else Kn)).astype(np.float32)
+    mask = rng.integers(-1, 2, (B, Kn)).astype(np.int8)
+    assert_same(run_all(K.input_grad, lambda: [np.empty((B, Kn), np.float32)], dxa, mask, 16.0, concat))
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_scale_masked(accumulate):
+    rng = np.random.default_rng(1)
+    src = rng.normal(size=(4, 6)).astype(np.float32)
+    mask = rng.integers(0, 2, (4, 6)).astype(np.uint8)
+    start = rng.normal(size=(4, 6)).astype(np.float32)
+    for name, fn in variants(K.scale_masked):  # noqa: B007
+        out = start.copy()
+        fn(src, mask, 0.37, out, accumulate)
+        want = (start if accumulate else 0) + np.where(mask != 0, src * np.float32(0.37), 0)
+        np.testing.assert_array_equal(out, want.astype(np.float32), err_msg=name)
+
+
+def test_large_inputs_take_the_parallel_twin_and_agree():
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(512, 300)) * 50).astype(np.float32)
+    outs = [[np.empty((512, 300), np.float32), np.empty((512, 300), np.float32), np.empty((512, 300), np.int8)]
+            for _ in range(2)]
+    r1 = K.quantize_input(x, 4.0, 0.0, 0, 1023, False, False, True, *outs[0], n=x.size)  # dispatches parallel
+    r2 = K.quantize_input.serial(x, 4.0, 0.0, 0, 1023, False, False, True, *outs[1])
+    assert r1 == r2
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
