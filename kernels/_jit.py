@@ -1,8 +1,14 @@
 """The one place where kernels get their Numba options.
 
 Every kernel is compiled twice from the same body, serial and parallel (``prange`` becomes ``range`` in the
-serial twin), so tests can check that both agree bit for bit and callers can pick the serial one for small
-arrays, where waking the thread pool costs more than the work.
+serial twin); tests check that both agree bit for bit.
+
+Which twin runs: serial by default. Measured on the 2-core CI machine (bench/bench_linear.py, B256 512->512
+QAT step): with NumPy's OpenBLAS using both cores, the parallel twins made the step 3.5x slower (16 ms
+against 4.6 ms), because OpenBLAS's workers spin after each sgemm and Numba's pool then waits for a
+scheduler time slice. The element-wise kernels are a small share of a step once vectorized, so the cores
+are better left to BLAS. `set_parallel_threshold(n)` turns the parallel twin on for calls of at least
+`n` elements (for machines where BLAS runs single-threaded, say).
 
 Options: ``cache=True`` (compile once per machine, not per process), ``error_model="numpy"`` (no Python
 exception checks in the inner loops) and no fastmath: the kernels round, clip and compare, and fastmath may
@@ -14,8 +20,17 @@ import numba
 
 OPTIONS = dict(cache=True, error_model="numpy", fastmath=False, nogil=True)
 
-# Below this many elements the serial twin is used: thread wake-up (~10 us) outweighs the work.
-PARALLEL_MIN_ELEMENTS = 1 << 16
+# Calls of at least this many elements run the parallel twin; None: always serial (see above).
+PARALLEL_MIN_ELEMENTS = None
+
+
+def set_parallel_threshold(n):
+    """Run the parallel twins for calls of >= n elements (None: never). Returns the previous setting."""
+    global PARALLEL_MIN_ELEMENTS
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise ValueError(f"set_parallel_threshold: n={n!r}; expected a non-negative int or None")
+    old, PARALLEL_MIN_ELEMENTS = PARALLEL_MIN_ELEMENTS, n
+    return old
 
 
 class Kernel:
@@ -34,8 +49,8 @@ class Kernel:
         self.__name__ = fn.__name__
 
     def __call__(self, *args, n=None):
-        """Run the parallel twin when `n` (the work size, in elements) is large, else the serial one."""
-        if n is not None and n >= PARALLEL_MIN_ELEMENTS:
+        """Run the parallel twin when `n` (the work size, in elements) reaches the threshold, else serial."""
+        if n is not None and PARALLEL_MIN_ELEMENTS is not None and n >= PARALLEL_MIN_ELEMENTS:
             return self.parallel(*args)
         return self.serial(*args)
 

@@ -4,15 +4,83 @@ Conventions (llm.c style): outputs are arguments the caller allocated, listed af
 the comments; scalars arrive as Python or NumPy numbers and are cast to float32 here, because the chip's
 reference computes in float32 and every product below must round exactly as it does. No kernel draws
 random numbers or reads globals. Each loop body writes only row ``b`` of its outputs, so ``prange`` over
-rows is race-free; the only cross-row results are maxima and counts, which Numba reduces order-free.
+rows is race-free; the only cross-row result is a count of non-finite inputs, an integer sum.
 Twins in `reference.py`.
 """
 import numpy as np
+import numba
 from numba import prange
 
-from ._jit import kernel
+from ._jit import OPTIONS, kernel
 
-__all__ = ["quantize_input", "quantize_weight", "requant", "combine_split", "input_grad", "scale_masked"]
+__all__ = ["quantize_input", "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked"]
+
+
+@numba.njit(**OPTIONS)
+def _row_plain(x, b, sx, shift, lo, hi, xa, xd, mask, split):
+    nb = 0
+    c256 = np.float32(256.0)
+    inv256 = np.float32(1.0 / 256.0)  # exact: ⌊q/256⌋ = ⌊q·2^-8⌋
+    if split:
+        for k in range(x.shape[1]):
+            v = x[b, k]
+            nb += 0 if abs(v) < np.inf else 1
+            c = v * sx + shift
+            q = np.rint(min(max(c, lo), hi))
+            mask[b, k] = np.int8((c >= lo) & (c <= hi))
+            d = np.floor(q * inv256)
+            xd[b, k] = d
+            xa[b, k] = q - c256 * d
+    else:
+        for k in range(x.shape[1]):
+            v = x[b, k]
+            nb += 0 if abs(v) < np.inf else 1
+            c = v * sx + shift
+            xa[b, k] = np.rint(min(max(c, lo), hi))
+            mask[b, k] = np.int8((c >= lo) & (c <= hi))
+    return nb
+
+
+@numba.njit(**OPTIONS)
+def _row_pn_signed(x, b, sx, hi, xa, mask):
+    # the relu branches are exclusive, so pos - neg = R(clip(x·sx, -hi, hi)) (-(v·sx) = (-v)·sx exactly)
+    nb = 0
+    for k in range(x.shape[1]):
+        v = x[b, k]
+        nb += 0 if abs(v) < np.inf else 1
+        c = v * sx
+        xa[b, k] = np.rint(min(max(c, -hi), hi))
+        mask[b, k] = np.int8(abs(c) <= hi) * (np.int8(v > 0) - np.int8(v < 0))
+    return nb
+
+
+@numba.njit(**OPTIONS)
+def _row_pn(x, b, sx, lo, hi, concat, split, xa, xd, mask):
+    nb = 0
+    K = x.shape[1]
+    zero = np.float32(0.0)
+    c256 = np.float32(256.0)
+    inv256 = np.float32(1.0 / 256.0)
+    for k in range(K):
+        v = x[b, k]
+        nb += 0 if abs(v) < np.inf else 1
+        p = max(v, zero) * sx
+        n = max(-v, zero) * sx
+        qp = np.rint(min(max(p, lo), hi))
+        qn = np.rint(min(max(n, lo), hi))
+        mask[b, k] = np.int8((v > zero) & (p <= hi)) - np.int8((v < zero) & (n <= hi))
+        if split:
+            dp = np.floor(qp * inv256)
+            dn = np.floor(qn * inv256)
+            xd[b, k] = dp - dn
+            qp = qp - c256 * dp
+            qn = qn - c256 * dn
+        if concat:
+            xa[b, k] = qp
+            xa[b, K + k] = qn
+        else:
+            xa[b, k] = qp - qn
+    return nb
 
 
 @kernel
@@ -27,54 +95,23 @@ def quantize_input(x, sx, shift, lo, hi, pn, concat, split, xa, xd, mask):
     mask (B, K) int8 out     straight-through factor of dXq/dx / sx: 1 inside the clip (FALSE, Shift);
                              PN: +1 where x > 0 and the positive code is unclipped, -1 for the negative
                              branch, 0 elsewhere (relu'(0) = 0)
-    returns (number of non-finite x, max |x| over finite x)
+    returns the number of non-finite x (the outputs are then meaningless; callers refuse the input)
+    The row loops are branch-free selects so LLVM vectorizes them; the flags choose a loop per row.
     """
-    B, K = x.shape
+    B = x.shape[0]
     sx = np.float32(sx)
     shift = np.float32(shift)
     lo = np.float32(lo)
     hi = np.float32(hi)
     bad = 0
-    amax = np.float32(0.0)
     for b in prange(B):
-        for k in range(K):
-            v = x[b, k]
-            if not np.isfinite(v):
-                bad += 1
-                v = np.float32(0.0)
-            amax = max(amax, abs(v))
-            if pn:
-                p = max(v, np.float32(0.0)) * sx
-                n = max(-v, np.float32(0.0)) * sx
-                qp = np.rint(min(max(p, lo), hi))
-                qn = np.rint(min(max(n, lo), hi))
-                m = 0
-                if v > 0 and p <= hi:
-                    m = 1
-                elif v < 0 and n <= hi:
-                    m = -1
-                mask[b, k] = m
-                if split:
-                    dp = np.floor(qp / np.float32(256.0))
-                    dn = np.floor(qn / np.float32(256.0))
-                    xd[b, k] = dp - dn
-                    qp = qp - np.float32(256.0) * dp
-                    qn = qn - np.float32(256.0) * dn
-                if concat:
-                    xa[b, k] = qp
-                    xa[b, K + k] = qn
-                else:
-                    xa[b, k] = qp - qn
-            else:
-                c = v * sx + shift
-                q = np.rint(min(max(c, lo), hi))
-                mask[b, k] = 1 if (c >= lo and c <= hi) else 0
-                if split:
-                    d = np.floor(q / np.float32(256.0))
-                    xd[b, k] = d
-                    q = q - np.float32(256.0) * d
-                xa[b, k] = q
-    return bad, amax
+        if not pn:
+            bad += _row_plain(x, b, sx, shift, lo, hi, xa, xd, mask, split)
+        elif concat or split or lo != 0:
+            bad += _row_pn(x, b, sx, lo, hi, concat, split, xa, xd, mask)
+        else:
+            bad += _row_pn_signed(x, b, sx, hi, xa, mask)
+    return bad
 
 
 @kernel
@@ -85,24 +122,60 @@ def quantize_weight(w, wclip, sw, wq, mask):
     wclip float               weight clamp (inf: none)
     wq   (O, K) float32 out   int8 codes held in float32
     mask (O, K) uint8 out     1 where |W| <= wclip and W·sw in [-128, 127]
-    returns (number of non-finite w, max |w| of the raw, unclamped weight)
+    returns the number of non-finite w
     """
     O, K = w.shape
     wc = np.float32(wclip)
     sw = np.float32(sw)
+    lo = np.float32(-128.0)
+    hi = np.float32(127.0)
     bad = 0
-    amax = np.float32(0.0)
     for o in prange(O):
+        nb = 0
         for k in range(K):
             v = w[o, k]
-            if not np.isfinite(v):
-                bad += 1
-                v = np.float32(0.0)
-            amax = max(amax, abs(v))
+            nb += 0 if abs(v) < np.inf else 1
             c = min(max(v, -wc), wc) * sw
-            wq[o, k] = np.rint(min(max(c, np.float32(-128.0)), np.float32(127.0)))
-            mask[o, k] = 1 if (abs(v) <= wc and c >= -128.0 and c <= 127.0) else 0
-    return bad, amax
+            wq[o, k] = np.rint(min(max(c, lo), hi))
+            mask[o, k] = np.uint8((abs(v) <= wc) & (c >= lo) & (c <= hi))
+        bad += nb
+    return bad
+
+
+@kernel
+def quantize_bias(b, wq, P, s, bias_d, N, split, ba, bmask, bd):
+    """Bias codes in units of 128 (chip.md §2, §3), in the vendor's float32 order.
+
+    b      (O,) float32 float bias (zeros when the layer has none)
+    wq     (O, K) float32 weight codes (their row sums carry the Shift correction s·ΣWq)
+    P      f32(sx·sw);  s: the Shift offset in codes (0 otherwise);  bias_d (O,) float32;  N: bias_row_N
+    ba     (O,) float32 out analog bias code: Bq = R(clip((f32(b·P) - s·ΣWq)/128, -128N, 127N)), or with
+                            `split` Bl = R(clip((R(f32(b·P)/128)·128 - 128·Bd - s·ΣWq)/128, -128N, 127N))
+    bmask  (O,) uint8 out   1 where that clamp passes
+    bd     (O,) float32 out digital bias Bd = R(f32(bias_d·P)/128) (split only; not clipped)
+    """
+    O, K = wq.shape
+    P = np.float32(P)
+    s = np.float32(s)
+    c128 = np.float32(128.0)
+    lo = np.float32(-128.0 * N)
+    hi = np.float32(127.0 * N)
+    for o in prange(O):
+        corr = np.float32(0.0)
+        if s != 0:
+            ws = np.float32(0.0)
+            for k in range(K):
+                ws += wq[o, k]  # integers: exact in any order below 2^24
+            corr = s * ws
+        t = b[o] * P
+        if split:
+            d = np.rint((bias_d[o] * P) / c128)
+            bd[o] = d
+            pre = (np.rint(t / c128) * c128 - c128 * d - corr) / c128
+        else:
+            pre = (t - corr) / c128
+        ba[o] = np.rint(min(max(pre, lo), hi))
+        bmask[o] = np.uint8((pre >= lo) & (pre <= hi))
 
 
 @kernel
@@ -114,7 +187,6 @@ def requant(acc, bias, div, mul, lo, hi, outdiv, y, mask):
     div, mul                   sx·sw and sy without noise (the vendor's order), G and 1 with noise
     y    (B, O) float32 out    output (outdiv = sy) or the integer code (outdiv = 1)
     mask (B, O) uint8 out      1 where v is inside [lo, hi] (the output clamp's gradient)
-    returns max |u|, the auto-scale statistic of y (chip.md §5)
     """
     B, O = acc.shape
     div = np.float32(div)
@@ -122,15 +194,11 @@ def requant(acc, bias, div, mul, lo, hi, outdiv, y, mask):
     lo = np.float32(lo)
     hi = np.float32(hi)
     outdiv = np.float32(outdiv)
-    umax = np.float32(0.0)
     for b in prange(B):
         for o in range(O):
-            u = np.float32(acc[b, o] + bias[o]) / div
-            umax = max(umax, abs(u))
-            v = u * mul
-            mask[b, o] = 1 if (v >= lo and v <= hi) else 0
+            v = (np.float32(acc[b, o] + bias[o]) / div) * mul
+            mask[b, o] = np.uint8((v >= lo) & (v <= hi))
             y[b, o] = np.rint(min(max(v, lo), hi)) / outdiv
-    return umax
 
 
 @kernel
@@ -151,7 +219,7 @@ def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask):
         for o in range(O):
             yd = np.rint(np.float32(accd[b, o] + biasd[o]) / G)
             s = yl[b, o] + yd
-            mask[b, o] = 1 if (s >= lo and s <= hi) else 0
+            mask[b, o] = np.uint8((s >= lo) & (s <= hi))
             y[b, o] = min(max(s, lo), hi) / sy
 
 
@@ -168,24 +236,35 @@ def input_grad(dxa, mask, sx, concat, dx):
     for b in prange(B):
         for k in range(K):
             m = mask[b, k]
-            if m == 0:
-                dx[b, k] = 0.0
-            elif concat and m < 0:
-                dx[b, k] = -(dxa[b, K + k] * sx)
+            if concat:
+                g = dxa[b, k] if m > 0 else -dxa[b, K + k]
             else:
-                dx[b, k] = dxa[b, k] * sx
+                g = dxa[b, k]
+            dx[b, k] = g * sx if m != 0 else np.float32(0.0)
     return dx
 
 
 @kernel
 def scale_masked(src, mask, c, out, accumulate):
-    """out (=|+=) src·c where mask != 0, else 0 (|+ 0). All (R, C); src float32, mask uint8|int8."""
+    """out (=|+=) src·c where mask != 0, else 0 (|+ 0). All (R, C); src float32, mask uint8|int8.
+
+    returns the number of non-finite src values (an upstream gradient with NaN/inf is refused by callers)
+    """
     R, C = src.shape
     c = np.float32(c)
+    zero = np.float32(0.0)
+    bad = 0
     for r in prange(R):
-        for j in range(C):
-            v = src[r, j] * c if mask[r, j] != 0 else np.float32(0.0)
-            if accumulate:
-                out[r, j] += v
-            else:
-                out[r, j] = v
+        nb = 0
+        if accumulate:
+            for j in range(C):
+                v = src[r, j]
+                nb += 0 if abs(v) < np.inf else 1
+                out[r, j] += v * c if mask[r, j] != 0 else zero
+        else:
+            for j in range(C):
+                v = src[r, j]
+                nb += 0 if abs(v) < np.inf else 1
+                out[r, j] = v * c if mask[r, j] != 0 else zero
+        bad += nb
+    return bad

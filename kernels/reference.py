@@ -6,22 +6,20 @@ reference).
 """
 import numpy as np
 
-__all__ = ["quantize_input", "quantize_weight", "requant", "combine_split", "input_grad", "scale_masked",
+__all__ = ["quantize_input", "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked",
            "matmul_exact"]
 
 f32 = np.float32
 
 
 def _split(q):
-    d = np.floor(q / f32(256))
+    d = np.floor(q * f32(1 / 256))
     return q - f32(256) * d, d
 
 
 def quantize_input(x, sx, shift, lo, hi, pn, concat, split, xa, xd, mask):
     finite = np.isfinite(x)
-    x = np.where(finite, x, f32(0)).astype(np.float32)
     lo, hi = f32(lo), f32(hi)
-    amax = f32(np.abs(x).max()) if x.size else f32(0)
     if pn:
         p = np.maximum(x, f32(0)) * f32(sx)
         n = np.maximum(-x, f32(0)) * f32(sx)
@@ -40,17 +38,30 @@ def quantize_input(x, sx, shift, lo, hi, pn, concat, split, xa, xd, mask):
             q, d = _split(q)
             xd[...] = d
         xa[...] = q
-    return int((~finite).sum()), amax
+    return int((~finite).sum())
 
 
 def quantize_weight(w, wclip, sw, wq, mask):
     finite = np.isfinite(w)
-    w = np.where(finite, w, f32(0)).astype(np.float32)
     wc = f32(wclip)
     c = np.clip(w, -wc, wc) * f32(sw)
     wq[...] = np.rint(np.clip(c, f32(-128), f32(127)))
     mask[...] = (np.abs(w) <= wc) & (c >= -128) & (c <= 127)
-    return int((~finite).sum()), f32(np.abs(w).max()) if w.size else f32(0)
+    return int((~finite).sum())
+
+
+def quantize_bias(b, wq, P, s, bias_d, N, split, ba, bmask, bd):
+    P, c128 = f32(P), f32(128)
+    corr = f32(s) * wq.sum(axis=1, dtype=np.float32) if s else f32(0)
+    t = b * P
+    if split:
+        bd[...] = np.rint(bias_d * P / c128)
+        pre = (np.rint(t / c128) * c128 - c128 * bd - corr) / c128
+    else:
+        pre = (t - corr) / c128
+    lo, hi = f32(-128.0 * N), f32(127.0 * N)
+    ba[...] = np.rint(np.clip(pre, lo, hi))
+    bmask[...] = (pre >= lo) & (pre <= hi)
 
 
 def requant(acc, bias, div, mul, lo, hi, outdiv, y, mask):
@@ -58,7 +69,6 @@ def requant(acc, bias, div, mul, lo, hi, outdiv, y, mask):
     v = u * f32(mul)
     mask[...] = (v >= f32(lo)) & (v <= f32(hi))
     y[...] = np.rint(np.clip(v, f32(lo), f32(hi))) / f32(outdiv)
-    return f32(np.abs(u).max()) if u.size else f32(0)
 
 
 def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask):
@@ -83,6 +93,7 @@ def scale_masked(src, mask, c, out, accumulate):
         out += v
     else:
         out[...] = v
+    return int((~np.isfinite(src)).sum())
 
 
 def matmul_exact(a, b):

@@ -35,20 +35,15 @@ f32 = np.float32
 _EMPTY = np.empty((0, 0), np.float32)
 
 
-def _bias_codes(b, wq, cfg, sx, sw, s, split, n_out):
+def _bias_codes(b, wq, cfg, P, s, split, n_out):
     """Analog bias code (Bq or Bl), its clamp mask, and the digital Bd (or None); all (O,) float32."""
-    P = f32(sx * sw)
-    N = cfg.bias_row_N
-    t = (b * P).astype(np.float32) if b is not None else np.zeros(n_out, np.float32)
-    corr = (f32(s) * wq.sum(axis=1, dtype=np.float32)).astype(np.float32) if s else f32(0)
-    if split:
-        Bd = np.rint((cfg.bias_d_array(n_out) * P).astype(np.float32) / f32(128))
-        pre = (np.rint(t / f32(128)) * f32(128) - f32(128) * Bd - corr).astype(np.float32) / f32(128)
-    else:
-        Bd = None
-        pre = (t - corr).astype(np.float32) / f32(128)
-    lo, hi = f32(-128 * N), f32(127 * N)
-    return np.rint(np.clip(pre, lo, hi)), ((pre >= lo) & (pre <= hi)), Bd
+    ba = np.empty(n_out, np.float32)
+    bmask = np.empty(n_out, np.uint8)
+    bd = np.zeros(n_out, np.float32)
+    bvec = b if b is not None else np.zeros(n_out, np.float32)
+    bias_d = cfg.bias_d_array(n_out) if split else bd
+    K.quantize_bias(bvec, wq, P, s, bias_d, cfg.bias_row_N, split, ba, bmask, bd)
+    return ba, bmask, (bd if split else None)
 
 
 def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], cfg, sx: float, sw: float,
@@ -88,7 +83,7 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     wq = np.empty((O, Kin), np.float32)
     wmask = np.empty((O, Kin), np.uint8)
     wclip = cfg.w_clip if cfg.w_clip is not None else math.inf
-    bad, wmax = K.quantize_weight(W, wclip, sw, wq, wmask, n=W.size)
+    bad = K.quantize_weight(W, wclip, sw, wq, wmask, n=W.size)
     if bad:
         raise ValueError(f"{owner}: weight contains {bad} NaN or inf value(s); expected finite numbers")
 
@@ -100,14 +95,14 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     xa = np.empty((B, Ka), np.float32)
     xd = np.empty((B, Kin), np.float32) if split else _EMPTY
     xmask = np.empty((B, Kin), np.int8)
-    bad, xmax = K.quantize_input(x, sx, s, 0, (1 << xb) - 1, pn, concat, split, xa, xd, xmask, n=x.size)
+    bad = K.quantize_input(x, sx, s, 0, (1 << xb) - 1, pn, concat, split, xa, xd, xmask, n=x.size)
     if bad:
         raise ValueError(f"{owner}: x contains {bad} NaN or inf value(s); expected finite numbers")
 
-    Ba, bmask, Bd = _bias_codes(b, wq, cfg, sx, sw, s, split, O)
-    xbound = 255 if split else (1 << xb) - 1
     P = f32(sx * sw)
-    ctx = dict(x_shape=x.shape, wq=wq, wmask=wmask, xa=xa, xd=xd, xmask=xmask, bmask=bmask, concat=concat,
+    Ba, bmask, Bd = _bias_codes(b, wq, cfg, P, s, split, O)
+    xbound = 255 if split else (1 << xb) - 1
+    ctx = dict(owner=owner, x_shape=x.shape, wq=wq, wmask=wmask, xa=xa, xd=xd, xmask=xmask, bmask=bmask, concat=concat,
                split=split, noisy=noisy, s=s, sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None,
                N=cfg.bias_row_N)
     if noisy:
@@ -129,7 +124,7 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
 
     ya = np.empty((B, O), np.float32)
     ymask = np.empty((B, O), np.uint8)
-    ustat = K.requant(acc, bias_term, div, mul, ylo, yhi, 1.0 if split else sy, ya, ymask, n=acc.size)
+    K.requant(acc, bias_term, div, mul, ylo, yhi, 1.0 if split else sy, ya, ymask, n=acc.size)
     ctx["ymask"] = ymask
     y = ya
     if split:
@@ -140,13 +135,14 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
         ctx["omask"] = omask
 
     stats = None
-    if want_stats:
-        if noisy:  # the y statistic is the noiseless accumulator's (chip.md §5)
+    if want_stats:  # max|x|, max|W| (raw) and max|u| of the noiseless analog accumulator (chip.md §5)
+        if noisy:
             xs = xa[:, :Kin] - xa[:, Kin:] if concat else xa
-            acc0 = K.matmul_exact(xs, wq.T, xbound, 128).astype(np.float64) + 128.0 * Ba.astype(np.float64)
-            u = acc0.astype(np.float32) / P
-            ustat = f32(np.abs(u).max()) if u.size else f32(0)
-        stats = {"x": xmax, "weight": wmax, "y": ustat}
+            acc = K.matmul_exact(xs, wq.T, xbound, 128)
+            bias_term = 128.0 * Ba.astype(np.float64)
+        u = (acc + bias_term).astype(np.float32) / P
+        amax = lambda a: f32(np.abs(a).max()) if a.size else f32(0)  # noqa: E731
+        stats = {"x": amax(x), "weight": amax(W), "y": amax(u)}
     return y, ctx, stats
 
 
@@ -162,17 +158,18 @@ def array_backward(dy: np.ndarray, ctx: dict):
     sy, P, G = f32(ctx["sy"]), ctx["P"], ctx["G"]
     wq, xa = ctx["wq"], ctx["xa"]
     # ga = dL/d(analog accumulator), gd = dL/d(digital accumulator), both (B, O)
+    ga = np.empty((B, O), np.float32)
     if split:
         gs = np.empty((B, O), np.float32)
-        K.scale_masked(dy, ctx["omask"], f32(1) / sy, gs, False, n=gs.size)  # dL/d(yl + yd)
-        ga = np.empty((B, O), np.float32)
+        bad = K.scale_masked(dy, ctx["omask"], f32(1) / sy, gs, False, n=gs.size)  # dL/d(yl + yd)
         K.scale_masked(gs, ctx["ymask"], (f32(1) / f32(G)) if noisy else (sy / P), ga, False, n=ga.size)
         gd = gs / f32(G)
     else:
-        ga = np.empty((B, O), np.float32)
-        K.scale_masked(dy, ctx["ymask"], (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P), ga, False,
-                       n=ga.size)
+        bad = K.scale_masked(dy, ctx["ymask"], (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P), ga, False,
+                             n=ga.size)
         gd = None
+    if bad:
+        raise ValueError(f"{ctx['owner']}: dy contains {bad} NaN or inf value(s); expected finite numbers")
 
     dwa = ga.T @ xa  # (O, Ka)
     if noisy:
@@ -182,7 +179,7 @@ def array_backward(dy: np.ndarray, ctx: dict):
         dwq = dwq + gd.T @ (f32(256) * ctx["xd"])
 
     gba = ga.sum(axis=0, dtype=np.float32) * (ctx["b_factor"] if noisy else f32(128))
-    gba = np.where(ctx["bmask"], gba, f32(0)).astype(np.float32)  # dL/d(pre-clip bias code)
+    gba = np.where(ctx["bmask"] != 0, gba, f32(0)).astype(np.float32)  # dL/d(pre-clip bias code)
     if ctx["s"]:  # Shift: the bias code holds -s·ΣWq/128
         dwq = dwq - (gba * f32(ctx["s"] / 128.0))[:, None]
     db = (gba * (P / f32(128))).astype(np.float32) if ctx["has_bias"] else None

@@ -59,6 +59,19 @@ def test_quantize_weight(O, Kn, sw, wclip, seed):
 
 
 @settings(max_examples=40, deadline=None)
+@given(O=st.integers(1, 7), Kn=st.integers(1, 9), P=st.sampled_from([1024.0, 480.0, 3.0]),
+       s=st.sampled_from([0.0, 10.0, 428.0]), N=st.integers(1, 9), split=st.booleans(), seed=st.integers(0, 999))
+def test_quantize_bias(O, Kn, P, s, N, split, seed):
+    rng = np.random.default_rng(seed)
+    b = (rng.normal(size=O) * 3).astype(np.float32)
+    b[0] = np.float32(0.5 * 128 / P)  # a rounding tie
+    wq = rng.integers(-128, 128, (O, Kn)).astype(np.float32)
+    bias_d = (rng.normal(size=O) * 2).astype(np.float32)
+    assert_same(run_all(K.quantize_bias, lambda: [np.empty(O, np.float32), np.empty(O, np.uint8),
+                                                  np.zeros(O, np.float32)], b, wq, P, s, bias_d, N, split))
+
+
+@settings(max_examples=40, deadline=None)
 @given(B=st.integers(1, 6), O=st.integers(1, 7), f64=st.booleans(), div=st.sampled_from([1024.0, 480.0, 4.0]),
        mul=st.sampled_from([16.0, 5.0, 1.0]), yb=st.integers(8, 12), outdiv=st.sampled_from([1.0, 16.0]),
        seed=st.integers(0, 1000))
@@ -99,7 +112,7 @@ def test_scale_masked(accumulate):
     start = rng.normal(size=(4, 6)).astype(np.float32)
     for name, fn in variants(K.scale_masked):  # noqa: B007
         out = start.copy()
-        fn(src, mask, 0.37, out, accumulate)
+        assert fn(src, mask, 0.37, out, accumulate) == 0
         want = (start if accumulate else 0) + np.where(mask != 0, src * np.float32(0.37), 0)
         np.testing.assert_array_equal(out, want.astype(np.float32), err_msg=name)
 
@@ -109,7 +122,11 @@ def test_large_inputs_take_the_parallel_twin_and_agree():
     x = (rng.normal(size=(512, 300)) * 50).astype(np.float32)
     outs = [[np.empty((512, 300), np.float32), np.empty((512, 300), np.float32), np.empty((512, 300), np.int8)]
             for _ in range(2)]
-    r1 = K.quantize_input(x, 4.0, 0.0, 0, 1023, False, False, True, *outs[0], n=x.size)  # dispatches parallel
+    old = K.set_parallel_threshold(1000)
+    try:
+        r1 = K.quantize_input(x, 4.0, 0.0, 0, 1023, False, False, True, *outs[0], n=x.size)  # the parallel twin
+    finally:
+        K.set_parallel_threshold(old)
     r2 = K.quantize_input.serial(x, 4.0, 0.0, 0, 1023, False, False, True, *outs[1])
     assert r1 == r2
     for a, b in zip(*outs):

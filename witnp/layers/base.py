@@ -47,13 +47,15 @@ def check_finite(layer, arg: str, a: np.ndarray) -> None:
         raise ValueError(f"{_owner(layer)}: {arg} contains {n} NaN or inf value(s); expected finite numbers")
 
 
-def check_grad(layer, dy, shape: Tuple[int, ...], arg: str = "dy") -> np.ndarray:
-    """The upstream gradient as float32 of exactly `shape` (the forward output's), finite."""
+def check_grad(layer, dy, shape: Tuple[int, ...], arg: str = "dy", finite: bool = True) -> np.ndarray:
+    """The upstream gradient as float32 of exactly `shape` (the forward output's); finite unless the caller
+    checks that itself (`finite=False`: the quantized kernels count NaN/inf in the pass they make anyway)."""
     g = check_array(layer, arg, dy, min_ndim=0, what=f"shape {tuple(shape)} (the forward output's)")
     if g.shape != tuple(shape):
         raise ValueError(f"{_owner(layer)}: {arg} has shape {g.shape}; expected {tuple(shape)} "
                          f"(the forward output's)")
-    check_finite(layer, arg, g)
+    if finite:
+        check_finite(layer, arg, g)
     return g
 
 

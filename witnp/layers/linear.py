@@ -118,7 +118,7 @@ class Linear(ArrayLayer):
 
     def backward(self, dy, ctx):
         """dx (..., in_features) float32 from dy (..., out_features); adds dW, db into ``grads``."""
-        g = check_grad(self, dy, ctx["y_shape"]).reshape(-1, self.out_features)
+        g = check_grad(self, dy, ctx["y_shape"], finite=not ctx["quant"]).reshape(-1, self.out_features)
         if not ctx["quant"]:
             dx = g @ ctx["W"]
             self.grads["weight"] += g.T @ ctx["x"]
