@@ -20,16 +20,18 @@ def exact_block(amax: float, bmax: float) -> int:
 
 
 def matmul_exact(a: np.ndarray, b: np.ndarray, amax: float, bmax: float) -> np.ndarray:
-    """a @ b for integer-valued float32 operands, exactly.
+    """a @ b for integer-valued float32 operands, exactly (NumPy matmul broadcasting over leading dims).
 
-    a (M, K) float32, |a| <= amax; b (K, N) float32 (any strides; a transposed view is free), |b| <= bmax.
-    Returns (M, N): float32 when one sgemm is exact, else float64 holding the exact integers.
+    a (..., M, K) float32, |a| <= amax; b (..., K, N) float32 (any strides; a transposed view is free),
+    |b| <= bmax. Returns (..., M, N): float32 when one sgemm per matrix is exact, else float64 holding the
+    exact integers.
     """
-    K = a.shape[1]
+    K = a.shape[-1]
     kb = exact_block(amax, bmax)
     if K <= kb:
         return a @ b
-    out = np.zeros((a.shape[0], b.shape[1]), np.float64)
+    out = None
     for k0 in range(0, K, kb):
-        out += a[:, k0:k0 + kb] @ b[k0:k0 + kb]
+        part = (a[..., k0:k0 + kb] @ b[..., k0:k0 + kb, :]).astype(np.float64)
+        out = part if out is None else out + part
     return out

@@ -7,7 +7,7 @@ reference).
 import numpy as np
 
 __all__ = ["quantize_input", "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked",
-           "matmul_exact"]
+           "matmul_exact", "im2col", "col2im"]
 
 f32 = np.float32
 
@@ -64,11 +64,16 @@ def quantize_bias(b, wq, P, s, bias_d, N, split, ba, bmask, bd):
     bmask[...] = (pre >= lo) & (pre <= hi)
 
 
-def requant(acc, bias, div, mul, lo, hi, outdiv, y, mask):
-    u = (acc.astype(np.float64) + bias[None, :]).astype(np.float32) / f32(div)
+def requant(acc, neg, bias, bias_rows, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
+    R, C = acc.shape
+    bb = np.resize(bias, R)[:, None] if bias_rows else bias[None, :]
+    u = (acc.astype(np.float64) + bb).astype(np.float32) / f32(div)
+    if neg.shape[0]:
+        u = u + neg.astype(np.float32) / f32(div)
     v = u * f32(mul)
-    mask[...] = (v >= f32(lo)) & (v <= f32(hi))
-    y[...] = np.rint(np.clip(v, f32(lo), f32(hi))) / f32(outdiv)
+    q = np.rint(np.clip(v, f32(lo), f32(hi)))
+    mask[...] = (v >= f32(lo)) & (v <= f32(hi)) & (q >= f32(lo2)) & (q <= f32(hi2))
+    y[...] = np.clip(q, f32(lo2), f32(hi2)) / f32(outdiv)
 
 
 def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask):
@@ -94,6 +99,32 @@ def scale_masked(src, mask, c, out, accumulate):
     else:
         out[...] = v
     return int((~np.isfinite(src)).sum())
+
+
+def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, Wo, pad, cols):
+    B, C, H, W = x.shape
+    Ho = cols.shape[2] // Wo
+    xp = np.full((B, C, max(H + 2 * ph, dh * (kh - 1) + sh * (Ho - 1) + 1),
+                  max(W + 2 * pw, dw * (kw - 1) + sw * (Wo - 1) + 1)), pad, np.float32)
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    c6 = cols.reshape(B, C, kh, kw, Ho, Wo)
+    for i in range(kh):
+        for j in range(kw):
+            c6[:, :, i, j] = xp[:, :, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw]
+    return cols
+
+
+def col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, Wo, out):
+    B, C, H, W = out.shape
+    Ho = cols.shape[2] // Wo
+    xp = np.zeros((B, C, max(H + 2 * ph, dh * (kh - 1) + sh * (Ho - 1) + 1),
+                   max(W + 2 * pw, dw * (kw - 1) + sw * (Wo - 1) + 1)), out.dtype)
+    c6 = cols.reshape(B, C, kh, kw, Ho, Wo)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw] += c6[:, :, i, j]
+    out[...] = xp[:, :, ph:ph + H, pw:pw + W]
+    return out
 
 
 def matmul_exact(a, b):

@@ -50,16 +50,39 @@ def build_linear(z):
     return wn.Linear(w.shape[1], w.shape[0], bias=bool(scalar(z, "cfg_bias", True)), config=config_of(z))
 
 
+def geom(z, k, default):
+    v = scalar(z, k, default)
+    return tuple(int(t) for t in np.ravel(v)) if isinstance(v, np.ndarray) else int(v)
+
+
+def build_conv(z, transposed):
+    w = z["weight"]
+    kw = dict(stride=geom(z, "cfg_stride", 1), padding=geom(z, "cfg_padding", 0),
+              dilation=geom(z, "cfg_dilation", 1), groups=int(scalar(z, "cfg_groups", 1)),
+              bias=bool(scalar(z, "cfg_bias", True)), config=config_of(z))
+    g = kw["groups"]
+    if transposed:
+        return wn.ConvTranspose2d(w.shape[0], w.shape[1] * g, tuple(w.shape[2:]),
+                                  output_padding=geom(z, "cfg_output_padding", 0), **kw)
+    return wn.Conv2d(w.shape[1] * g, w.shape[0], tuple(w.shape[2:]), **kw)
+
+
+def build_layer(name, z):
+    if name.startswith(("linear_", "noise_linear_")):
+        return build_linear(z)
+    return build_conv(z, transposed=name.startswith("convT_"))
+
+
 def set_params(layer, z):
     layer.params["weight"][...] = z["weight_before_forward"] if "weight_before_forward" in z.files else z["weight"]
     if "bias" in layer.params:
         layer.params["bias"][...] = z["bias"]
 
 
-@pytest.mark.parametrize("name", golden_cases("linear_", "noise_linear_"))
+@pytest.mark.parametrize("name", golden_cases("linear_", "noise_linear_", "conv2d_", "convT_", "noise_conv2d_"))
 def test_layer_case(name):
     z = load_golden(name)
-    layer = build_linear(z)
+    layer = build_layer(name, z)
     set_params(layer, z)
     quant = bool(scalar(z, "cfg_use_quantization", False))
     train = scalar(z, "mode", "train" if name.startswith("noise_") else "eval") == "train"

@@ -6,13 +6,14 @@ with hand-written backward passes. See the README and docs/ for the arithmetic a
 from . import kernels  # noqa: F401  (witnp.kernels, mapped from the top-level kernels/ folder)
 from .config import (PRESETS, HandleNegInType, LayerConfig, NoiseModel, default_config, get_default_config,
                      preset, set_default_config)
-from .layers import Layer, Linear
+from .layers import Conv2d, ConvTranspose2d, Layer, Linear
 from .noise import register_noise_model
 from .rng import manual_seed
-from .vendor import WitinLinear
+from .vendor import WitinConv2d, WitinConvTranspose2d, WitinLinear
 
 __version__ = "0.1.0"
 
 __all__ = ["LayerConfig", "HandleNegInType", "NoiseModel", "PRESETS", "preset", "get_default_config",
-           "set_default_config", "default_config", "Layer", "Linear", "WitinLinear", "manual_seed",
+           "set_default_config", "default_config", "Layer", "Linear", "Conv2d", "ConvTranspose2d", "WitinLinear", "WitinConv2d",
+           "WitinConvTranspose2d", "manual_seed",
            "register_noise_model", "__version__"]

@@ -47,7 +47,7 @@ def _bias_codes(b, wq, cfg, P, s, split, n_out):
 
 
 def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], cfg, sx: float, sw: float,
-                  sy: float, *, noise=None, rng=None, want_stats: bool = False):
+                  sy: float, *, noise=None, rng=None, want_stats: bool = False, out_clip=None):
     """One quantized array forward.
 
     Parameters
@@ -58,6 +58,8 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     sx, sw, sy : the current scales.
     noise : an active `witnp.noise.NoiseModelBase`, or None. rng : the draw source when noise is on.
     want_stats : also return the auto-scale statistics (max|x|, max|W|, the noiseless y statistic).
+    out_clip : (lo, hi) of a final clip after rounding (Conv2d to_linear: int8), else Y(yb). With the bit split
+        the sum yl + yd is clipped to it (the analog part is still clipped to Y(yb) first).
 
     Returns
     -------
@@ -124,14 +126,16 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
 
     ya = np.empty((B, O), np.float32)
     ymask = np.empty((B, O), np.uint8)
-    K.requant(acc, bias_term, div, mul, ylo, yhi, 1.0 if split else sy, ya, ymask, n=acc.size)
+    lo2, hi2 = out_clip if out_clip is not None else (ylo, yhi)
+    K.requant(acc, _EMPTY, bias_term, False, div, mul, ylo, yhi, ylo if split else lo2, yhi if split else hi2,
+              1.0 if split else sy, ya, ymask, n=acc.size)
     ctx["ymask"] = ymask
     y = ya
     if split:
         accd = K.matmul_exact(xd, wq.T, (1 << (xb - 8)) - 1, 128).astype(np.float64) * 256.0
         y = np.empty((B, O), np.float32)
         omask = np.empty((B, O), np.uint8)
-        K.combine_split(ya, accd, 128.0 * Bd.astype(np.float64), G, ylo, yhi, sy, y, omask, n=y.size)
+        K.combine_split(ya, accd, 128.0 * Bd.astype(np.float64), G, lo2, hi2, sy, y, omask, n=y.size)
         ctx["omask"] = omask
 
     stats = None

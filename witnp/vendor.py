@@ -3,9 +3,10 @@
 They are the witnp layers under the vendor's class names, taking the vendor's ``layer_config=`` keyword.
 """
 from .config import HandleNegInType, LayerConfig, NoiseModel
+from .layers.conv import Conv2d, ConvTranspose2d
 from .layers.linear import Linear
 
-__all__ = ["WitinLinear", "LayerConfig", "HandleNegInType", "NoiseModel"]
+__all__ = ["WitinLinear", "WitinConv2d", "WitinConvTranspose2d", "LayerConfig", "HandleNegInType", "NoiseModel"]
 
 
 def _vendor(cls):
@@ -22,3 +23,5 @@ def _vendor(cls):
 
 
 WitinLinear = _vendor(Linear)
+WitinConv2d = _vendor(Conv2d)
+WitinConvTranspose2d = _vendor(ConvTranspose2d)

@@ -44,18 +44,16 @@ class ArrayLayer(Layer):
     def begin_epoch(self) -> None:
         self.observer.begin_epoch()
 
-    def _quant_forward(self, x2, W, b, train, rng):
-        """Quantized forward of (B, K) rows through the array: returns y2 and the array ctx."""
+    def _quant_call(self, fn, train, rng):
+        """Run one quantized forward `fn(scales, noise, rng, want_stats) -> (y, ctx, stats)` under the
+        auto-scale schedule: scales for this forward first, statistics recorded after a training forward."""
         qs = self._qs()
         sc = self.observer.scales_for_forward(train, qs)
-        noisy = self.noise.active
-        y2, actx, st = cim.array_forward(
-            type(self).__name__, x2, W, b, self.config, sc["x"], sc["weight"], sc["y"],
-            noise=self.noise if noisy else None, rng=(rng if rng is not None else noise_rng()),
-            want_stats=self.observer.wants_record(train))
+        y, ctx, st = fn(sc, self.noise if self.noise.active else None,
+                        rng if rng is not None else noise_rng(), self.observer.wants_record(train))
         if train:
             self.observer.after_train_forward(st or {}, qs)
-        return y2, actx
+        return y, ctx
 
 
 class Linear(ArrayLayer):
@@ -111,7 +109,9 @@ class Linear(ArrayLayer):
                 y2 += b
             ctx = {"quant": False, "x": x2, "W": W}
         else:
-            y2, actx = self._quant_forward(x2, W, b, train, rng)
+            y2, actx = self._quant_call(lambda sc, noise, r, want: cim.array_forward(
+                "Linear", x2, W, b, self.config, sc["x"], sc["weight"], sc["y"], noise=noise, rng=r,
+                want_stats=want), train, rng)
             ctx = {"quant": True, "array": actx}
         ctx["y_shape"] = lead + (self.out_features,)
         return y2.reshape(ctx["y_shape"]), ctx

@@ -1,0 +1,247 @@
+"""Conv2d and ConvTranspose2d: torch's semantics in float mode, the chip's arithmetic when quantized (chip.md §4).
+
+Weights in torch layout: Conv2d (out, in/groups, kh, kw), ConvTranspose2d (in, out/groups, kh, kw).
+Inputs (B, C, H, W) float32, or (C, H, W) unbatched.
+
+witnp's own extension (the vendor refuses these): groups > 1 for quantized ConvTranspose2d. Conv2d with
+to_linear and groups > 1 is refused, as by the vendor.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from .. import cim, cim_conv
+from .. import kernels as K
+from ..config import LayerConfig
+from ..conv_ops import Geometry, conv_backward, conv_forward, convT_backward, convT_forward
+from ..rng import init_rng
+from .base import check_array, check_finite, check_grad
+from .linear import ArrayLayer
+
+__all__ = ["Conv2d", "ConvTranspose2d"]
+
+
+def _pair(name, owner, v, minimum):
+    t = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if len(t) != 2 or any(isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < minimum for e in t):
+        raise ValueError(f"{owner}: {name}={v!r}; expected an integer >= {minimum} or a pair of them")
+    return int(t[0]), int(t[1])
+
+
+class _ConvBase(ArrayLayer):
+    transposed = False
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
+                 dilation, config, rng):
+        super().__init__(config)
+        name = type(self).__name__
+        for arg, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name}: {arg}={v!r}; expected a positive integer")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        kh, kw = _pair("kernel_size", name, kernel_size, 1)
+        sh, sw = _pair("stride", name, stride, 1)
+        ph, pw = _pair("padding", name, padding, 0)
+        dh, dw = _pair("dilation", name, dilation, 1)
+        oph, opw = _pair("output_padding", name, output_padding, 0)
+        for op, s, d, axis in ((oph, sh, dh, "height"), (opw, sw, dw, "width")):
+            if op and not (op < s or op < d):
+                raise ValueError(f"{name}: output_padding={output_padding!r} must be smaller than stride or "
+                                 f"dilation ({axis}: output_padding {op}, stride {s}, dilation {d})")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.geo = Geometry(kh, kw, sh, sw, ph, pw, dh, dw, oph, opw, int(groups))
+        cfg = self.config
+        if cfg.use_quantization:
+            if self.transposed and cfg.handle_neg_in == "Shift":
+                raise ValueError(f"{name}: handle_neg_in='Shift' is not supported for ConvTranspose2d "
+                                 f"(chip.md §3); expected 'FALSE' or 'PN'")
+            if cfg.to_linear and (self.transposed or groups > 1):
+                raise ValueError(f"{name}: to_linear=True is supported for Conv2d with groups=1 only "
+                                 f"(got {'ConvTranspose2d' if self.transposed else f'groups={groups}'})")
+        if self.transposed:
+            shape = (self.in_channels, self.out_channels // groups, kh, kw)
+            fan_in = shape[1] * kh * kw  # torch computes fan_in from weight.size(1) here
+        else:
+            shape = (self.out_channels, self.in_channels // groups, kh, kw)
+            fan_in = shape[1] * kh * kw
+        gen = rng if rng is not None else init_rng()
+        bound = 1.0 / math.sqrt(fan_in)
+        self._add_param("weight", gen.uniform(-bound, bound, shape))
+        if bias:
+            self._add_param("bias", gen.uniform(-bound, bound, self.out_channels))
+        self._init_array_state()
+
+    def extra_repr(self) -> str:
+        g = self.geo
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size=({g.kh}, {g.kw}), stride=({g.sh}, "
+                f"{g.sw}), padding=({g.ph}, {g.pw}), dilation=({g.dh}, {g.dw}), groups={g.groups}, "
+                f"bias={'bias' in self.params}, quant={self.config.use_quantization}")
+
+    def _x_q(self) -> int:
+        """q of the input scale (chip.md §5): xb for signed (Conv2d FALSE) and shifted inputs, else xb+1."""
+        cfg = self.config
+        xb = cfg.x_quant_bits
+        signed = not self.transposed and cfg.handle_neg_in == "FALSE" and not cfg.to_linear
+        return xb if (signed or cfg.handle_neg_in == "Shift") else xb + 1
+
+    def _check_x(self, x):
+        x = check_array(self, "x", x, min_ndim=3, what=f"(B, {self.in_channels}, H, W) or "
+                                                          f"({self.in_channels}, H, W)")
+        if x.ndim > 4:
+            raise ValueError(f"{type(self).__name__}: x has shape {x.shape}; expected (B, {self.in_channels}, H, W)"
+                             f" or ({self.in_channels}, H, W)")
+        unbatched = x.ndim == 3
+        if unbatched:
+            x = x[None]
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__}: x has {x.shape[1]} channels (shape {x.shape}); expected "
+                             f"in_channels={self.in_channels}")
+        return x, unbatched
+
+    def forward(self, x, *, train: bool = False, rng=None):
+        """y = layer(x): x (B, C_in, H, W) float -> y (B, C_out, Ho, Wo) float32, and the ctx for backward."""
+        x, unbatched = self._check_x(x)
+        self._check_size(x.shape)
+        W, b = self.params["weight"], self.params.get("bias")
+        cfg = self.config
+        if not cfg.use_quantization:
+            check_finite(self, "x", x)
+            if cfg.w_clip is not None:
+                np.clip(W, -cfg.w_clip, cfg.w_clip, out=W)
+            y, ctx = self._float_forward(x, W, b)
+        elif cfg.to_linear:
+            y, ctx = self._linear_forward(x, W, b, train, rng)
+        else:
+            y, ctx = self._quant_call(lambda sc, noise, r, want: cim_conv.qconv_forward(
+                type(self).__name__, x, W, b, cfg, sc["x"], sc["weight"], sc["y"], self.geo, self.transposed,
+                self.out_channels, noise=noise, rng=r, want_stats=want), train, rng)
+            ctx["kind"] = "quant"
+        ctx["unbatched"] = unbatched
+        ctx["y_shape"] = y.shape
+        return (y[0] if unbatched else y), ctx
+
+    def backward(self, dy, ctx):
+        """dx (same shape as x) float32 from dy (shape of y); adds dW, db into ``grads``."""
+        shape = ctx["y_shape"][1:] if ctx["unbatched"] else ctx["y_shape"]
+        g = check_grad(self, dy, shape, finite=ctx["kind"] == "float")
+        g = g.reshape(ctx["y_shape"])
+        if ctx["kind"] == "float":
+            dx, dw, db = self._float_backward(g, ctx)
+            self.grads["weight"] += dw.reshape(self.params["weight"].shape)
+        elif ctx["kind"] == "linear":
+            dx, db = self._linear_backward(g, ctx)
+        else:
+            dx, dw, db = cim_conv.qconv_backward(g, ctx)
+            self.grads["weight"] += dw.reshape(self.params["weight"].shape)
+        if db is not None:
+            self.grads["bias"] += db
+        return dx[0] if ctx["unbatched"] else dx
+
+
+class Conv2d(_ConvBase):
+    """2-D convolution on the array.
+
+    Parameters as torch.nn.Conv2d (int or pair for kernel_size, stride, padding, dilation; groups; bias),
+    plus ``config`` (LayerConfig or None for the global default) and ``rng`` (initialisation source).
+    Forward: x (B, in_channels, H, W) -> y (B, out_channels, Ho, Wo), Ho = (H + 2p - d(k-1) - 1)//s + 1.
+    Quantized: chip.md §4 (FALSE signed input, PN with Wneg and the final int8 clip, Shift, to_linear = Linear on
+    (kw, kh, ci)-ordered patches with the bit split and an int8 output).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, config: Optional[LayerConfig] = None, *, rng=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, 0, groups, bias, dilation,
+                         config, rng)
+
+    def _check_size(self, shape):
+        g = self.geo
+        H, W = shape[2:]
+        if H + 2 * g.ph < g.dh * (g.kh - 1) + 1 or W + 2 * g.pw < g.dw * (g.kw - 1) + 1:
+            raise ValueError(f"Conv2d: kernel ({g.kh}, {g.kw}) with dilation ({g.dh}, {g.dw}) spans "
+                             f"({g.dh * (g.kh - 1) + 1}, {g.dw * (g.kw - 1) + 1}), larger than the padded input "
+                             f"({H + 2 * g.ph}, {W + 2 * g.pw}) of x with shape {tuple(shape)}")
+
+    def _float_forward(self, x, W, b):
+        acc, cols, (Ho, Wo) = conv_forward(x, W.reshape(W.shape[0], -1), self.geo)
+        if b is not None:
+            acc += b[None, :, None]
+        return acc.reshape(x.shape[0], self.out_channels, Ho, Wo), {"kind": "float", "cols": cols,
+                                                                    "x_shape": x.shape, "W": W}
+
+    def _float_backward(self, g, ctx):
+        B = g.shape[0]
+        g3 = g.reshape(B, self.out_channels, -1)
+        dw, dx = conv_backward(g3, ctx["cols"], ctx["W"].reshape(self.out_channels, -1), self.geo, ctx["x_shape"])
+        db = g3.sum(axis=(0, 2)) if "bias" in self.params else None
+        return dx, dw, db
+
+    # ---- to_linear: Linear rules on patches whose features are ordered (kw, kh, ci) (chip.md §4)
+    def _linear_forward(self, x, W, b, train, rng):
+        B = x.shape[0]
+        g = self.geo
+        Ho, Wo = g.conv_out(*x.shape[2:])
+        cols = np.empty((B, self.in_channels * g.kh * g.kw, Ho * Wo), np.float32)
+        K.im2col(x, *g.args(Wo), 0.0, cols, n=cols.size)
+        ci, co = self.in_channels, self.out_channels
+        rows = np.ascontiguousarray(cols.reshape(B, ci, g.kh, g.kw, Ho * Wo).transpose(0, 4, 3, 2, 1)).reshape(
+            B * Ho * Wo, -1)
+        wperm = np.ascontiguousarray(W.transpose(0, 3, 2, 1)).reshape(co, -1)
+        y2, actx = self._quant_call(lambda sc, noise, r, want: cim.array_forward(
+            "Conv2d", rows, wperm, b, self.config, sc["x"], sc["weight"], sc["y"], noise=noise, rng=r,
+            want_stats=want, out_clip=(-128, 127)), train, rng)
+        y = np.ascontiguousarray(y2.reshape(B, Ho, Wo, co).transpose(0, 3, 1, 2))
+        return y, {"kind": "linear", "array": actx, "x_shape": x.shape, "HoWo": (Ho, Wo)}
+
+    def _linear_backward(self, g, ctx):
+        B, co = g.shape[:2]
+        Ho, Wo = ctx["HoWo"]
+        ci, geo = self.in_channels, self.geo
+        g2 = np.ascontiguousarray(g.transpose(0, 2, 3, 1)).reshape(B * Ho * Wo, co)
+        actx = ctx["array"]
+        drows, dwq, db = cim.array_backward(g2, actx)
+        dwp = np.zeros((co, ci * geo.kh * geo.kw), np.float32)
+        cim.weight_grad_into(dwp, dwq, actx)
+        self.grads["weight"] += dwp.reshape(co, geo.kw, geo.kh, ci).transpose(0, 3, 2, 1)
+        dcols = np.ascontiguousarray(drows.reshape(B, Ho * Wo, geo.kw, geo.kh, ci).transpose(0, 4, 3, 2, 1)
+                                     ).reshape(B, ci * geo.kh * geo.kw, Ho * Wo)
+        dx = np.empty(ctx["x_shape"], np.float32)
+        K.col2im(dcols, *geo.args(Wo), dx, n=dcols.size)
+        return dx, db
+
+
+class ConvTranspose2d(_ConvBase):
+    """2-D transposed convolution on the array (the adjoint of Conv2d's product).
+
+    Parameters as torch.nn.ConvTranspose2d, plus ``config`` and ``rng``. Weight (in, out/groups, kh, kw).
+    Forward: x (B, in_channels, H, W) -> y (B, out_channels, Ho, Wo),
+    Ho = (H - 1)·s - 2p + d(k - 1) + output_padding + 1. Quantized: chip.md §4 (FALSE unsigned, PN with Wneg).
+    """
+    transposed = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0,
+                 groups: int = 1, bias: bool = True, dilation=1, config: Optional[LayerConfig] = None, *,
+                 rng=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
+                         dilation, config, rng)
+
+    def _check_size(self, shape):
+        Ho, Wo = self.geo.convT_out(*shape[2:])
+        if Ho < 1 or Wo < 1:
+            raise ValueError(f"ConvTranspose2d: x with shape {tuple(shape)} gives an empty output ({Ho}, {Wo}); "
+                             f"padding {self.geo.ph, self.geo.pw} is too large for this input")
+
+    def _float_forward(self, x, W, b):
+        y = convT_forward(x, W.reshape(W.shape[0], -1), self.geo, self.out_channels)
+        if b is not None:
+            y += b[None, :, None, None]
+        return y, {"kind": "float", "x": x, "W": W}
+
+    def _float_backward(self, g, ctx):
+        dw, dx = convT_backward(g, ctx["x"], ctx["W"].reshape(self.in_channels, -1), self.geo)
+        db = g.sum(axis=(0, 2, 3)) if "bias" in self.params else None
+        return dx, dw, db
