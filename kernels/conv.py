@@ -1,67 +1,78 @@
-"""im2col and its adjoint col2im, in the batched "columns" layout that feeds BLAS without transposes.
+"""im2row and its adjoint row2im on channels-last (NHWC) images: the layout BLAS runs fastest on here.
 
-cols (B, C·kh·kw, Ho·Wo): row (c, i, j) (c-major) holds, for every output position (oh, ow), the input
-value x[b, c, oh·sh - ph + i·dh, ow·sw - pw + j·dw], or `pad` outside the input. Then a convolution is
-W (O, C·kh·kw) @ cols[b] -> (O, Ho·Wo), already in NCHW order; groups take contiguous row blocks.
+rows (B·Ho·Wo, G·kh·kw·Cg): row (b, oh, ow) holds, for each group g and kernel offset (i, j), the Cg input
+channels of group g at x[b, oh·sh - ph + i·dh, ow·sw - pw + j·dw, :], or `pad` outside the image. Feature
+index ((g·kh + i)·kw + j)·Cg + c, or with `jfirst` ((g·kw + j)·kh + i)·Cg + c: the (kw, kh, ci) patch order
+of the vendor's to_linear. A convolution is then rows @ Wᵀ with W permuted to (O, kh, kw, Cg) per group.
 
-col2im is the exact adjoint (padding positions dropped): it scatters cols back onto (B, C, H, W). It runs in
-parallel over (b, c) planes, each written by one iteration only, and accumulates in the output's dtype
-(float64 for integer codes keeps sums of many products exact).
+Measured with OpenBLAS on this project's 2-core machine (bench/bench_conv.py), the products in this
+orientation ((B·Ho·Wo, K) @ (K, O)) ran 1.7x faster than the planar W @ cols[b] form, and the channel run
+of each copy is contiguous in NHWC.
+
+row2im is the exact adjoint (padding positions dropped). It runs in parallel over images, each written by
+one iteration only, and accumulates in the output's dtype (float64 keeps sums of integer products exact).
 """
 import numpy as np
 from numba import prange
 
 from ._jit import kernel
 
-__all__ = ["im2col", "col2im"]
+__all__ = ["im2row", "row2im"]
 
 
 @kernel
-def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, Wo, pad, cols):
-    """x (B, C, H, W) float32 -> cols (B, C·kh·kw, Ho·Wo) float32 out, Ho = cols.shape[2] // Wo."""
-    B, C, H, W = x.shape
-    Ho = cols.shape[2] // Wo
+def im2row(x, kh, kw, sh, sw, ph, pw, dh, dw, Wo, groups, jfirst, pad, rows):
+    """x (B, H, W, C) float32 -> rows (B·Ho·Wo, C·kh·kw) float32 out, Ho = rows.shape[0] // (B·Wo)."""
+    B, H, W, C = x.shape
+    Ho = rows.shape[0] // (B * Wo)
+    cg = C // groups
     pad = np.float32(pad)
-    for bc in prange(B * C):
-        b = bc // C
-        c = bc % C
-        for i in range(kh):
-            for j in range(kw):
-                r = (c * kh + i) * kw + j
-                for oh in range(Ho):
+    for bo in prange(B * Ho):
+        b = bo // Ho
+        oh = bo % Ho
+        for ow in range(Wo):
+            r = bo * Wo + ow
+            for g in range(groups):
+                for i in range(kh):
                     ih = oh * sh - ph + i * dh
-                    base = oh * Wo
-                    if ih < 0 or ih >= H:
-                        for ow in range(Wo):
-                            cols[b, r, base + ow] = pad
-                    else:
-                        for ow in range(Wo):
-                            iw = ow * sw - pw + j * dw
-                            cols[b, r, base + ow] = x[b, c, ih, iw] if (iw >= 0 and iw < W) else pad
-    return cols
+                    for j in range(kw):
+                        iw = ow * sw - pw + j * dw
+                        a = (g * kw + j) * kh + i if jfirst else (g * kh + i) * kw + j
+                        f0 = a * cg
+                        if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                            for c in range(cg):
+                                rows[r, f0 + c] = x[b, ih, iw, g * cg + c]
+                        else:
+                            for c in range(cg):
+                                rows[r, f0 + c] = pad
+    return rows
 
 
 @kernel
-def col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, Wo, out):
-    """out (B, C, H, W) (+)= the adjoint of im2col applied to cols (B, C·kh·kw, Ho·Wo); out is zeroed first."""
-    B, C, H, W = out.shape
-    Ho = cols.shape[2] // Wo
-    for bc in prange(B * C):
-        b = bc // C
-        c = bc % C
+def row2im(rows, kh, kw, sh, sw, ph, pw, dh, dw, Wo, groups, jfirst, out):
+    """out (B, H, W, C) = the adjoint of im2row applied to rows (B·Ho·Wo, C·kh·kw); out is overwritten."""
+    B, H, W, C = out.shape
+    Ho = rows.shape[0] // (B * Wo)
+    cg = C // groups
+    for b in prange(B):
         for ih in range(H):
             for iw in range(W):
-                out[b, c, ih, iw] = 0
-        for i in range(kh):
-            for j in range(kw):
-                r = (c * kh + i) * kw + j
-                for oh in range(Ho):
-                    ih = oh * sh - ph + i * dh
-                    if ih < 0 or ih >= H:
-                        continue
-                    base = oh * Wo
-                    for ow in range(Wo):
-                        iw = ow * sw - pw + j * dw
-                        if iw >= 0 and iw < W:
-                            out[b, c, ih, iw] += cols[b, r, base + ow]
+                for c in range(C):
+                    out[b, ih, iw, c] = 0
+        for oh in range(Ho):
+            for ow in range(Wo):
+                r = (b * Ho + oh) * Wo + ow
+                for g in range(groups):
+                    for i in range(kh):
+                        ih = oh * sh - ph + i * dh
+                        if ih < 0 or ih >= H:
+                            continue
+                        for j in range(kw):
+                            iw = ow * sw - pw + j * dw
+                            if iw < 0 or iw >= W:
+                                continue
+                            a = (g * kw + j) * kh + i if jfirst else (g * kh + i) * kw + j
+                            f0 = a * cg
+                            for c in range(cg):
+                                out[b, ih, iw, g * cg + c] += rows[r, f0 + c]
     return out

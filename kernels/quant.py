@@ -179,20 +179,19 @@ def quantize_bias(b, wq, P, s, bias_d, N, split, ba, bmask, bd):
 
 
 @kernel
-def requant(acc, neg, bias, bias_rows, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
+def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
     """Requantize accumulators (chip.md §2, §4):
         v = (f32(acc + bias)/div [+ f32(neg)/div]) · mul;  r = R(clip(v, [lo, hi]));  y = clip(r, [lo2, hi2]) / outdiv
 
     acc  (R, C) float32|float64 integer (or noisy) accumulator; the bias is carried here
     neg  (R, C) float32|float64 the negative PN branch of a convolution, divided separately (or shape (0, 0))
-    bias (C,) float64 per column, or with `bias_rows` (P,) float64 for row r % P (NCHW rows (b, channel))
+    bias (C,) float64          per column (output channel)
     div, mul                   sx·sw and sy without noise (the vendor's order), G and 1 with noise
     lo2, hi2                   the second clip after rounding (Conv2d's int8 clip), else lo, hi
     y    (R, C) float32 out    output (outdiv = sy) or the integer code (outdiv = 1)
     mask (R, C) uint8 out      1 where both clamps pass (the straight-through gradient's mask)
     """
     R, C = acc.shape
-    P = bias.shape[0]
     has_neg = neg.shape[0] > 0
     div = np.float32(div)
     mul = np.float32(mul)
@@ -202,10 +201,8 @@ def requant(acc, neg, bias, bias_rows, div, mul, lo, hi, lo2, hi2, outdiv, y, ma
     hi2 = np.float32(hi2)
     outdiv = np.float32(outdiv)
     for r in prange(R):
-        rb = bias[r % P] if bias_rows else 0.0
         for c in range(C):
-            bb = rb if bias_rows else bias[c]
-            u = np.float32(acc[r, c] + bb) / div
+            u = np.float32(acc[r, c] + bias[c]) / div
             if has_neg:
                 u = u + np.float32(neg[r, c]) / div
             v = u * mul

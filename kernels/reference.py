@@ -7,7 +7,7 @@ reference).
 import numpy as np
 
 __all__ = ["quantize_input", "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked",
-           "matmul_exact", "im2col", "col2im"]
+           "matmul_exact", "im2row", "row2im"]
 
 f32 = np.float32
 
@@ -64,10 +64,8 @@ def quantize_bias(b, wq, P, s, bias_d, N, split, ba, bmask, bd):
     bmask[...] = (pre >= lo) & (pre <= hi)
 
 
-def requant(acc, neg, bias, bias_rows, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
-    R, C = acc.shape
-    bb = np.resize(bias, R)[:, None] if bias_rows else bias[None, :]
-    u = (acc.astype(np.float64) + bb).astype(np.float32) / f32(div)
+def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
+    u = (acc.astype(np.float64) + bias[None, :]).astype(np.float32) / f32(div)
     if neg.shape[0]:
         u = u + neg.astype(np.float32) / f32(div)
     v = u * f32(mul)
@@ -101,29 +99,46 @@ def scale_masked(src, mask, c, out, accumulate):
     return int((~np.isfinite(src)).sum())
 
 
-def im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, Wo, pad, cols):
-    B, C, H, W = x.shape
-    Ho = cols.shape[2] // Wo
-    xp = np.full((B, C, max(H + 2 * ph, dh * (kh - 1) + sh * (Ho - 1) + 1),
-                  max(W + 2 * pw, dw * (kw - 1) + sw * (Wo - 1) + 1)), pad, np.float32)
-    xp[:, :, ph:ph + H, pw:pw + W] = x
-    c6 = cols.reshape(B, C, kh, kw, Ho, Wo)
-    for i in range(kh):
-        for j in range(kw):
-            c6[:, :, i, j] = xp[:, :, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw]
-    return cols
+def _padded(B, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, fill, dtype):
+    return np.full((B, max(H + 2 * ph, dh * (kh - 1) + sh * (Ho - 1) + 1),
+                    max(W + 2 * pw, dw * (kw - 1) + sw * (Wo - 1) + 1), C), fill, dtype)
 
 
-def col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, Wo, out):
-    B, C, H, W = out.shape
-    Ho = cols.shape[2] // Wo
-    xp = np.zeros((B, C, max(H + 2 * ph, dh * (kh - 1) + sh * (Ho - 1) + 1),
-                   max(W + 2 * pw, dw * (kw - 1) + sw * (Wo - 1) + 1)), out.dtype)
-    c6 = cols.reshape(B, C, kh, kw, Ho, Wo)
+def _rows7(rows, B, Ho, Wo, groups, kh, kw, cg, jfirst):
+    shape = (B, Ho, Wo, groups) + ((kw, kh) if jfirst else (kh, kw)) + (cg,)
+    return rows.reshape(shape)
+
+
+def im2row(x, kh, kw, sh, sw, ph, pw, dh, dw, Wo, groups, jfirst, pad, rows):
+    B, H, W, C = x.shape
+    Ho = rows.shape[0] // (B * Wo)
+    cg = C // groups
+    xp = _padded(B, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, pad, np.float32)
+    xp[:, ph:ph + H, pw:pw + W] = x
+    r7 = _rows7(rows, B, Ho, Wo, groups, kh, kw, cg, jfirst)
     for i in range(kh):
         for j in range(kw):
-            xp[:, :, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw] += c6[:, :, i, j]
-    out[...] = xp[:, :, ph:ph + H, pw:pw + W]
+            patch = xp[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw]
+            patch = patch.reshape(B, Ho, Wo, groups, cg)
+            if jfirst:
+                r7[:, :, :, :, j, i] = patch
+            else:
+                r7[:, :, :, :, i, j] = patch
+    return rows
+
+
+def row2im(rows, kh, kw, sh, sw, ph, pw, dh, dw, Wo, groups, jfirst, out):
+    B, H, W, C = out.shape
+    Ho = rows.shape[0] // (B * Wo)
+    cg = C // groups
+    xp = _padded(B, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, 0, out.dtype)
+    r7 = _rows7(rows, B, Ho, Wo, groups, kh, kw, cg, jfirst)
+    for i in range(kh):
+        for j in range(kw):
+            part = r7[:, :, :, :, j, i] if jfirst else r7[:, :, :, :, i, j]
+            xp[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw] += part.reshape(
+                B, Ho, Wo, C)
+    out[...] = xp[:, ph:ph + H, pw:pw + W]
     return out
 
 

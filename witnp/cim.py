@@ -127,7 +127,7 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     ya = np.empty((B, O), np.float32)
     ymask = np.empty((B, O), np.uint8)
     lo2, hi2 = out_clip if out_clip is not None else (ylo, yhi)
-    K.requant(acc, _EMPTY, bias_term, False, div, mul, ylo, yhi, ylo if split else lo2, yhi if split else hi2,
+    K.requant(acc, _EMPTY, bias_term, div, mul, ylo, yhi, ylo if split else lo2, yhi if split else hi2,
               1.0 if split else sy, ya, ymask, n=acc.size)
     ctx["ymask"] = ymask
     y = ya

@@ -20,7 +20,8 @@ import math
 import numpy as np
 
 from . import kernels as K
-from .conv_ops import conv_backward, conv_forward, convT_backward, convT_forward
+from .conv_ops import (conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc, wmat_conv,
+                       wmat_convT, wmat_from_conv, wmat_from_convT)
 from .quant import gain, shift_offset
 
 __all__ = ["qconv_forward", "qconv_backward"]
@@ -41,7 +42,7 @@ def _wcodes(w2, cfg, sw, owner, what="weight"):
 def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise=None, rng=None,
                   want_stats=False):
     """x (B, C, H, W) float32; W the weight tensor (Conv2d (Co, Ci/g, kh, kw), ConvT (Ci, Co/g, kh, kw));
-    b (Co,) or None. Returns y (B, Co, Ho, Wo) float32, ctx, stats (or None)."""
+    b (Co,) or None. Returns y (B, Co, Ho, Wo) float32, ctx, stats (or None). Works in NHWC inside."""
     xb, yb = cfg.x_quant_bits, cfg.y_quant_bits
     mode = cfg.handle_neg_in
     pn = mode == "PN"
@@ -54,23 +55,24 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
                              f"divides by; expected sx·sw/sy >= 0.5")
     ylo, yhi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
     lo2, hi2 = (-128, 127) if (pn and not transposed) else (ylo, yhi)
-    # input codes
+    # input codes, channels-last
     s = shift_offset(cfg.shift_num, sx, xb) if mode == "Shift" else 0.0
     if mode == "FALSE" and not transposed:
         xlo, xhi = -(1 << (xb - 1)), (1 << (xb - 1)) - 1
     else:
         xlo, xhi = 0, (1 << xb) - 1
-    n = x.size
-    flat = x.reshape(1, n)
+    xh = to_nhwc(x)
+    n = xh.size
     xa = np.empty((1, 2 * n if pn else n), np.float32)
     xmask = np.empty((1, n), np.int8)
-    if K.quantize_input(flat, sx, s, xlo, xhi, pn, pn, False, xa, _EMPTY, xmask, n=n):
+    if K.quantize_input(xh.reshape(1, n), sx, s, xlo, xhi, pn, pn, False, xa, _EMPTY, xmask, n=n):
         raise ValueError(f"{owner}: x contains NaN or inf value(s); expected finite numbers")
-    xq = xa[0, :n].reshape(x.shape)
-    xn = xa[0, n:].reshape(x.shape) if pn else None
+    xq = xa[0, :n].reshape(xh.shape)
+    xn = xa[0, n:].reshape(xh.shape) if pn else None
     pad = float(np.rint(min(max(s, xlo), xhi)))  # the code of a zero input (padding)
-    # weight and bias codes
-    w2 = W.reshape(W.shape[0], -1)
+    # weight and bias codes, in the product's layout
+    perm = wmat_convT if transposed else wmat_conv
+    w2 = perm(W)
     wq, wmask = _wcodes(w2, cfg, sw, owner)
     wneg, wnmask = _wcodes(-w2, cfg, sw, owner) if pn else (None, None)
     P = f32(sx * sw)
@@ -79,79 +81,77 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     bvec = b if b is not None else np.zeros(co, np.float32)
     K.quantize_bias(bvec, wq if not transposed else np.empty((co, 0), np.float32), P, s,
                     np.zeros(co, np.float32), cfg.bias_row_N, False, ba, bmask, np.zeros(co, np.float32))
-    ctx = dict(owner=owner, transposed=transposed, geo=geo, x_shape=x.shape, co=co, wq=wq, wmask=wmask,
-               wneg=wneg, wnmask=wnmask, xq=xq, xn=xn, xmask=xmask, bmask=bmask, pn=pn, noisy=noisy, s=s,
-               sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None)
+    ctx = dict(owner=owner, transposed=transposed, geo=geo, x_shape=xh.shape, w_shape=W.shape, co=co, wq=wq,
+               wmask=wmask, wneg=wneg, wnmask=wnmask, xq=xq, xn=xn, xmask=xmask, bmask=bmask, pn=pn,
+               noisy=noisy, s=s, sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None)
     wa, wna = wq, wneg
-    if noisy:
+    if noisy:  # draws in the weight tensor's shape, permuted like the weight (chip.md §6: E1, E2, E3)
         N = cfg.bias_row_N
-        e1 = noise.draw(rng, W.shape)
-        wa = noise.apply(wq, e1.reshape(wq.shape))
+        e1 = perm(noise.draw(rng, W.shape))
+        wa = noise.apply(wq, e1)
         e2 = noise.draw(rng, (N, co))
         rows = np.broadcast_to((ba / f32(N)).astype(np.float32), (N, co))
         bias_term = (f32(128) * noise.apply(rows, e2).sum(axis=0, dtype=np.float32)).astype(np.float64)
-        ctx.update(wa=wa, w_factor=noise.derivative(wq, e1.reshape(wq.shape)),
+        ctx.update(wa=wa, w_factor=noise.derivative(wq, e1),
                    b_factor=f32(128) * noise.derivative(rows, e2).sum(axis=0, dtype=np.float32) / f32(N))
         if pn:
-            e3 = noise.draw(rng, W.shape)
-            wna = noise.apply(wneg, e3.reshape(wq.shape))
-            ctx.update(wna=wna, wn_factor=noise.derivative(wneg, e3.reshape(wq.shape)))
+            e3 = perm(noise.draw(rng, W.shape))
+            wna = noise.apply(wneg, e3)
+            ctx.update(wna=wna, wn_factor=noise.derivative(wneg, e3))
         div, mul, bound = f32(G), f32(1), None
     else:
         bias_term = 128.0 * ba.astype(np.float64)
         div, mul, bound = P, f32(sy), (max(abs(xlo), xhi), 128)
-    pos, neg, ctx["cols"], ctx["cols_n"] = _accumulate(xq, xn, wa, wna, geo, transposed, co, pad, bound)
-    B = x.shape[0]
-    acc2 = pos.reshape(B * co, -1)
-    neg2 = neg.reshape(B * co, -1) if neg is not None else _EMPTY
-    y = np.empty(acc2.shape, np.float32)
-    ymask = np.empty(acc2.shape, np.uint8)
-    K.requant(acc2, neg2, bias_term, True, div, mul, ylo, yhi, lo2, hi2, sy, y, ymask, n=y.size)
+    pos, neg, ctx["rows"], ctx["rows_n"] = _accumulate(xq, xn, wa, wna, geo, transposed, co, pad, bound)
+    y = np.empty(pos.shape, np.float32)
+    ymask = np.empty(pos.shape, np.uint8)
+    K.requant(pos, neg if neg is not None else _EMPTY, bias_term, div, mul, ylo, yhi, lo2, hi2, sy, y, ymask,
+              n=y.size)
     ctx["ymask"] = ymask
-    out_shape = (B, co) + (geo.convT_out(*x.shape[2:]) if transposed else geo.conv_out(*x.shape[2:]))
+    B = x.shape[0]
+    Ho, Wo = geo.convT_out(*x.shape[2:]) if transposed else geo.conv_out(*x.shape[2:])
+    ctx["y_nhwc"] = (B, Ho, Wo, co)
     stats = None
     if want_stats:  # max|x|, max|W| (raw) and max|u| of the noiseless accumulator, u = pos/P + neg/P
         if noisy:
             pos, neg, _, _ = _accumulate(xq, xn, wq, wneg, geo, transposed, co, pad, (max(abs(xlo), xhi), 128))
-        u = (pos.reshape(B * co, -1) + np.resize(128.0 * ba.astype(np.float64), B * co)[:, None]).astype(
-            np.float32) / P
+        u = (pos + 128.0 * ba.astype(np.float64)).astype(np.float32) / P
         if neg is not None:
-            u = u + neg.reshape(B * co, -1).astype(np.float32) / P
+            u = u + neg.astype(np.float32) / P
         amax = lambda a: f32(np.abs(a).max()) if a.size else f32(0)  # noqa: E731
         stats = {"x": amax(x), "weight": amax(W), "y": amax(u)}
-    return y.reshape(out_shape), ctx, stats
+    return to_nchw(y.reshape(B, Ho, Wo, co)), ctx, stats
 
 
 def _accumulate(xq, xn, wa, wna, geo, transposed, co, pad, bound):
-    """pos and neg accumulators (B, Co, ·) and the Conv2d columns of each branch (kept for dW; None for ConvT)."""
+    """pos and neg accumulators as (rows, Co), and the Conv2d im2row rows of each branch (None for ConvT)."""
     if transposed:
-        pos = convT_forward(xq, wa, geo, co, bound)
-        neg = convT_forward(xn, wna, geo, co, bound) if xn is not None else None
+        pos = convT_forward(xq, wa, geo, co, bound).reshape(-1, co)
+        neg = convT_forward(xn, wna, geo, co, bound).reshape(-1, co) if xn is not None else None
         return pos, neg, None, None
-    pos, cols, _ = conv_forward(xq, wa, geo, pad, bound)
-    neg, cols_n = conv_forward(xn, wna, geo, 0.0, bound)[:2] if xn is not None else (None, None)
-    return pos, neg, cols, cols_n
+    pos, rows, _ = conv_forward(xq, wa, geo, pad, bound)
+    neg, rows_n = conv_forward(xn, wna, geo, 0.0, bound)[:2] if xn is not None else (None, None)
+    return pos, neg, rows, rows_n
 
 
 def qconv_backward(dy, ctx):
     """Straight-through backward of `qconv_forward`. dy (B, Co, Ho, Wo) float32.
 
-    Returns dx (B, C, H, W), dW (O, ·) 2-D weight gradient (already ·sw and clamp-masked), db (Co,) or None.
+    Returns dx (B, C, H, W), dW in the weight tensor's layout (already ·sw and clamp-masked), db (Co,) or None.
     """
-    B, co = dy.shape[:2]
+    co = ctx["co"]
     noisy, pn, geo, transposed = ctx["noisy"], ctx["pn"], ctx["geo"], ctx["transposed"]
     P, G, sy = ctx["P"], ctx["G"], f32(ctx["sy"])
-    g2 = dy.reshape(B * co, -1)
+    g2 = to_nhwc(dy).reshape(-1, co)
     ga = np.empty(g2.shape, np.float32)
     if K.scale_masked(g2, ctx["ymask"], (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P), ga, False,
                       n=ga.size):
         raise ValueError(f"{ctx['owner']}: dy contains NaN or inf value(s); expected finite numbers")
-    ga3 = ga.reshape(dy.shape) if transposed else ga.reshape(B, co, -1)
     wa = ctx.get("wa", ctx["wq"])
-    dwq, dxq = _branch_backward(ga3, ctx["xq"], ctx["cols"], wa, geo, transposed, ctx["x_shape"])
+    dwq, dxq = _branch_backward(ga, ctx["xq"], ctx["rows"], wa, ctx)
     if noisy:
         dwq = dwq * ctx["w_factor"]
-    gba = ga.reshape(B, co, -1).sum(axis=(0, 2), dtype=np.float32) * (ctx["b_factor"] if noisy else f32(128))
+    gba = ga.sum(axis=0, dtype=np.float32) * (ctx["b_factor"] if noisy else f32(128))
     gba = np.where(ctx["bmask"] != 0, gba, f32(0)).astype(np.float32)
     if ctx["s"] and not transposed:  # Shift: the bias code holds -s·ΣWq/128
         dwq = dwq - (gba * f32(ctx["s"] / 128.0))[:, None]
@@ -160,7 +160,7 @@ def qconv_backward(dy, ctx):
     n = int(np.prod(ctx["x_shape"]))
     if pn:
         wna = ctx.get("wna", ctx["wneg"])
-        dwn, dxn = _branch_backward(ga3, ctx["xn"], ctx["cols_n"], wna, geo, transposed, ctx["x_shape"])
+        dwn, dxn = _branch_backward(ga, ctx["xn"], ctx["rows_n"], wna, ctx)
         if noisy:
             dwn = dwn * ctx["wn_factor"]
         K.scale_masked(np.ascontiguousarray(dwn, dtype=np.float32), ctx["wnmask"], -ctx["sw"], dW, True,
@@ -171,10 +171,11 @@ def qconv_backward(dy, ctx):
     dx = np.empty((1, n), np.float32)
     K.input_grad(np.ascontiguousarray(dxa, dtype=np.float32), ctx["xmask"], ctx["sx"], pn, dx, n=n)
     db = (gba * (P / f32(128))).astype(np.float32) if ctx["has_bias"] else None
-    return dx.reshape(ctx["x_shape"]), dW, db
+    unperm = wmat_from_convT if transposed else wmat_from_conv
+    return to_nchw(dx.reshape(ctx["x_shape"])), unperm(dW, ctx["w_shape"]), db
 
 
-def _branch_backward(ga3, xq, cols, wa, geo, transposed, x_shape):
-    if transposed:
-        return convT_backward(ga3, xq, wa, geo)
-    return conv_backward(ga3, cols, wa, geo, x_shape)
+def _branch_backward(ga, xq, rows, wa, ctx):
+    if ctx["transposed"]:
+        return convT_backward(ga.reshape(ctx["y_nhwc"]), xq, wa, ctx["geo"])
+    return conv_backward(ga, rows, wa, ctx["geo"], ctx["x_shape"])

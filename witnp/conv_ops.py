@@ -1,12 +1,13 @@
-"""Convolution as batched matrix products on im2col/col2im columns, in float and in exact integer codes.
+"""Convolution as matrix products on channels-last rows (im2row/row2im), in float and in exact integer codes.
 
-Geometry and the four products every conv layer needs (shapes for Conv2d; ConvTranspose2d is the adjoint):
-    cols  = im2col(x)                              (B, C·kh·kw, Ho·Wo), rows (c, i, j)
-    y[g]  = W[g] @ cols[:, rows of g]              (B, O/g, Ho·Wo): NCHW without a transpose
-    dW[g] = Σ_b dy[b, g] @ cols[b, rows of g]ᵀ      dcols[rows of g] = W[g]ᵀ @ dy[g];   dx = col2im(dcols)
-ConvTranspose2d: cols[rows of g] = W[g]ᵀ @ x[g] (W as (Ci, Co/g·kh·kw)), y = col2im(cols) onto the output
-plane; its backward is im2col of dy. Integer codes go through `matmul_exact`, and col2im accumulates integer
-sums in float64, so quantized accumulators are exact.
+Images are NHWC inside (x_nhwc (B, H, W, C)); weights are permuted once per call so the features of a
+group's kernel offset are contiguous (`wmat_conv`, `wmat_convT`). The products every conv layer needs:
+    Conv2d:   rows = im2row(x)  (B·Ho·Wo, C·kh·kw);  acc[:, g] = rows[:, g] @ Wg ᵀ  (B·Ho·Wo, O/g)
+              dW_g = acc_grad[:, g]ᵀ @ rows[:, g];   drows[:, g] = acc_grad[:, g] @ Wg;  dx = row2im(drows)
+    ConvT:    cols[:, g] = x_rows[:, g] @ Wg  (B·H·W, kh·kw·Co/g);  y = row2im(cols) onto the output plane;
+              its backward is im2row of dy.
+Integer codes go through `matmul_exact`, and row2im accumulates integer sums in float64, so quantized
+accumulators are exact.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import numpy as np
 
 from . import kernels as K
 
-__all__ = ["Geometry", "conv_forward", "conv_backward", "convT_forward", "convT_backward"]
+__all__ = ["Geometry", "wmat_conv", "wmat_from_conv", "wmat_convT", "wmat_from_convT", "to_nhwc", "to_nchw",
+           "conv_forward", "conv_backward", "convT_forward", "convT_backward"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +38,7 @@ class Geometry:
     groups: int = 1
 
     def conv_out(self, H: int, W: int) -> Tuple[int, int]:
-        """Conv2d output size for an (H, W) input (may be < 1 when the kernel does not fit)."""
+        """Conv2d output size for an (H, W) input (< 1 when the kernel does not fit)."""
         return ((H + 2 * self.ph - self.dh * (self.kh - 1) - 1) // self.sh + 1,
                 (W + 2 * self.pw - self.dw * (self.kw - 1) - 1) // self.sw + 1)
 
@@ -45,83 +47,124 @@ class Geometry:
         return ((H - 1) * self.sh - 2 * self.ph + self.dh * (self.kh - 1) + self.oph + 1,
                 (W - 1) * self.sw - 2 * self.pw + self.dw * (self.kw - 1) + self.opw + 1)
 
-    def args(self, Wo: int):
-        return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, Wo)
+    def args(self, Wo: int, groups: int, jfirst: bool = False):
+        return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, Wo, groups, jfirst)
+
+
+def to_nhwc(a):
+    """(B, C, H, W) -> C-contiguous (B, H, W, C)."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def to_nchw(a):
+    """(B, H, W, C) -> C-contiguous (B, C, H, W)."""
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+def wmat_conv(w, jfirst=False):
+    """Conv2d weight (O, Cg, kh, kw) -> (O, kh·kw·Cg) in im2row's feature order ((kw, kh, Cg) with jfirst)."""
+    return np.ascontiguousarray(w.transpose(0, 3, 2, 1) if jfirst else w.transpose(0, 2, 3, 1)).reshape(
+        w.shape[0], -1)
+
+
+def wmat_from_conv(m, shape, jfirst=False):
+    """Inverse of `wmat_conv`: (O, kh·kw·Cg) -> the weight layout `shape` (O, Cg, kh, kw)."""
+    O, cg, kh, kw = shape
+    if jfirst:
+        return m.reshape(O, kw, kh, cg).transpose(0, 3, 2, 1)
+    return m.reshape(O, kh, kw, cg).transpose(0, 3, 1, 2)
+
+
+def wmat_convT(w):
+    """ConvTranspose2d weight (Ci, Co/g, kh, kw) -> (Ci, kh·kw·Co/g), row2im's feature order per group."""
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
+
+
+def wmat_from_convT(m, shape):
+    Ci, cog, kh, kw = shape
+    return m.reshape(Ci, kh, kw, cog).transpose(0, 3, 1, 2)
 
 
 def _mm(a, b, bound):
     return a @ b if bound is None else K.matmul_exact(a, b, *bound)
 
 
-def conv_forward(x, wmat, geo: Geometry, pad=0.0, bound=None):
-    """x (B, C, H, W) float32, wmat (O, C/g·kh·kw) -> acc (B, O, Ho·Wo), cols (B, C·kh·kw, Ho·Wo), (Ho, Wo).
+def _cat(parts):
+    dt = np.result_type(*parts)
+    return np.concatenate(parts, axis=1).astype(dt, copy=False)
 
-    `pad` fills positions outside the input (the code of a zero input); `bound` = (max|x|, max|w|) makes the
+
+def conv_forward(x_nhwc, wmat, geo: Geometry, pad=0.0, bound=None, jfirst=False):
+    """x_nhwc (B, H, W, C) float32, wmat (O, kh·kw·C/g) -> acc (B·Ho·Wo, O), rows (B·Ho·Wo, C·kh·kw), (Ho, Wo).
+
+    `pad` fills positions outside the image (the code of a zero input); `bound` = (max|x|, max|w|) makes the
     product exact on integer codes (acc may then be float64).
     """
-    B, C, H, W = x.shape
+    B, H, W, C = x_nhwc.shape
     Ho, Wo = geo.conv_out(H, W)
-    cols = np.empty((B, C * geo.kh * geo.kw, Ho * Wo), np.float32)
-    K.im2col(x, *geo.args(Wo), pad, cols, n=cols.size)
-    g, O = geo.groups, wmat.shape[0]
-    if g == 1:
-        return _mm(wmat, cols, bound), cols, (Ho, Wo)
-    kc, og = wmat.shape[1], O // g
-    parts = [_mm(wmat[i * og:(i + 1) * og], cols[:, i * kc:(i + 1) * kc], bound) for i in range(g)]
-    dt = np.result_type(*parts)
-    return np.concatenate(parts, axis=1).astype(dt, copy=False), cols, (Ho, Wo)
+    G = geo.groups
+    rows = np.empty((B * Ho * Wo, C * geo.kh * geo.kw), np.float32)
+    K.im2row(x_nhwc, *geo.args(Wo, G, jfirst), pad, rows, n=rows.size)
+    if G == 1:
+        return _mm(rows, wmat.T, bound), rows, (Ho, Wo)
+    kc, og = wmat.shape[1], wmat.shape[0] // G
+    return _cat([_mm(rows[:, i * kc:(i + 1) * kc], wmat[i * og:(i + 1) * og].T, bound) for i in range(G)]), \
+        rows, (Ho, Wo)
 
 
-def conv_backward(g_acc, cols, wmat, geo: Geometry, x_shape, want_dx=True):
-    """Gradients of acc = conv(x, wmat): g_acc (B, O, Ho·Wo) float32 -> dwmat (O, C/g·kh·kw), dx (B, C, H, W)."""
-    G, O = geo.groups, wmat.shape[0]
-    kc, og = wmat.shape[1], O // G
-    dw = np.empty_like(wmat, dtype=np.float32)
-    dcols = np.empty(cols.shape, np.float32) if want_dx else None
-    for i in range(G):
-        ga = g_acc[:, i * og:(i + 1) * og]
-        cg = cols[:, i * kc:(i + 1) * kc]
-        dw[i * og:(i + 1) * og] = np.matmul(ga, cg.transpose(0, 2, 1)).sum(axis=0)
-        if want_dx:
-            dcols[:, i * kc:(i + 1) * kc] = wmat[i * og:(i + 1) * og].T @ ga
-    if not want_dx:
-        return dw, None
-    Wo = geo.conv_out(*x_shape[2:])[1]
+def conv_backward(g_acc, rows, wmat, geo: Geometry, x_shape, jfirst=False):
+    """Gradients of acc = conv(x, wmat): g_acc (B·Ho·Wo, O) float32 -> dwmat (O, kh·kw·C/g), dx_nhwc (B, H, W, C)."""
+    G = geo.groups
+    kc, og = wmat.shape[1], wmat.shape[0] // G
+    if G == 1:
+        dw = g_acc.T @ rows
+        drows = g_acc @ wmat
+    else:
+        dw = np.empty(wmat.shape, np.float32)
+        drows = np.empty(rows.shape, np.float32)
+        for i in range(G):
+            ga = g_acc[:, i * og:(i + 1) * og]
+            dw[i * og:(i + 1) * og] = ga.T @ rows[:, i * kc:(i + 1) * kc]
+            drows[:, i * kc:(i + 1) * kc] = ga @ wmat[i * og:(i + 1) * og]
+    Wo = geo.conv_out(*x_shape[1:3])[1]
     dx = np.empty(x_shape, np.float32)
-    K.col2im(dcols, *geo.args(Wo), dx, n=dcols.size)
+    K.row2im(drows, *geo.args(Wo, G, jfirst), dx, n=drows.size)
     return dw, dx
 
 
-def convT_forward(x, wmat, geo: Geometry, co: int, bound=None):
-    """x (B, Ci, H, W), wmat (Ci, Co/g·kh·kw) -> acc (B, Co, Ho, Wo): float64 with `bound` (exact), else float32."""
-    B, Ci, H, W = x.shape
+def convT_forward(x_nhwc, wmat, geo: Geometry, co: int, bound=None):
+    """x_nhwc (B, H, W, Ci), wmat (Ci, kh·kw·Co/g) -> acc_nhwc (B, Ho, Wo, Co): float64 with `bound` (exact)."""
+    B, H, W, Ci = x_nhwc.shape
     Ho, Wo = geo.convT_out(H, W)
     G = geo.groups
-    cig, kc = Ci // G, wmat.shape[1]
-    xf = x.reshape(B, Ci, H * W)
-    cols = np.empty((B, G * kc, H * W), np.float64 if bound is not None else np.float32)
-    for i in range(G):
-        cols[:, i * kc:(i + 1) * kc] = _mm(wmat[i * cig:(i + 1) * cig].T, xf[:, i * cig:(i + 1) * cig],
-                                           bound)
-    out = np.empty((B, co, Ho, Wo), cols.dtype)
-    K.col2im(cols, *geo.args(W), out, n=cols.size)
+    cig = Ci // G
+    xr = x_nhwc.reshape(B * H * W, Ci)
+    if G == 1:
+        cols = _mm(xr, wmat, bound)
+    else:
+        cols = _cat([_mm(xr[:, i * cig:(i + 1) * cig], wmat[i * cig:(i + 1) * cig], bound) for i in range(G)])
+    cols = np.ascontiguousarray(cols, dtype=np.float64 if bound is not None else np.float32)
+    out = np.empty((B, Ho, Wo, co), cols.dtype)
+    K.row2im(cols, *geo.args(W, G), out, n=cols.size)
     return out
 
 
-def convT_backward(g_acc, x, wmat, geo: Geometry, want_dx=True):
-    """Gradients of acc = convT(x, wmat): g_acc (B, Co, Ho, Wo) float32 -> dwmat (Ci, Co/g·kh·kw), dx (B, Ci, H, W)."""
-    B, Ci, H, W = x.shape
+def convT_backward(g_nhwc, x_nhwc, wmat, geo: Geometry):
+    """Gradients of acc = convT(x, wmat): g_nhwc (B, Ho, Wo, Co) -> dwmat (Ci, kh·kw·Co/g), dx_nhwc (B, H, W, Ci)."""
+    B, H, W, Ci = x_nhwc.shape
     G = geo.groups
     cig, kc = Ci // G, wmat.shape[1]
-    dcols = np.empty((B, G * kc, H * W), np.float32)
-    K.im2col(np.ascontiguousarray(g_acc, dtype=np.float32), *geo.args(W), 0.0, dcols, n=dcols.size)
-    xf = x.reshape(B, Ci, H * W)
-    dw = np.empty(wmat.shape, np.float32)
-    dx = np.empty((B, Ci, H * W), np.float32) if want_dx else None
-    for i in range(G):
-        dc = dcols[:, i * kc:(i + 1) * kc]
-        xg = xf[:, i * cig:(i + 1) * cig]
-        dw[i * cig:(i + 1) * cig] = np.matmul(xg, dc.transpose(0, 2, 1)).sum(axis=0)
-        if want_dx:
-            dx[:, i * cig:(i + 1) * cig] = wmat[i * cig:(i + 1) * cig] @ dc
-    return dw, (dx.reshape(B, Ci, H, W) if want_dx else None)
+    drows = np.empty((B * H * W, G * kc), np.float32)
+    K.im2row(np.ascontiguousarray(g_nhwc, dtype=np.float32), *geo.args(W, G), 0.0, drows, n=drows.size)
+    xr = x_nhwc.reshape(B * H * W, Ci)
+    if G == 1:
+        dw = xr.T @ drows
+        dx = drows @ wmat.T
+    else:
+        dw = np.empty(wmat.shape, np.float32)
+        dx = np.empty((B * H * W, Ci), np.float32)
+        for i in range(G):
+            dc = drows[:, i * kc:(i + 1) * kc]
+            dw[i * cig:(i + 1) * cig] = xr[:, i * cig:(i + 1) * cig].T @ dc
+            dx[:, i * cig:(i + 1) * cig] = dc @ wmat[i * cig:(i + 1) * cig].T
+    return dw, dx.reshape(B, H, W, Ci)

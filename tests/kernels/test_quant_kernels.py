@@ -74,17 +74,17 @@ def test_quantize_bias(O, Kn, P, s, N, split, seed):
 @settings(max_examples=60, deadline=None)
 @given(B=st.integers(1, 6), O=st.integers(1, 7), f64=st.booleans(), div=st.sampled_from([1024.0, 480.0, 4.0]),
        mul=st.sampled_from([16.0, 5.0, 1.0]), yb=st.integers(8, 12), outdiv=st.sampled_from([1.0, 16.0]),
-       neg=st.booleans(), rows=st.booleans(), clip8=st.booleans(), seed=st.integers(0, 1000))
-def test_requant(B, O, f64, div, mul, yb, outdiv, neg, rows, clip8, seed):
+       neg=st.booleans(), clip8=st.booleans(), seed=st.integers(0, 1000))
+def test_requant(B, O, f64, div, mul, yb, outdiv, neg, clip8, seed):
     rng = np.random.default_rng(seed)
     dt = np.float64 if f64 else np.float32
     acc = rng.integers(-300000, 300000, (B, O)).astype(dt)
     negs = rng.integers(-300000, 1, (B, O)).astype(dt) if neg else np.empty((0, 0), dt)
-    bias = (128 * rng.integers(-500, 500, 3 if rows else O)).astype(np.float64)
+    bias = (128 * rng.integers(-500, 500, O)).astype(np.float64)
     lo, hi = -2 ** (yb - 1), 2 ** (yb - 1) - 1
     lo2, hi2 = (-128, 127) if clip8 else (lo, hi)
     assert_same(run_all(K.requant, lambda: [np.empty((B, O), np.float32), np.empty((B, O), np.uint8)],
-                        acc, negs, bias, rows, div, mul, lo, hi, lo2, hi2, outdiv))
+                        acc, negs, bias, div, mul, lo, hi, lo2, hi2, outdiv))
 
 
 @settings(max_examples=30, deadline=None)
@@ -136,22 +136,24 @@ def test_large_inputs_take_the_parallel_twin_and_agree():
         np.testing.assert_array_equal(a, b)
 
 
-@settings(max_examples=40, deadline=None)
-@given(B=st.integers(1, 3), C=st.integers(1, 3), H=st.integers(1, 7), W=st.integers(1, 7), kh=st.integers(1, 3),
-       kw=st.integers(1, 3), s=st.integers(1, 3), p=st.integers(0, 2), d=st.integers(1, 2),
-       pad=st.sampled_from([0.0, 7.0]), seed=st.integers(0, 99))
-def test_im2col_col2im(B, C, H, W, kh, kw, s, p, d, pad, seed):
+@settings(max_examples=50, deadline=None)
+@given(B=st.integers(1, 3), g=st.integers(1, 3), cg=st.integers(1, 3), H=st.integers(1, 7), W=st.integers(1, 7),
+       kh=st.integers(1, 3), kw=st.integers(1, 3), s=st.integers(1, 3), p=st.integers(0, 2), d=st.integers(1, 2),
+       jfirst=st.booleans(), pad=st.sampled_from([0.0, 7.0]), seed=st.integers(0, 99))
+def test_im2row_row2im(B, g, cg, H, W, kh, kw, s, p, d, jfirst, pad, seed):
     Ho = (H + 2 * p - d * (kh - 1) - 1) // s + 1
     Wo = (W + 2 * p - d * (kw - 1) - 1) // s + 1
     if Ho < 1 or Wo < 1:
         return
+    C = g * cg
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(B, C, H, W)).astype(np.float32)
-    geo = (kh, kw, s, s, p, p, d, d, Wo)
-    assert_same(run_all(K.im2col, lambda: [np.full((B, C * kh * kw, Ho * Wo), -1, np.float32)], x, *geo, pad))
-    cols = rng.integers(-9, 9, (B, C * kh * kw, Ho * Wo)).astype(np.float32)
-    assert_same(run_all(K.col2im, lambda: [np.full((B, C, H, W), 5, np.float64)], cols, *geo))
-    # adjointness: <im2col(x), c> = <x, col2im(c)> (zero padding)
-    ic = K.im2col.serial(x, *geo, 0.0, np.empty((B, C * kh * kw, Ho * Wo), np.float32))
-    back = K.col2im.serial(cols, *geo, np.empty((B, C, H, W), np.float64))
-    np.testing.assert_allclose((ic.astype(np.float64) * cols).sum(), (x * back).sum(), rtol=1e-9, atol=1e-9)
+    x = rng.normal(size=(B, H, W, C)).astype(np.float32)
+    geo = (kh, kw, s, s, p, p, d, d, Wo, g, jfirst)
+    M, F = B * Ho * Wo, C * kh * kw
+    assert_same(run_all(K.im2row, lambda: [np.full((M, F), -1, np.float32)], x, *geo, pad))
+    rows = rng.integers(-9, 9, (M, F)).astype(np.float32)
+    assert_same(run_all(K.row2im, lambda: [np.full((B, H, W, C), 5, np.float64)], rows, *geo))
+    # adjointness: <im2row(x), r> = <x, row2im(r)> (zero padding)
+    ir = K.im2row.serial(x, *geo, 0.0, np.empty((M, F), np.float32))
+    back = K.row2im.serial(rows, *geo, np.empty((B, H, W, C), np.float64))
+    np.testing.assert_allclose((ir.astype(np.float64) * rows).sum(), (x * back).sum(), rtol=1e-9, atol=1e-9)

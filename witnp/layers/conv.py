@@ -16,7 +16,8 @@ import numpy as np
 from .. import cim, cim_conv
 from .. import kernels as K
 from ..config import LayerConfig
-from ..conv_ops import Geometry, conv_backward, conv_forward, convT_backward, convT_forward
+from ..conv_ops import (Geometry, conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc,
+                        wmat_conv, wmat_convT, wmat_from_conv, wmat_from_convT)
 from ..rng import init_rng
 from .base import check_array, check_finite, check_grad
 from .linear import ArrayLayer
@@ -167,51 +168,43 @@ class Conv2d(_ConvBase):
                              f"({H + 2 * g.ph}, {W + 2 * g.pw}) of x with shape {tuple(shape)}")
 
     def _float_forward(self, x, W, b):
-        acc, cols, (Ho, Wo) = conv_forward(x, W.reshape(W.shape[0], -1), self.geo)
+        B = x.shape[0]
+        xh = to_nhwc(x)
+        acc, rows, (Ho, Wo) = conv_forward(xh, wmat_conv(W), self.geo)
         if b is not None:
-            acc += b[None, :, None]
-        return acc.reshape(x.shape[0], self.out_channels, Ho, Wo), {"kind": "float", "cols": cols,
-                                                                    "x_shape": x.shape, "W": W}
+            acc += b
+        return to_nchw(acc.reshape(B, Ho, Wo, -1)), {"kind": "float", "rows": rows, "x_shape": xh.shape, "W": W}
 
     def _float_backward(self, g, ctx):
-        B = g.shape[0]
-        g3 = g.reshape(B, self.out_channels, -1)
-        dw, dx = conv_backward(g3, ctx["cols"], ctx["W"].reshape(self.out_channels, -1), self.geo, ctx["x_shape"])
-        db = g3.sum(axis=(0, 2)) if "bias" in self.params else None
-        return dx, dw, db
+        g2 = to_nhwc(g).reshape(-1, self.out_channels)
+        dw, dx = conv_backward(g2, ctx["rows"], wmat_conv(ctx["W"]), self.geo, ctx["x_shape"])
+        db = g2.sum(axis=0) if "bias" in self.params else None
+        return to_nchw(dx), wmat_from_conv(dw, ctx["W"].shape), db
 
     # ---- to_linear: Linear rules on patches whose features are ordered (kw, kh, ci) (chip.md §4)
     def _linear_forward(self, x, W, b, train, rng):
         B = x.shape[0]
         g = self.geo
         Ho, Wo = g.conv_out(*x.shape[2:])
-        cols = np.empty((B, self.in_channels * g.kh * g.kw, Ho * Wo), np.float32)
-        K.im2col(x, *g.args(Wo), 0.0, cols, n=cols.size)
-        ci, co = self.in_channels, self.out_channels
-        rows = np.ascontiguousarray(cols.reshape(B, ci, g.kh, g.kw, Ho * Wo).transpose(0, 4, 3, 2, 1)).reshape(
-            B * Ho * Wo, -1)
-        wperm = np.ascontiguousarray(W.transpose(0, 3, 2, 1)).reshape(co, -1)
+        xh = to_nhwc(x)
+        rows = np.empty((B * Ho * Wo, self.in_channels * g.kh * g.kw), np.float32)
+        K.im2row(xh, *g.args(Wo, 1, True), 0.0, rows, n=rows.size)
         y2, actx = self._quant_call(lambda sc, noise, r, want: cim.array_forward(
-            "Conv2d", rows, wperm, b, self.config, sc["x"], sc["weight"], sc["y"], noise=noise, rng=r,
-            want_stats=want, out_clip=(-128, 127)), train, rng)
-        y = np.ascontiguousarray(y2.reshape(B, Ho, Wo, co).transpose(0, 3, 1, 2))
-        return y, {"kind": "linear", "array": actx, "x_shape": x.shape, "HoWo": (Ho, Wo)}
+            "Conv2d", rows, wmat_conv(W, jfirst=True), b, self.config, sc["x"], sc["weight"], sc["y"],
+            noise=noise, rng=r, want_stats=want, out_clip=(-128, 127)), train, rng)
+        return to_nchw(y2.reshape(B, Ho, Wo, -1)), {"kind": "linear", "array": actx, "x_shape": xh.shape,
+                                                    "Wo": Wo}
 
     def _linear_backward(self, g, ctx):
-        B, co = g.shape[:2]
-        Ho, Wo = ctx["HoWo"]
-        ci, geo = self.in_channels, self.geo
-        g2 = np.ascontiguousarray(g.transpose(0, 2, 3, 1)).reshape(B * Ho * Wo, co)
+        co, geo = self.out_channels, self.geo
         actx = ctx["array"]
-        drows, dwq, db = cim.array_backward(g2, actx)
-        dwp = np.zeros((co, ci * geo.kh * geo.kw), np.float32)
+        drows, dwq, db = cim.array_backward(to_nhwc(g).reshape(-1, co), actx)
+        dwp = np.zeros(dwq.shape, np.float32)
         cim.weight_grad_into(dwp, dwq, actx)
-        self.grads["weight"] += dwp.reshape(co, geo.kw, geo.kh, ci).transpose(0, 3, 2, 1)
-        dcols = np.ascontiguousarray(drows.reshape(B, Ho * Wo, geo.kw, geo.kh, ci).transpose(0, 4, 3, 2, 1)
-                                     ).reshape(B, ci * geo.kh * geo.kw, Ho * Wo)
+        self.grads["weight"] += wmat_from_conv(dwp, self.params["weight"].shape, jfirst=True)
         dx = np.empty(ctx["x_shape"], np.float32)
-        K.col2im(dcols, *geo.args(Wo), dx, n=dcols.size)
-        return dx, db
+        K.row2im(drows, *geo.args(ctx["Wo"], 1, True), dx, n=drows.size)
+        return to_nchw(dx), db
 
 
 class ConvTranspose2d(_ConvBase):
@@ -236,12 +229,13 @@ class ConvTranspose2d(_ConvBase):
                              f"padding {self.geo.ph, self.geo.pw} is too large for this input")
 
     def _float_forward(self, x, W, b):
-        y = convT_forward(x, W.reshape(W.shape[0], -1), self.geo, self.out_channels)
+        xh = to_nhwc(x)
+        y = convT_forward(xh, wmat_convT(W), self.geo, self.out_channels)
         if b is not None:
-            y += b[None, :, None, None]
-        return y, {"kind": "float", "x": x, "W": W}
+            y += b
+        return to_nchw(y), {"kind": "float", "x": xh, "W": W}
 
     def _float_backward(self, g, ctx):
-        dw, dx = convT_backward(g, ctx["x"], ctx["W"].reshape(self.in_channels, -1), self.geo)
+        dw, dx = convT_backward(to_nhwc(g), ctx["x"], wmat_convT(ctx["W"]), self.geo)
         db = g.sum(axis=(0, 2, 3)) if "bias" in self.params else None
-        return dx, dw, db
+        return to_nchw(dx), wmat_from_convT(dw, ctx["W"].shape), db

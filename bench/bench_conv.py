@@ -1,0 +1,112 @@
+"""Conv2d / ConvTranspose2d forward+backward: witnp float and QAT against torch (float, and fake-quant with
+straight-through gradients), each side in its own process.
+
+usage: python bench/bench_conv.py [--threads 1,2] [--repeat 20] [--rounds 3]
+Prints medians in ms (median over alternating worker runs), 1 thread first; ratio = witnp / torch.
+QAT here: handle_neg_in FALSE (Conv2d's signed input; ConvTranspose2d's unsigned), 8/8 bits, scales 16/64/8.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import interleaved, median_ms, torch_available  # noqa: E402
+
+# name: (transposed, B, ci, co, k, stride, padding, H)
+WORKLOADS = {
+    "Conv2d B32 16->32 3x3 32x32 p1": (False, 32, 16, 32, 3, 1, 1, 32),
+    "Conv2d B10 10->20 3x3 30x30 (vendor demo)": (False, 10, 10, 20, 3, 1, 0, 30),
+    "ConvT B32 32->16 k4 s2 p1 16x16": (True, 32, 32, 16, 4, 2, 1, 16),
+}
+SX, SW, SY = 16.0, 64.0, 8.0
+
+
+def witnp_worker(repeat):
+    import numpy as np
+
+    import witnp as wn
+    res = {}
+    for name, (tr, B, ci, co, k, s, p, H) in WORKLOADS.items():
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(B, ci, H, H)).astype(np.float32)
+        for mode in ("float", "qat"):
+            cfg = wn.LayerConfig() if mode == "float" else wn.LayerConfig(
+                use_quantization=True, use_auto_scale=False, scale_x=SX, scale_weight=SW, scale_y=SY)
+            cls = wn.ConvTranspose2d if tr else wn.Conv2d
+            layer = cls(ci, co, k, stride=s, padding=p, config=cfg)
+            y, _ = layer.forward(x)
+            gy = rng.normal(size=y.shape).astype(np.float32)
+
+            def step():
+                y, ctx = layer.forward(x, train=True)
+                layer.backward(gy, ctx)
+            res[f"{mode} {name}"] = median_ms(step, repeat)
+    return res
+
+
+def torch_worker(repeat):
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+    def fq(v, lo, hi):
+        c = v.clamp(lo, hi)
+        return c + (c.round() - c).detach()
+
+    res = {}
+    for name, (tr, B, ci, co, k, s, p, H) in WORKLOADS.items():
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(B, ci, H, H, generator=g)
+        layer = (torch.nn.ConvTranspose2d if tr else torch.nn.Conv2d)(ci, co, k, stride=s, padding=p)
+        op = F.conv_transpose2d if tr else F.conv2d
+        with torch.no_grad():
+            gy = torch.randn(layer(x).shape, generator=g)
+        for mode in ("float", "qat"):
+            def step():
+                layer.zero_grad(set_to_none=False)
+                xi = x.detach().requires_grad_(True)
+                if mode == "float":
+                    y = layer(xi)
+                else:
+                    xq = fq(xi * SX, 0, 255) if tr else fq(xi * SX, -128, 127)
+                    wq = fq(layer.weight * SW, -128, 127)
+                    bq = fq(layer.bias * (SX * SW) / 128, -1024, 1016) * 128
+                    acc = op(xq, wq, bq, stride=s, padding=p)
+                    y = fq(acc * SY / (SX * SW), -128, 127) / SY
+                y.backward(gy)
+            res[f"{mode} {name}"] = median_ms(step, repeat)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", default=f"1,{os.cpu_count()}")
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--worker", choices=["witnp", "torch"])
+    a = ap.parse_args()
+    if a.worker:
+        print(json.dumps((witnp_worker if a.worker == "witnp" else torch_worker)(a.repeat)))
+        return
+    have_torch = torch_available()
+    for t in sorted({int(v) for v in a.threads.split(",")}):
+        sides = {s: ["--worker", s, "--repeat", str(a.repeat)] for s in (("witnp", "torch") if have_torch
+                                                                          else ("witnp",))}
+        res = interleaved(__file__, sides, t, a.rounds)
+        w, tr = res["witnp"], res.get("torch", {})
+        print(f"\n== {t} thread(s): forward+backward, median ms ==")
+        print(f"{'workload':48s} {'witnp':>9s} {'torch':>9s} {'ratio':>7s} {'vs torch float':>15s}")
+        for name in WORKLOADS:
+            for mode in ("float", "qat"):
+                k = f"{mode} {name}"
+                tv, tf = tr.get(k), tr.get(f"float {name}")
+                line = f"{k:48s} {w[k]:9.3f} "
+                line += f"{tv:9.3f} {w[k] / tv:7.2f} {w[k] / tf:15.2f}" if tv else f"{'-':>9s} {'-':>7s}"
+                print(line)
+        if not have_torch:
+            print("(torch not installed: `pip install torch==2.13.0` for the side-by-side figures)")
+
+
+if __name__ == "__main__":
+    main()
