@@ -1,4 +1,5 @@
 """Shared helpers of the benchmarks: thread pinning before NumPy loads, medians, worker subprocesses."""
+import argparse
 import json
 import os
 import subprocess
@@ -53,3 +54,26 @@ def torch_available():
     """True when torch can be imported here (checked without importing it into this process)."""
     import importlib.util
     return importlib.util.find_spec("torch") is not None
+
+
+def bench_main(script, witnp_worker, torch_worker, report, repeat=30):
+    """Command line shared by the benchmarks: workers print JSON; the parent runs them per thread count,
+    alternating sides over --rounds, and hands the medians to report(threads, witnp, torch or {})."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--threads", default=f"1,{os.cpu_count()}", help="thread counts, 1 first")
+    ap.add_argument("--repeat", type=int, default=repeat, help="timed runs per figure (at least)")
+    ap.add_argument("--rounds", type=int, default=3, help="worker runs per side, alternating; medians kept")
+    ap.add_argument("--worker", choices=["witnp", "torch"])
+    a = ap.parse_args()
+    if a.worker:
+        print(json.dumps((witnp_worker if a.worker == "witnp" else torch_worker)(a.repeat)))
+        return
+    have_torch = torch_available()
+    for t in sorted({int(v) for v in a.threads.split(",")}):
+        sides = {s: ["--worker", s, "--repeat", str(a.repeat)] for s in (("witnp", "torch") if have_torch
+                                                                          else ("witnp",))}
+        res = interleaved(script, sides, t, a.rounds)
+        print(f"\n== {t} thread(s): forward+backward, median ms ==")
+        report(t, res["witnp"], res.get("torch", {}))
+    if not have_torch:
+        print("(torch not installed: `pip install torch==2.13.0` for the side-by-side figures)")

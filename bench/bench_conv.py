@@ -5,13 +5,11 @@ usage: python bench/bench_conv.py [--threads 1,2] [--repeat 20] [--rounds 3]
 Prints medians in ms (median over alternating worker runs), 1 thread first; ratio = witnp / torch.
 QAT here: handle_neg_in FALSE (Conv2d's signed input; ConvTranspose2d's unsigned), 8/8 bits, scales 16/64/8.
 """
-import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import interleaved, median_ms, torch_available  # noqa: E402
+from _timing import bench_main, median_ms  # noqa: E402
 
 # name: (transposed, B, ci, co, k, stride, padding, H)
 WORKLOADS = {
@@ -79,34 +77,16 @@ def torch_worker(repeat):
     return res
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", default=f"1,{os.cpu_count()}")
-    ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--worker", choices=["witnp", "torch"])
-    a = ap.parse_args()
-    if a.worker:
-        print(json.dumps((witnp_worker if a.worker == "witnp" else torch_worker)(a.repeat)))
-        return
-    have_torch = torch_available()
-    for t in sorted({int(v) for v in a.threads.split(",")}):
-        sides = {s: ["--worker", s, "--repeat", str(a.repeat)] for s in (("witnp", "torch") if have_torch
-                                                                          else ("witnp",))}
-        res = interleaved(__file__, sides, t, a.rounds)
-        w, tr = res["witnp"], res.get("torch", {})
-        print(f"\n== {t} thread(s): forward+backward, median ms ==")
-        print(f"{'workload':48s} {'witnp':>9s} {'torch':>9s} {'ratio':>7s} {'vs torch float':>15s}")
-        for name in WORKLOADS:
-            for mode in ("float", "qat"):
-                k = f"{mode} {name}"
-                tv, tf = tr.get(k), tr.get(f"float {name}")
-                line = f"{k:48s} {w[k]:9.3f} "
-                line += f"{tv:9.3f} {w[k] / tv:7.2f} {w[k] / tf:15.2f}" if tv else f"{'-':>9s} {'-':>7s}"
-                print(line)
-        if not have_torch:
-            print("(torch not installed: `pip install torch==2.13.0` for the side-by-side figures)")
+def report(t, w, tr):
+    print(f"{'workload':48s} {'witnp':>9s} {'torch':>9s} {'ratio':>7s} {'vs torch float':>15s}")
+    for name in WORKLOADS:
+        for mode in ("float", "qat"):
+            k = f"{mode} {name}"
+            tv, tf = tr.get(k), tr.get(f"float {name}")
+            line = f"{k:48s} {w[k]:9.3f} "
+            line += f"{tv:9.3f} {w[k] / tv:7.2f} {w[k] / tf:15.2f}" if tv else f"{'-':>9s} {'-':>7s}"
+            print(line)
 
 
 if __name__ == "__main__":
-    main()
+    bench_main(__file__, witnp_worker, torch_worker, report, repeat=20)

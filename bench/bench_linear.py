@@ -5,13 +5,11 @@ usage: python bench/bench_linear.py [--threads 1,2] [--repeat 30]
 Prints medians in ms (median over --rounds alternating worker runs of per-run medians), 1 thread first; ratio = witnp / torch (below 1: witnp faster). Also the machine's
 fp32 sgemm rate on the B256 512->512 products, and the share of it that the QAT step reaches.
 """
-import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import interleaved, median_ms, torch_available  # noqa: E402
+from _timing import bench_main, median_ms  # noqa: E402
 
 WORKLOADS = [(64, 128, 128), (256, 512, 512)]
 MODES = ["float", "qat_false", "qat_pn"]
@@ -86,37 +84,19 @@ def torch_worker(repeat):
     return res
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", default=f"1,{os.cpu_count()}")
-    ap.add_argument("--repeat", type=int, default=30)
-    ap.add_argument("--rounds", type=int, default=3, help="worker runs per side, alternating; medians kept")
-    ap.add_argument("--worker", choices=["witnp", "torch"])
-    a = ap.parse_args()
-    if a.worker:
-        print(json.dumps((witnp_worker if a.worker == "witnp" else torch_worker)(a.repeat)))
-        return
-    have_torch = torch_available()
-    for t in sorted({int(v) for v in a.threads.split(",")}):
-        sides = {s: ["--worker", s, "--repeat", str(a.repeat)] for s in (("witnp", "torch") if have_torch
-                                                                          else ("witnp",))}
-        res = interleaved(__file__, sides, t, a.rounds)
-        w, tr = res["witnp"], res.get("torch", {})
-        print(f"\n== {t} thread(s): forward+backward, median ms ==")
-        print(f"{'workload':28s} {'witnp':>9s} {'torch':>9s} {'ratio':>7s}")
-        for B, K, O in WORKLOADS:
-            for mode in MODES:
-                k = f"{mode} B{B} {K}->{O}"
-                tv = tr.get(k)
-                print(f"{k:28s} {w[k]:9.3f} " + (f"{tv:9.3f} {w[k] / tv:7.2f}" if tv else f"{'-':>9s} {'-':>7s}"))
-            gk = f"B{B} {K}->{O}"
-            rate = w[f"sgemm GFLOP/s {gk}"]
-            share = w[f"sgemm {gk}"] / w[f"qat_false {gk}"]
-            print(f"  sgemm of the 3 products: {w[f'sgemm {gk}']:.3f} ms ({rate:.1f} GFLOP/s); "
-                  f"QAT FALSE step runs at {100 * share:.0f}% of that rate")
-        if not have_torch:
-            print("(torch not installed: `pip install torch==2.13.0` for the side-by-side figures)")
+def report(t, w, tr):
+    print(f"{'workload':28s} {'witnp':>9s} {'torch':>9s} {'ratio':>7s}")
+    for B, K, O in WORKLOADS:
+        for mode in MODES:
+            k = f"{mode} B{B} {K}->{O}"
+            tv = tr.get(k)
+            print(f"{k:28s} {w[k]:9.3f} " + (f"{tv:9.3f} {w[k] / tv:7.2f}" if tv else f"{'-':>9s} {'-':>7s}"))
+        gk = f"B{B} {K}->{O}"
+        rate = w[f"sgemm GFLOP/s {gk}"]
+        share = w[f"sgemm {gk}"] / w[f"qat_false {gk}"]
+        print(f"  sgemm of the 3 products: {w[f'sgemm {gk}']:.3f} ms ({rate:.1f} GFLOP/s); "
+              f"QAT FALSE step runs at {100 * share:.0f}% of that rate")
 
 
 if __name__ == "__main__":
-    main()
+    bench_main(__file__, witnp_worker, torch_worker, report, repeat=30)

@@ -1,5 +1,4 @@
 """Scales, shift offsets, gain and the auto-scale observer (chip.md §2, §3, §5)."""
-import numpy as np
 import pytest
 
 from witnp.quant import ScaleObserver, gain, scale_from_max, shift_offset

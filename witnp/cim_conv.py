@@ -140,7 +140,7 @@ def qconv_backward(dy, ctx):
     Returns dx (B, C, H, W), dW in the weight tensor's layout (already ·sw and clamp-masked), db (Co,) or None.
     """
     co = ctx["co"]
-    noisy, pn, geo, transposed = ctx["noisy"], ctx["pn"], ctx["geo"], ctx["transposed"]
+    noisy, pn, transposed = ctx["noisy"], ctx["pn"], ctx["transposed"]
     P, G, sy = ctx["P"], ctx["G"], f32(ctx["sy"])
     g2 = to_nhwc(dy).reshape(-1, co)
     ga = np.empty(g2.shape, np.float32)

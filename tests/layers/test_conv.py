@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import witnp as wn
 
+from ..conftest import central_diff
 from .spec_conv import conv2d_ref, conv_transpose2d_ref, spec_qconv
 
 pairs = st.tuples
@@ -91,19 +92,6 @@ def test_adjoint_conv_and_conv_transpose(c):
     assert abs(lhs - rhs) <= 1e-4 * max(1.0, abs(lhs))
 
 
-def _fd(f, a, h=1e-3):
-    g = np.zeros(a.shape)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + h
-        fp = f()
-        a[i] = old - h
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize("transposed", [False, True])
 def test_float_gradients_match_central_differences(transposed):
     c = dict(ci=4, co=6, k=(3, 2), B=2, H=5, W=4, seed=3,
@@ -121,9 +109,9 @@ def test_float_gradients_match_central_differences(transposed):
     w64 = layer.params["weight"].astype(np.float64)
     b64 = layer.params["bias"].astype(np.float64)
     loss = lambda: float((ref(x64, w64, b64, **c["geo"]) * gy).sum())  # noqa: E731
-    np.testing.assert_allclose(dx, _fd(loss, x64), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(layer.grads["weight"], _fd(loss, w64), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(layer.grads["bias"], _fd(loss, b64), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, central_diff(loss, x64, 1e-3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.grads["weight"], central_diff(loss, w64, 1e-3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.grads["bias"], central_diff(loss, b64, 1e-3), rtol=1e-5, atol=1e-5)
 
 
 @settings(max_examples=60, deadline=None)

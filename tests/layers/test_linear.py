@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import witnp as wn
 
-from ..conftest import Replay
+from ..conftest import Replay, central_diff
 from .spec_linear import spec_linear
 
 SCALES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 3, 5, 12, 40]
@@ -68,19 +68,6 @@ def test_layer_equals_spec_transcription(c):
         np.testing.assert_allclose(lin.grads["bias"], dbs, rtol=0, atol=scale(dbs))
 
 
-def _fd(f, a, h):
-    g = np.zeros(a.shape, np.float64)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + h
-        fp = f()
-        a[i] = old - h
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
-
-
 def test_float_backward_matches_central_differences():
     """Float mode: the (out·dout).sum() trick, central differences in float64 on the float64 forward formula
     evaluated with the layer's own (float32) parameters; the layer's gradients must agree."""
@@ -94,9 +81,9 @@ def test_float_backward_matches_central_differences():
         np.float64)
     loss = lambda: float(((x64 @ W64.T + b64) * gy).sum())  # noqa: E731
     np.testing.assert_allclose(y, x64 @ W64.T + b64, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(dx, _fd(loss, x64, 1e-6), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(lin.grads["weight"], _fd(loss, W64, 1e-6), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(lin.grads["bias"], _fd(loss, b64, 1e-6), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, central_diff(loss, x64, 1e-6), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lin.grads["weight"], central_diff(loss, W64, 1e-6), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lin.grads["bias"], central_diff(loss, b64, 1e-6), rtol=1e-5, atol=1e-5)
 
 
 def q8(**kw):
