@@ -3,10 +3,11 @@
 This package never imports ``witnp``. Every kernel has a NumPy twin in `reference`, used by the tests.
 """
 from ._jit import Kernel, kernel, set_parallel_threshold
+from .activations import gelu, gelu_grad
 from .conv import im2row, row2im
 from .gemm import exact_block, matmul_exact
 from .quant import (combine_split, input_grad, quantize_bias, quantize_input, quantize_weight, requant,
                     scale_masked)
 
 __all__ = ["Kernel", "kernel", "set_parallel_threshold", "exact_block", "matmul_exact", "quantize_input",
-           "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked", "im2row", "row2im"]
+           "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked", "im2row", "row2im", "gelu", "gelu_grad"]

@@ -7,7 +7,7 @@ reference).
 import numpy as np
 
 __all__ = ["quantize_input", "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked",
-           "matmul_exact", "im2row", "row2im"]
+           "matmul_exact", "im2row", "row2im", "gelu", "gelu_grad"]
 
 f32 = np.float32
 
@@ -139,6 +139,21 @@ def row2im(rows, kh, kw, sh, sw, ph, pw, dh, dw, Wo, groups, jfirst, out):
             xp[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw] += part.reshape(
                 B, Ho, Wo, C)
     out[...] = xp[:, ph:ph + H, pw:pw + W]
+    return out
+
+
+def gelu(x, out):
+    import math
+    v = x.astype(np.float64)
+    out[...] = (0.5 * v * (1.0 + np.vectorize(math.erf)(v / math.sqrt(2.0)))).astype(np.float32)
+    return out
+
+
+def gelu_grad(x, out):
+    import math
+    v = x.astype(np.float64)
+    out[...] = (0.5 * (1.0 + np.vectorize(math.erf)(v / math.sqrt(2.0)))
+                + v * np.exp(-0.5 * v * v) / math.sqrt(2 * math.pi)).astype(np.float32)
     return out
 
 

@@ -6,7 +6,10 @@ with hand-written backward passes. See the README and docs/ for the arithmetic a
 from . import kernels  # noqa: F401  (witnp.kernels, mapped from the top-level kernels/ folder)
 from .config import (PRESETS, HandleNegInType, LayerConfig, NoiseModel, default_config, get_default_config,
                      preset, set_default_config)
-from .layers import Conv2d, ConvTranspose2d, Layer, Linear
+from . import losses, optim  # noqa: F401
+from .layers import *  # noqa: F401,F403
+from .layers import __all__ as _layers_all
+from .losses import CrossEntropyLoss, MSELoss
 from .noise import register_noise_model
 from .rng import manual_seed
 from .vendor import WitinConv2d, WitinConvTranspose2d, WitinLinear
@@ -14,6 +17,7 @@ from .vendor import WitinConv2d, WitinConvTranspose2d, WitinLinear
 __version__ = "0.1.0"
 
 __all__ = ["LayerConfig", "HandleNegInType", "NoiseModel", "PRESETS", "preset", "get_default_config",
-           "set_default_config", "default_config", "Layer", "Linear", "Conv2d", "ConvTranspose2d", "WitinLinear", "WitinConv2d",
+           "set_default_config", "default_config", "CrossEntropyLoss", "MSELoss", "losses", "optim",
+           "WitinLinear", "WitinConv2d",
            "WitinConvTranspose2d", "manual_seed",
-           "register_noise_model", "__version__"]
+           "register_noise_model", "__version__"] + list(_layers_all)

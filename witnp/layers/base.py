@@ -98,7 +98,18 @@ class Layer:
         """The vendor's module.train() reset (chip.md §5); no-op for layers without auto-scale state."""
 
     def named_params(self, prefix: str = "") -> Iterator[Tuple[str, np.ndarray]]:
+        """(dotted name, float32 array) of every trainable parameter."""
         for k, v in self.params.items():
+            yield prefix + k, v
+
+    def named_grads(self, prefix: str = "") -> Iterator[Tuple[str, np.ndarray]]:
+        """(dotted name, gradient array), the same names as `named_params`."""
+        for k, v in self.grads.items():
+            yield prefix + k, v
+
+    def named_stats(self, prefix: str = "") -> Iterator[Tuple[str, np.ndarray]]:
+        """(dotted name, array) of the saved non-trainable state (io_max, running statistics)."""
+        for k, v in self.stats.items():
             yield prefix + k, v
 
     def __repr__(self) -> str:
