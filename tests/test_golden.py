@@ -157,3 +157,35 @@ def test_noise_statistics_match_the_vendor():
         zs = np.abs(s - sv) / np.sqrt((s ** 2 + sv ** 2) / (2 * n))
         assert zm.max() < 5, f"level {level}: mean z-score {zm.max():.2f}"
         assert zs.max() < 5, f"level {level}: std z-score {zs.max():.2f}"
+
+
+DIGITAL = {
+    "gelu": ("GELU", {}, 1), "sigmoid": ("Sigmoid", {}, 1), "tanh": ("Tanh", {}, 1),
+    "prelu": ("PReLU", {"num_parameters": 3, "init": 0.25}, 1), "sqrt": ("Sqrt", {}, 1),
+    "mean": ("Mean", {"dim": -1, "keepdim": True}, 1), "batchnorm2d": ("BatchNorm2d", {"num_features": 3}, 1),
+    "elementadd": ("Add", {}, 2), "elementmul": ("Mul", {}, 2), "elementdivide": ("Divide", {}, 2),
+    "cat": ("Cat", {"dim": 1}, 2),
+}
+
+
+@pytest.mark.parametrize("name", golden_cases("digital_"))
+def test_digital_case(name):
+    z = load_golden(name)
+    op, tag = name[len("digital_"):].rsplit("_", 1)
+    cls, kw, nin = DIGITAL[op]
+    layer = getattr(wn, cls)(config=config_of(z), **kw)
+    for k in ("weight", "bias"):
+        if k in z.files and k in layer.params:
+            layer.params[k][...] = z[k]
+    x = z["x"] if nin == 1 else (z["x1"], z["x2"])
+    y, ctx = layer.forward(x, train=(op == "batchnorm2d"))
+    assert_close(y, z["y"], "y", exact=(tag == "q"))
+    d = layer.backward(z["gy"], ctx)
+    for k, got in ([("gx", d)] if nin == 1 else [("gx1", d[0]), ("gx2", d[1])]):
+        assert_close(got, z[k], k, exact=False)
+    for k in ("weight", "bias"):
+        if "g" + k in z.files and k in layer.grads:
+            assert_close(layer.grads[k], z["g" + k], "g" + k, exact=False)
+    for k in ("running_mean", "running_var"):
+        if "buf_" + k in z.files:
+            assert_close(layer.stats[k], z["buf_" + k], k, exact=False)
