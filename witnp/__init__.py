@@ -9,6 +9,7 @@ from .config import (PRESETS, HandleNegInType, LayerConfig, NoiseModel, default_
 from . import losses, optim  # noqa: F401
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers_all
+from .hdf5 import ModelFileError, load, load_checkpoint, save
 from .losses import CrossEntropyLoss, MSELoss
 from .noise import register_noise_model
 from .rng import manual_seed
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = ["LayerConfig", "HandleNegInType", "NoiseModel", "PRESETS", "preset", "get_default_config",
            "set_default_config", "default_config", "CrossEntropyLoss", "MSELoss", "losses", "optim",
+           "save", "load", "load_checkpoint", "ModelFileError",
            "WitinLinear", "WitinConv2d",
            "WitinConvTranspose2d", "manual_seed",
            "register_noise_model", "__version__"] + list(_layers_all)

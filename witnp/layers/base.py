@@ -8,6 +8,8 @@ before any backward and shared weights accumulate their gradients for free.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Iterator, Optional, Tuple
 
 import numpy as np
@@ -59,8 +61,46 @@ def check_grad(layer, dy, shape: Tuple[int, ...], arg: str = "dy", finite: bool 
     return g
 
 
+_NOT_ARCH = ("self", "config", "layer_config", "rng")
+
+
+def _record_init_args(cls):
+    """Wrap cls.__init__ so each instance remembers the arguments it was built with, per class: the
+    architecture of a saved model is these arguments (`witnp.layers.registry.layer_spec`)."""
+    orig = cls.__dict__.get("__init__")
+    if orig is None:
+        return
+    sig = inspect.signature(orig)
+
+    @functools.wraps(orig)
+    def __init__(self, *args, **kwargs):
+        rec = self.__dict__.setdefault("_init_args", {})
+        if cls not in rec:
+            bound = sig.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            out = {}
+            for name, value in bound.arguments.items():
+                kind = sig.parameters[name].kind
+                if name in _NOT_ARCH:
+                    continue
+                if kind is inspect.Parameter.VAR_POSITIONAL:
+                    out["*" + name] = tuple(value)
+                elif kind is inspect.Parameter.VAR_KEYWORD:
+                    out.update(value)
+                else:
+                    out[name] = value
+            rec[cls] = out
+        orig(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+
+
 class Layer:
     """Base class: parameter/gradient/stat dictionaries and the training-mode hooks."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        _record_init_args(cls)
 
     def __init__(self, config: Optional[LayerConfig] = None):
         if config is None:
