@@ -27,7 +27,7 @@ import numpy as np
 from .layers.container import walk
 from .layers.registry import build, layer_spec
 
-__all__ = ["save", "load", "load_checkpoint", "ModelFileError", "FORMAT", "SCHEMA_VERSION"]
+__all__ = ["save", "load", "load_checkpoint", "atomic_h5", "ModelFileError", "FORMAT", "SCHEMA_VERSION"]
 
 FORMAT = "witnp-model"
 SCHEMA_VERSION = "1.0"
@@ -51,54 +51,17 @@ def _put(group, name, value):
     d.attrs["crc32"] = _crc(a)
 
 
-def save(model, path, optimizer=None, *, training: Optional[dict] = None) -> None:
-    """Write `model` (architecture, parameters, configs, stats) to `path`, atomically.
-
-    optimizer : a `witnp.optim.Optimizer` whose state is saved too (checkpoints).
-    training : JSON-serializable training state (epoch, step, generator state, ...) for checkpoints.
-    """
+def atomic_h5(path, write) -> None:
+    """Create the HDF5 file `path` through write(h5py.File) on a temporary file in the same folder, then
+    fsync and os.replace it over `path`: readers see the old file or the complete new one, never a torn one."""
     import h5py
-
-    from . import __version__
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["witnp_version"] = __version__
-            f.attrs["architecture"] = json.dumps(layer_spec(model))
-            leaves = list(walk(model))
-            f.attrs["layer_names"] = json.dumps([n for n, _ in leaves])
-            for name, layer in leaves:
-                g = f.create_group("layers/" + _leaf_key(name))
-                g.attrs["type"] = type(layer).__name__
-                g.attrs["config"] = json.dumps(layer.config.to_dict() if layer.config is not None else None)
-                obs = getattr(layer, "observer", None)
-                if obs is not None:
-                    g.attrs["observer"] = json.dumps(obs.state())
-                gp, gs = g.create_group("params"), g.create_group("stats")
-                for k, v in layer.params.items():
-                    _put(gp, k, v)
-                for k, v in layer.stats.items():
-                    _put(gs, k, v)
-            if optimizer is not None:
-                sd = optimizer.state_dict()
-                go = f.create_group("optimizer")
-                go.attrs["type"] = sd["type"]
-                go.attrs["hyper"] = json.dumps(sd["hyper"])
-                gst = go.create_group("state")
-                for pname, st in sd["state"].items():
-                    gp = gst.create_group(pname)
-                    for b, v in st.items():
-                        if isinstance(v, np.ndarray):
-                            _put(gp, b, v)
-                        else:
-                            gp.attrs[b] = v
-            if training is not None:
-                f.create_group("training").attrs["state"] = json.dumps(training)
+            write(f)
             f.flush()
         with open(tmp, "rb+") as fh:  # h5py closed the file; make its bytes durable before the rename
             os.fsync(fh.fileno())
@@ -115,6 +78,51 @@ def save(model, path, optimizer=None, *, training: Optional[dict] = None) -> Non
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save(model, path, optimizer=None, *, training: Optional[dict] = None) -> None:
+    """Write `model` (architecture, parameters, configs, stats) to `path`, atomically.
+
+    optimizer : a `witnp.optim.Optimizer` whose state is saved too (checkpoints).
+    training : JSON-serializable training state (epoch, step, generator state, ...) for checkpoints.
+    """
+    from . import __version__
+
+    def write(f):
+        f.attrs["format"] = FORMAT
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["witnp_version"] = __version__
+        f.attrs["architecture"] = json.dumps(layer_spec(model))
+        leaves = list(walk(model))
+        f.attrs["layer_names"] = json.dumps([n for n, _ in leaves])
+        for name, layer in leaves:
+            g = f.create_group("layers/" + _leaf_key(name))
+            g.attrs["type"] = type(layer).__name__
+            g.attrs["config"] = json.dumps(layer.config.to_dict() if layer.config is not None else None)
+            obs = getattr(layer, "observer", None)
+            if obs is not None:
+                g.attrs["observer"] = json.dumps(obs.state())
+            gp, gs = g.create_group("params"), g.create_group("stats")
+            for k, v in layer.params.items():
+                _put(gp, k, v)
+            for k, v in layer.stats.items():
+                _put(gs, k, v)
+        if optimizer is not None:
+            sd = optimizer.state_dict()
+            go = f.create_group("optimizer")
+            go.attrs["type"] = sd["type"]
+            go.attrs["hyper"] = json.dumps(sd["hyper"])
+            gst = go.create_group("state")
+            for pname, st in sd["state"].items():
+                gp = gst.create_group(pname)
+                for b, v in st.items():
+                    if isinstance(v, np.ndarray):
+                        _put(gp, b, v)
+                    else:
+                        gp.attrs[b] = v
+        if training is not None:
+            f.create_group("training").attrs["state"] = json.dumps(training)
+    atomic_h5(path, write)
 
 
 def _open(path):

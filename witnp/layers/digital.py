@@ -137,7 +137,8 @@ class Sigmoid(_Unary):
     signed_out = False
 
     def f(self, v):
-        return (f32(1) / (f32(1) + np.exp(-v))).astype(np.float32)
+        with np.errstate(over="ignore"):  # exp(-v) = inf for v << 0 gives the right limit 0
+            return (f32(1) / (f32(1) + np.exp(-v))).astype(np.float32)
 
     def df(self, v):
         s = self.f(v)

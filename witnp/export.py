@@ -1,0 +1,257 @@
+"""The firmware handoff: integer weights, NPU bias, shifts, G, LUTs and golden vectors (docs/firmware-export.md).
+
+`export_model(model)` turns a quantized (QAT) model into layer records computed with the same kernels as
+training, so the integer engine (`witnp.engine`) reproduces the model bit for bit; `write_handoff` stores
+them in HDF5 readable with plain h5py; `write_c_header` and `write_gains_json` emit the same numbers for a
+firmware build. Scales are the deployment scales: derived from io_max (auto-scale) or the user's.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from . import cim, hdf5
+from . import kernels as K
+from .conv_ops import wmat_conv
+from .layers.container import Sequential, walk
+from .quant import gain, shift_offset
+
+__all__ = ["export_model", "write_handoff", "read_handoff", "write_c_header", "write_gains_json", "golden_vectors",
+           "SUPPORTED", "MAX_COLUMNS"]
+
+MAX_COLUMNS = 896
+"""Output columns of one WTM2101 array; a wider layer must be split by the mapper."""
+SUPPORTED = ("Linear", "Conv2d", "ConvTranspose2d", "ReLU", "MaxPool2d", "Flatten", "Reshape", "Dropout",
+             "Sigmoid", "Tanh", "GELU")
+f32 = np.float32
+FORMAT = "witnp-firmware"
+VERSION = "1.0"
+
+
+def _pow2(s: float) -> Optional[int]:
+    m, e = math.frexp(float(s))
+    return e - 1 if m == 0.5 else None
+
+
+def _array_record(name, layer, warn) -> dict:
+    cfg = layer.config
+    t = type(layer).__name__
+    sc = layer.observer.scales_for_forward(False, layer._qs())  # the deployment scales (as inference uses)
+    sx, sw, sy = sc["x"], sc["weight"], sc["y"]
+    for what, v in (("scale_x", sx), ("scale_weight", sw), ("scale_y", sy)):
+        if _pow2(v) is None:
+            warn(f"{name}: {what}={v} is not a power of two; the chip needs power-of-two scales")
+    W = layer.params["weight"]
+    b = layer.params.get("bias")
+    s = shift_offset(cfg.shift_num, sx, cfg.x_quant_bits) if cfg.handle_neg_in == "Shift" else 0.0
+    P = f32(sx * sw)
+    to_linear = t == "Conv2d" and cfg.to_linear
+    split = cfg.x_quant_bits > 8 and (t == "Linear" or to_linear)
+    w2 = wmat_conv(W, jfirst=True) if to_linear else W.reshape(W.shape[0], -1)
+    wq = np.empty(w2.shape, f32)
+    wmask = np.empty(w2.shape, np.uint8)
+    K.quantize_weight(np.ascontiguousarray(w2), cfg.w_clip if cfg.w_clip is not None else math.inf, sw, wq, wmask)
+    co = layer.out_features if t == "Linear" else layer.out_channels
+    if t == "ConvTranspose2d":
+        ba, bmask, bd = cim._bias_codes(b, np.empty((co, 0), f32), cfg, P, 0.0, False, co)
+    else:
+        ba, bmask, bd = cim._bias_codes(b, wq, cfg, P, s, split, co)
+    rec = {"type": t, "x_quant_bits": cfg.x_quant_bits, "y_quant_bits": cfg.y_quant_bits,
+           "handle_neg_in": cfg.handle_neg_in, "bias_row_N": cfg.bias_row_N, "scale_x": sx, "scale_weight": sw,
+           "scale_y": sy, "shift": s, "to_linear": bool(to_linear), "config": json.dumps(cfg.to_dict()),
+           "bias_npu": (128 * ba.astype(np.int64)).astype(np.int32),
+           "bias_d": (128 * bd.astype(np.int64)).astype(np.int32) if bd is not None else np.zeros(co, np.int32)}
+    G = gain(sx, sw, sy)
+    rec["G"] = G
+    for k in ("io_max_x", "io_max_weight", "io_max_y"):
+        rec[k] = float(layer.stats[k])
+    if to_linear:  # the torch layout, recovered from the (kw, kh, ci) order
+        wq_t = wq.reshape(W.shape[0], W.shape[3], W.shape[2], W.shape[1]).transpose(0, 3, 2, 1)
+    else:
+        wq_t = wq.reshape(W.shape)
+    rec["weight"] = wq_t.astype(np.int8)
+    if t != "Linear":
+        g = layer.geo
+        rec["geometry"] = np.array([g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.oph, g.opw, g.groups], np.int32)
+        rec["out_channels"] = co
+        if cfg.handle_neg_in == "PN" and not to_linear:
+            wneg = np.empty(w2.shape, f32)
+            K.quantize_weight(np.ascontiguousarray(-w2), cfg.w_clip if cfg.w_clip is not None else math.inf, sw,
+                              wneg, np.empty(w2.shape, np.uint8))
+            rec["weight_neg"] = wneg.reshape(W.shape).astype(np.int8)
+    # the array's own layout: rows = inputs (2·in for PN: [Wqᵀ; -Wqᵀ]), columns = outputs
+    arr = wq.T if t != "ConvTranspose2d" else wq
+    if cfg.handle_neg_in == "PN" and (t == "Linear" or to_linear):
+        arr = np.concatenate([arr, -arr])
+    rec["array_weight"] = np.ascontiguousarray(arr).astype(np.int8)
+    # what the chip's mapper enforces
+    sat = int(W.size - wmask.sum())
+    if sat:
+        warn(f"{name}: {sat} of {W.size} weights lie outside the int8 range at scale_weight={sw} and are clipped")
+    nclip = int((~bmask.astype(bool)).sum())
+    if nclip:
+        warn(f"{name}: {nclip} bias value(s) exceed ±128·bias_row_N (N={cfg.bias_row_N}) and are clipped")
+    cols = arr.shape[1]
+    if cols > MAX_COLUMNS:
+        warn(f"{name}: {cols} output columns exceed the array's {MAX_COLUMNS}; the mapper must split this layer")
+    if (split or cfg.noise_level) and G == 0:
+        warn(f"{name}: G = R(sx·sw/sy) is 0")
+    return rec
+
+
+def _lut_record(name, layer, warn) -> dict:
+    cfg = layer.config
+    sc = layer.observer.scales_for_forward(False, layer._qs())
+    xb = cfg.x_quant_bits
+    q = np.arange(-(1 << (xb - 1)), 1 << (xb - 1), dtype=np.float32)
+    y, _ = layer.forward(q / f32(sc["x"]), train=False)  # the training forward's own arithmetic, code by code
+    return {"type": type(layer).__name__, "x_quant_bits": xb, "y_quant_bits": cfg.y_quant_bits,
+            "scale_x": sc["x"], "scale_y": sc["y"], "handle_neg_in": "FALSE",
+            "lut": np.rint(y * f32(sc["y"])).astype(np.int32)}
+
+
+def export_model(model, warn=None) -> List[Tuple[str, dict]]:
+    """Layer records [(name, record)] of a quantized model (a supported layer or a Sequential of them).
+
+    Raises ValueError naming the layer for unsupported types or float-mode layers. `warn(msg)` receives the
+    mapper warnings (default: collected and returned in the records' "warnings" of the first record).
+    """
+    if not isinstance(model, Sequential) and any(True for n, _ in walk(model) if n):
+        raise ValueError(f"export: {type(model).__name__} is not supported; export a Sequential model")
+    warnings: List[str] = []
+    warn = warn or warnings.append
+    out = []
+    for name, layer in walk(model):
+        name = name or "0"
+        t = type(layer).__name__
+        base = next((c.__name__ for c in type(layer).__mro__ if c.__name__ in SUPPORTED), None)
+        if base is None:
+            raise ValueError(f"export: layer {name!r} ({t}) is not supported by the integer engine; supported: "
+                             f"{', '.join(SUPPORTED)}")
+        if base in ("Linear", "Conv2d", "ConvTranspose2d", "Sigmoid", "Tanh", "GELU") \
+                and not layer.config.use_quantization:
+            raise ValueError(f"export: layer {name!r} ({t}) is in float mode (use_quantization=False); the firmware "
+                             f"needs a quantized (QAT) model")
+        if base in ("Linear", "Conv2d", "ConvTranspose2d"):
+            rec = _array_record(name, layer, warn)
+            rec["type"] = base
+        elif base in ("Sigmoid", "Tanh", "GELU"):
+            rec = _lut_record(name, layer, warn)
+        elif base == "MaxPool2d":
+            rec = {"type": base, "kernel_size": layer.k, "stride": layer.s, "padding": layer.p}
+        elif base == "Flatten":
+            rec = {"type": base, "start_dim": layer.start_dim, "end_dim": layer.end_dim}
+        elif base == "Reshape":
+            rec = {"type": base, "sample_shape": np.array(layer.shape, np.int64)}
+        else:
+            rec = {"type": base}
+        out.append((name, rec))
+    if out:
+        out[0][1]["warnings"] = warnings
+    return out
+
+
+def golden_vectors(model, records, x) -> Dict[str, np.ndarray]:
+    """Input frames x, the model's float outputs and every layer's integer output codes (from the engine)."""
+    from .engine import IntegerEngine
+    y_eng, codes = IntegerEngine(records).run(x)
+    y_model = model.forward(np.asarray(x, np.float32), train=False)[0]
+    return {"input": np.asarray(x, np.float32), "output": y_model, "engine_output": y_eng,
+            **{"codes/" + k: v.astype(np.int32) for k, v in codes.items()}}
+
+
+def write_handoff(path, records, golden: Optional[Dict[str, np.ndarray]] = None) -> None:
+    """Write the records (and golden vectors) to an HDF5 file readable with plain h5py, atomically."""
+    from . import __version__
+
+    def write(f):
+        f.attrs["format"] = FORMAT
+        f.attrs["version"] = VERSION
+        f.attrs["witnp_version"] = __version__
+        f.attrs["layer_names"] = json.dumps([n for n, _ in records])
+        f.attrs["warnings"] = json.dumps(records[0][1].get("warnings", []) if records else [])
+        for name, rec in records:
+            g = f.create_group("layers/" + name)
+            for k, v in rec.items():
+                if k == "warnings":
+                    continue
+                if isinstance(v, np.ndarray):
+                    g.create_dataset(k, data=v)
+                elif isinstance(v, (tuple, list)):
+                    g.attrs[k] = np.asarray(v)
+                else:
+                    g.attrs[k] = v
+            for k in ("scale_x", "scale_weight", "scale_y", "G"):
+                if k in rec and _pow2(rec[k]) is not None:
+                    g.attrs["shift_" + k.replace("scale_", "")] = _pow2(rec[k])
+        if golden:
+            gg = f.create_group("golden")
+            for k, v in golden.items():
+                gg.create_dataset(k, data=v)
+    hdf5.atomic_h5(path, write)
+
+
+def read_handoff(path) -> List[Tuple[str, dict]]:
+    """Records back from a handoff file (for the integer engine); refuses other files with a message."""
+    f = hdf5._open(path)
+    with f:
+        if f.attrs.get("format") != FORMAT:
+            raise hdf5.ModelFileError(f"{path}: not a witnp firmware export (format {f.attrs.get('format')!r})")
+        out = []
+        for name in json.loads(f.attrs["layer_names"]):
+            g = f["layers/" + name]
+            rec = {k: (v.item() if isinstance(v, np.generic) else (tuple(v) if isinstance(v, np.ndarray) else v))
+                   for k, v in g.attrs.items()}
+            rec.update({k: d[()] for k, d in g.items()})
+            for k in ("kernel_size", "stride", "padding"):
+                if k in rec:
+                    rec[k] = tuple(int(v) for v in rec[k])
+            out.append((name, rec))
+    return out
+
+
+def _c_ident(name: str) -> str:
+    return "layer_" + "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def write_c_header(path, records) -> None:
+    """A C header with each array layer's int8 weights (array layout), int32 NPU bias and shifts."""
+    lines = ["/* Generated by witnp export: integer weights for the firmware build. Do not edit. */",
+             "#pragma once", "#include <stdint.h>", ""]
+    for name, rec in records:
+        if "array_weight" not in rec:
+            continue
+        ident = _c_ident(name)
+        w = rec["array_weight"]
+        lines.append(f"/* {name}: {rec['type']}, handle_neg_in {rec['handle_neg_in']}, array {w.shape[0]} rows x "
+                     f"{w.shape[1]} columns */")
+        for k in ("scale_x", "scale_weight", "scale_y", "G"):
+            sh = _pow2(rec[k]) if rec.get(k) else None
+            if sh is not None:
+                lines.append(f"#define {ident.upper()}_SHIFT_{k.replace('scale_', '').upper()} ({sh})")
+        lines.append(f"#define {ident.upper()}_ROWS {w.shape[0]}")
+        lines.append(f"#define {ident.upper()}_COLS {w.shape[1]}")
+        rows = ",\n  ".join("{" + ", ".join(str(int(v)) for v in row) + "}" for row in w)
+        lines.append(f"static const int8_t {ident}_weight[{w.shape[0]}][{w.shape[1]}] = {{\n  {rows}\n}};")
+        lines.append(f"static const int32_t {ident}_bias[{len(rec['bias_npu'])}] = {{"
+                     + ", ".join(str(int(v)) for v in rec["bias_npu"]) + "};")
+        lines.append("")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines))
+
+
+def write_gains_json(path, records) -> None:
+    """{layer: {scale_x, shift_x, scale_weight, shift_weight, scale_y, shift_y, G, shift_G, io_max_*}}."""
+    out = {}
+    for name, rec in records:
+        if "scale_weight" not in rec:
+            continue
+        d = {k: rec[k] for k in ("scale_x", "scale_weight", "scale_y", "G", "io_max_x", "io_max_weight", "io_max_y")}
+        for k in ("scale_x", "scale_weight", "scale_y", "G"):
+            d["shift_" + k.replace("scale_", "")] = _pow2(rec[k]) if rec[k] else None
+        out[name] = d
+    with open(path, "w") as fh:
+        json.dump(out, fh, indent=2)
