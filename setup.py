@@ -8,11 +8,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10",
-    packages=["witnp", "witnp.layers", "witnp.kernels", "witnp.cli"],
-    # kernels/ and cli/ live at the top of the repository but install inside witnp, so nothing generic
+    python_requires=">=3.11",  # tomllib
+    packages=["witnp", "witnp.layers", "witnp.kernels", "witnp.cli", "witnp._data"],
+    # kernels/, cli/ and data/ live at the top of the repository but install inside witnp, so nothing generic
     # like `kernels` or `cli` lands top-level in site-packages.
-    package_dir={"witnp": "witnp", "witnp.kernels": "kernels", "witnp.cli": "cli"},
+    package_dir={"witnp": "witnp", "witnp.kernels": "kernels", "witnp.cli": "cli", "witnp._data": "data"},
+    package_data={"witnp._data": ["*.npz", "README.md"], "witnp.cli": ["*.toml"]},
     install_requires=["numpy>=1.24", "numba>=0.59", "h5py>=3.8", "click>=8.1"],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
     entry_points={"console_scripts": ["witnp=witnp.cli.main:main"]},

@@ -6,7 +6,7 @@ with hand-written backward passes. See the README and docs/ for the arithmetic a
 from . import kernels  # noqa: F401  (witnp.kernels, mapped from the top-level kernels/ folder)
 from .config import (PRESETS, HandleNegInType, LayerConfig, NoiseModel, default_config, get_default_config,
                      preset, set_default_config)
-from . import losses, optim  # noqa: F401
+from . import losses, optim, quant, train  # noqa: F401
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers_all
 from .hdf5 import ModelFileError, load, load_checkpoint, save

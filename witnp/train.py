@@ -298,6 +298,13 @@ def format_table(rows: Dict[str, dict], noise_level: int, noise_seeds: int) -> s
     return "\n".join(lines)
 
 
+def _ckpt(out_dir, stage):
+    if not out_dir:
+        return None
+    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+    return os.path.join(out_dir, "checkpoints", f"{stage}.h5")
+
+
 def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "adam", batch_size: int = 32,
                seed: int = 0, loss_fn=None, patience: Optional[int] = None, noise_level: int = 4,
                noise_seeds: int = 5, out_dir: Optional[str] = None, log: Callable[[str], None] = print,
@@ -306,7 +313,8 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
     own config changes, epochs and learning rate, and is evaluated float / quantized / quantized+noise.
 
     Returns (final model, {stage: table row}, {stage: history}). With out_dir, each stage writes
-    <out_dir>/<stage>.h5 (best) and appends to <out_dir>/metrics.csv and metrics.jsonl.
+    <out_dir>/<stage>.h5 (its best model), checkpoints under <out_dir>/checkpoints/ (<stage>.h5 after every
+    epoch, <stage>.h5.best.h5), and appends to <out_dir>/metrics.csv and metrics.jsonl.
     """
     loss_fn = loss_fn or CrossEntropyLoss()
     rows, histories = {}, {}
@@ -320,7 +328,7 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
         histories[st.name] = fit(model, data, optimizer=opt, epochs=st.epochs, batch_size=batch_size,
                                  seed=seed + i, loss_fn=loss_fn, patience=patience, log_dir=out_dir,
                                  stage=st.name, log=log, progress=progress,
-                                 checkpoint=os.path.join(out_dir, f"{st.name}.ckpt.h5") if out_dir else None)
+                                 checkpoint=_ckpt(out_dir, st.name))
         trained_quantized = any(l.config.use_quantization for _, l in walk(model) if l.config is not None)
         rows[st.name] = eval_table_row(model, data, loss_fn, quant_changes, noise_level, noise_seeds,
                                        calibrate_first=not trained_quantized, batch_size=batch_size)
