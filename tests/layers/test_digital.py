@@ -41,6 +41,7 @@ UNARY = {
     "Sqrt": (wn.Sqrt, lambda x, p: np.sqrt(x), True),
     "Mean": (lambda: wn.Mean(dim=(1, 3), keepdim=False), lambda x, p: x.mean(axis=(1, 3)), False),
     "BatchNorm2d": (lambda: wn.BatchNorm2d(3), lambda x, p: bn_ref(x, p["weight"], p["bias"]), False),
+    "BatchNorm1d": (lambda: wn.BatchNorm1d(3), lambda x, p: bn_ref(x, p["weight"], p["bias"]), False),
     "MaxPool2d": (lambda: wn.MaxPool2d(2, stride=1, padding=1), lambda x, p: pool_ref(x, 2, 1, 1, "max"), False),
     "AvgPool2d": (lambda: wn.AvgPool2d(3, stride=2, padding=1), lambda x, p: pool_ref(x, 3, 2, 1, "avg"), False),
     "Flatten": (wn.Flatten, lambda x, p: x.reshape(x.shape[0], -1), False),
@@ -65,10 +66,10 @@ def _input(pos, seed=0, shape=(2, 3, 4, 5)):
 def test_unary_float_forward_and_backward(name):
     make, ref, pos = UNARY[name]
     layer = make()
-    if name == "BatchNorm2d":
+    if name.startswith("BatchNorm"):
         layer.params["weight"][...] = [0.5, 1.5, -1.0]
         layer.params["bias"][...] = [0.1, -0.2, 0.3]
-    x = _input(pos)
+    x = _input(pos, shape=(4, 3, 5) if name == "BatchNorm1d" else (2, 3, 4, 5))
     y, ctx = layer.forward(x, train=True)
     p64 = {k: v.astype(np.float64) for k, v in layer.params.items()}
     x64 = x.astype(np.float64)
@@ -101,6 +102,23 @@ def qcfg(**kw):
                 scale_x_left=8, scale_x_right=4)
     base.update(kw)
     return wn.LayerConfig(**base)
+
+
+def test_batchnorm_running_statistics_and_inference():
+    bn = wn.BatchNorm2d(3, momentum=0.2, eps=1e-3)
+    x = _input(False, 5)
+    bn.forward(x, train=True)
+    m, v = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(bn.stats["running_mean"], 0.2 * m, rtol=1e-5)
+    np.testing.assert_allclose(bn.stats["running_var"], 0.8 + 0.2 * v, rtol=1e-5)
+    assert int(bn.stats["num_batches_tracked"]) == 1
+    y, ctx = bn.forward(x, train=False)
+    want = (x - bn.stats["running_mean"].reshape(1, 3, 1, 1)) / np.sqrt(bn.stats["running_var"].reshape(1, 3, 1, 1)
+                                                                        + 1e-3)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    gy = np.ones_like(y)
+    np.testing.assert_allclose(bn.backward(gy, ctx), gy / np.sqrt(bn.stats["running_var"].reshape(1, 3, 1, 1) + 1e-3),
+                               rtol=1e-5)
 
 
 class TestQuantizedStraightThrough:
