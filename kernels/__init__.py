@@ -6,8 +6,9 @@ from ._jit import Kernel, kernel, set_parallel_threshold
 from .activations import gelu, gelu_grad
 from .conv import im2row, row2im
 from .gemm import exact_block, matmul_exact
+from .gru import gru_backward, gru_forward
 from .quant import (combine_split, input_grad, quantize_bias, quantize_input, quantize_weight, requant,
                     scale_masked)
 
 __all__ = ["Kernel", "kernel", "set_parallel_threshold", "exact_block", "matmul_exact", "quantize_input",
-           "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked", "im2row", "row2im", "gelu", "gelu_grad"]
+           "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked", "im2row", "row2im", "gelu", "gelu_grad", "gru_forward", "gru_backward"]

@@ -11,11 +11,10 @@ import pytest
 
 import witnp as wn
 
-from .layers.test_contract import LAYERS, Q, QN, inputs
+from .layers.test_contract import CASES, LAYERS, Q, QN, inputs
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
-@pytest.mark.parametrize("mode", ["float", "quant", "noisy"])
+@pytest.mark.parametrize("name, mode", CASES)
 def test_round_trip_bit_identical(tmp_path, name, mode):
     make, shape = LAYERS[name]
     layer = make({"float": wn.LayerConfig(), "quant": Q, "noisy": QN}[mode])

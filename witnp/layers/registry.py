@@ -11,13 +11,13 @@ from collections import OrderedDict
 import numpy as np
 
 from ..config import LayerConfig
-from . import container, conv, digital, linear, norm, shape
+from . import container, conv, digital, gru, linear, norm, shape
 from .base import Layer
 
 __all__ = ["LAYER_TYPES", "layer_spec", "build"]
 
 LAYER_TYPES = {}
-for _mod in (linear, conv, digital, norm, shape, container):
+for _mod in (linear, conv, gru, digital, norm, shape, container):
     for _name in _mod.__all__:
         _obj = getattr(_mod, _name)
         if isinstance(_obj, type) and issubclass(_obj, Layer):
