@@ -7,7 +7,7 @@ reference).
 import numpy as np
 
 __all__ = ["quantize_input", "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked",
-           "matmul_exact", "im2row", "row2im", "gelu", "gelu_grad"]
+           "matmul_exact", "im2row", "row2im", "gelu", "gelu_grad", "gru_q_int"]
 
 f32 = np.float32
 
@@ -154,6 +154,53 @@ def gelu_grad(x, out):
     v = x.astype(np.float64)
     out[...] = (0.5 * (1.0 + np.vectorize(math.erf)(v / math.sqrt(2.0)))
                 + v * np.exp(-0.5 * v * v) / math.sqrt(2 * math.pi)).astype(np.float32)
+    return out
+
+
+def _shift_round(v, k):
+    """R(v·2^k) on int64: left shift, or right shift rounding half to even."""
+    v = np.asarray(v, np.int64)
+    if k >= 0:
+        return v << k
+    q = v >> -k
+    r = v - (q << -k)
+    half = np.int64(1) << (-k - 1)
+    return q + ((r > half) | ((r == half) & ((q & 1) == 1)))
+
+
+def gru_q_int(xz, xi, h0q, wzr, win, whn, bzr, bin_, bhn, e_zr, e_in, e_hn, k_zr, k_hn, yb, pn, ones, lut_sig,
+              lut_tanh):
+    """The quantized GRU cell with integers only (docs/gru.md), step by step: the integer reference.
+
+    xz, xi: (pos, neg) int64 input codes of x for the zr and in arrays, (N, T, I) each (neg zeros for FALSE);
+    h0q (N, H) Q7 codes; w* int8 weight codes (O, K) (zr: K = I + H); b* int64 bias terms (128·Bq);
+    e_*: log2(sy) - log2(sx) - log2(sw) of each array; k_zr, k_hn: log2(sx) - 7 of the h input codes.
+    Returns hq (N, T, H) int64.
+    """
+    N, T, I = xz[0].shape
+    H = h0q.shape[1]
+    lo, hi, off = -(1 << (yb - 1)), (1 << (yb - 1)) - 1, 1 << (yb - 1)
+    wzr, win, whn = (np.asarray(w, np.int64) for w in (wzr, win, whn))
+    h = np.asarray(h0q, np.int64)
+    out = np.empty((N, T, H), np.int64)
+
+    def codes(hv, k):
+        if pn:
+            return (np.clip(_shift_round(np.maximum(hv, 0), k), 0, 255),
+                    np.clip(_shift_round(np.maximum(-hv, 0), k), 0, 255))
+        return np.clip(_shift_round(hv, k), 0, 255), np.zeros_like(hv)
+
+    y_in = np.clip(_shift_round((xi[0] - xi[1]) @ win.T + bin_, e_in), lo, hi)
+    for t in range(T):
+        hp, hn = codes(h, k_zr)
+        inp = np.concatenate([xz[0][:, t] - xz[1][:, t], hp - hn], axis=1)
+        yzr = np.clip(_shift_round(inp @ wzr.T + bzr, e_zr), lo, hi)
+        z, r = lut_sig[yzr[:, :H] + off], lut_sig[yzr[:, H:] + off]
+        hp2, hn2 = codes(h, k_hn)
+        yhn = np.clip(_shift_round((hp2 - hn2) @ whn.T + bhn, e_hn), lo, hi)
+        n = lut_tanh[np.clip(y_in[:, t] + ((r * yhn) >> 7), lo, hi) + off]
+        h = np.clip(((ones - z) * n + z * h) >> 7, -128, 127)
+        out[:, t] = h
     return out
 
 

@@ -5,7 +5,8 @@ import pytest
 
 import witnp as wn
 
-Q = wn.LayerConfig(use_quantization=True, use_auto_scale=True, scale_x=16, scale_weight=64, scale_y=16)
+Q = wn.LayerConfig(use_quantization=True, use_auto_scale=True, scale_x=16, scale_weight=64, scale_y=16,
+                   handle_neg_in="PN")
 QN = Q.replace(noise_level=3)
 IMG = (2, 3, 6, 6)
 
@@ -42,8 +43,7 @@ LAYERS = {
     "GRU": (lambda c: wn.GRU(4, 3, config=c), (2, 5, 4)),
     "GRUCell": (lambda c: wn.GRUCell(4, 3, config=c), ((2, 4), (2, 3))),
 }
-FLOAT_ONLY = {"GRU", "GRUCell"}  # the quantized GRU is not implemented yet (issue 4)
-CASES = [(n, cfg) for n in sorted(LAYERS) for cfg in ("float", "quant", "noisy") if cfg == "float" or n not in FLOAT_ONLY]
+CASES = [(n, cfg) for n in sorted(LAYERS) for cfg in ("float", "quant", "noisy")]
 
 
 def inputs(shape, seed):

@@ -84,7 +84,3 @@ class TestBadInput:
             wn.GRUCell(3, 4)((np.ones((2, 3), np.float32), np.zeros((1, 4), np.float32)))
         with pytest.raises(TypeError, match=r"GRUCell: expected \(x, h\)"):
             wn.GRUCell(3, 4)(np.ones((2, 3), np.float32))
-
-    def test_quantized_is_refused_until_implemented(self):
-        with pytest.raises(ValueError, match="quantized GRU .* is not available yet"):
-            wn.GRU(3, 4, config=wn.LayerConfig(use_quantization=True))

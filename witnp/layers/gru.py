@@ -1,4 +1,5 @@
-"""GRU and GRUCell: torch's formulas and parameter layout in float mode (gru.md requirement 1).
+"""GRU and GRUCell: torch's formulas and parameter layout in float mode (gru.md requirement 1); the chip's
+three-array form when quantized (docs/gru.md, `witnp.cim_gru`).
 
 Parameters: weight_ih (3H, I), weight_hh (3H, H), bias_ih (3H,), bias_hh (3H,), gate order r, z, n;
 h' = (1 - z)·n + z·h. `GRU` runs a whole (N, T, I) batch-first sequence in one compiled recurrence (the
@@ -11,9 +12,12 @@ from typing import Optional
 
 import numpy as np
 
+from .. import cim_gru
 from .. import kernels as K
 from ..config import LayerConfig
-from ..rng import init_rng
+from ..noise import noise_model
+from ..quant import ScaleObserver
+from ..rng import init_rng, noise_rng
 from .base import Layer, check_array, check_finite, check_grad
 
 __all__ = ["GRU", "GRUCell"]
@@ -21,16 +25,27 @@ __all__ = ["GRU", "GRUCell"]
 f32 = np.float32
 
 
+ARRAY_SCALES = ("x_zr", "weight_zr", "y_zr", "x_in", "weight_in", "x_hn", "weight_hn", "y_n")
+
+
 class _GRUBase(Layer):
-    def __init__(self, input_size, hidden_size, bias, config, rng):
+    def __init__(self, input_size, hidden_size, bias, config, rng, scale_ones=128):
         super().__init__(config)
         name = type(self).__name__
         for arg, v in (("input_size", input_size), ("hidden_size", hidden_size)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name}: {arg}={v!r}; expected a positive integer")
-        if self.config.use_quantization:
-            raise ValueError(f"{name}: the quantized GRU (gru.md's three-array form) is not available yet; use "
-                             f"use_quantization=False for this layer")
+        if scale_ones not in (127, 128):
+            raise ValueError(f"{name}: scale_ones={scale_ones!r}; expected 127 or 128")
+        cfg = self.config
+        if cfg.use_quantization:
+            if cfg.handle_neg_in not in ("FALSE", "PN"):
+                raise ValueError(f"{name}: handle_neg_in={cfg.handle_neg_in!r} is not supported by the quantized GRU; "
+                                 f"expected 'PN' (the hidden state is signed) or 'FALSE'")
+            if cfg.x_quant_bits != 8 or not 8 <= cfg.y_quant_bits <= 10:
+                raise ValueError(f"{name}: the quantized GRU needs x_quant_bits=8 and y_quant_bits in 8..10 (LUTs of "
+                                 f"256 to 1024 entries); got {cfg.x_quant_bits} and {cfg.y_quant_bits}")
+        self.scale_ones = int(scale_ones)
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         H, I = self.hidden_size, self.input_size
         gen = rng if rng is not None else init_rng()
@@ -41,6 +56,56 @@ class _GRUBase(Layer):
         if bias:
             self._add_param("bias_ih", gen.uniform(-k, k, 3 * H))
             self._add_param("bias_hh", gen.uniform(-k, k, 3 * H))
+        init = {n: (cfg.scale_x if n[0] == "x" else cfg.scale_weight if n[0] == "w" else cfg.scale_y)
+                for n in ARRAY_SCALES}
+        io0 = {n: (cfg.x_quant_bits if n[0] == "x" else 8 if n[0] == "w" else cfg.y_quant_bits) for n in ARRAY_SCALES}
+        self.observer = ScaleObserver(name, self.stats, ARRAY_SCALES, init, io0, cfg.auto_scale_update_step,
+                                      cfg.use_quantization and cfg.use_auto_scale)
+        self.noise = noise_model(cfg.noise_model, cfg.noise_level)
+
+    def _qs(self):
+        xb, yb = self.config.x_quant_bits, self.config.y_quant_bits
+        return {n: (xb + 1 if n[0] == "x" else 8 if n[0] == "w" else yb) for n in ARRAY_SCALES}
+
+    def begin_epoch(self) -> None:
+        self.observer.begin_epoch()
+
+    @property
+    def scales(self) -> dict:
+        return dict(self.observer.scales)
+
+    def export_arrays(self) -> dict:
+        """What the firmware needs for this GRU (gru.md requirement 6), at the deployment scales:
+        {"zr" | "in" | "hn": {"weight": int8 (O, K), "bias_npu": int32 (O,) (multiples of 128), "scale_x",
+        "scale_weight", "scale_y", "G", "shift_x", "shift_weight", "shift_y", "shift_G"}, "lut_sigmoid",
+        "lut_tanh" (int, indexed by code + 2^(yb-1)), "scale_ones", "shift_bits": [-7, -7]}."""
+        if not self.config.use_quantization:
+            raise ValueError(f"{type(self).__name__}: export needs a quantized GRU (use_quantization=True)")
+        sc = self.observer.scales_for_forward(False, self._qs())
+        out = {}
+        for name, (W, b) in cim_gru.array_params(self.params, self.hidden_size, self.has_bias).items():
+            ys = sc["y_zr"] if name == "zr" else sc["y_n"]
+            a = cim_gru._array(type(self).__name__, name, W, b, self.config, sc["x_" + name], sc["weight_" + name],
+                               None, None, ys)
+            G = int(np.rint(sc["x_" + name] * sc["weight_" + name] / ys))
+            out[name] = {"weight": a["wq"].astype(np.int8), "bias_npu": (128 * a["ba"].astype(np.int64)).astype(
+                np.int32), "scale_x": sc["x_" + name], "scale_weight": sc["weight_" + name], "scale_y": ys, "G": G,
+                "shift_x": int(math.log2(sc["x_" + name])), "shift_weight": int(math.log2(sc["weight_" + name])),
+                "shift_y": int(math.log2(ys)), "shift_G": int(math.log2(G)) if G > 0 else None}
+        ls, lt, _, _ = cim_gru.luts(self.config.y_quant_bits, self.scale_ones, sc["y_zr"], sc["y_n"])
+        out.update(lut_sigmoid=ls.astype(np.int32), lut_tanh=lt.astype(np.int32), scale_ones=self.scale_ones,
+                   shift_bits=[-7, -7])
+        return out
+
+    def _qrun(self, x, h0, train, rng):
+        qs = self._qs()
+        sc = self.observer.scales_for_forward(train, qs)
+        y, c, st = cim_gru.qgru_forward(self, x, h0, sc, self.noise if self.noise.active else None,
+                                        rng if rng is not None else noise_rng(), self.observer.wants_record(train))
+        if train:
+            self.observer.after_train_forward(st or {}, qs)
+        c["quant"] = True
+        return y, c
 
     def extra_repr(self):
         return f"{self.input_size}, {self.hidden_size}, bias={self.has_bias}"
@@ -98,8 +163,8 @@ class GRU(_GRUBase):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, config: Optional[LayerConfig] = None,
-                 *, rng=None):
-        super().__init__(input_size, hidden_size, bias, config, rng)
+                 *, rng=None, scale_ones: int = 128):
+        super().__init__(input_size, hidden_size, bias, config, rng, scale_ones)
 
     def forward(self, x, *, train: bool = False, rng=None):
         with_h = isinstance(x, (tuple, list))
@@ -109,13 +174,18 @@ class GRU(_GRUBase):
             raise ValueError(f"GRU: x has shape {x.shape}; expected (N, T, {self.input_size}) (input_size="
                              f"{self.input_size})")
         check_finite(self, "x", x)
-        hs, c = self._run(x, self._h0(h, x.shape[0]))
+        h0 = self._h0(h, x.shape[0])
+        hs, c = self._qrun(x, h0, train, rng) if self.config.use_quantization else self._run(x, h0)
         c["with_h"] = with_h
+        c["y_shape"] = hs.shape
         return hs, c
 
     def backward(self, dy, ctx):
-        g = check_grad(self, dy, ctx["hs"].shape)
-        dx, dh0 = self._back(g, np.zeros_like(ctx["h0"]), ctx)
+        g = check_grad(self, dy, ctx["y_shape"])
+        if ctx.get("quant"):
+            dx, dh0 = cim_gru.qgru_backward(self, g, ctx)
+        else:
+            dx, dh0 = self._back(g, np.zeros_like(ctx["h0"]), ctx)
         return (dx, dh0) if ctx["with_h"] else dx
 
 
@@ -124,8 +194,8 @@ class GRUCell(_GRUBase):
     backward(dh') returns (dx, dh)."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, config: Optional[LayerConfig] = None,
-                 *, rng=None):
-        super().__init__(input_size, hidden_size, bias, config, rng)
+                 *, rng=None, scale_ones: int = 128):
+        super().__init__(input_size, hidden_size, bias, config, rng, scale_ones)
 
     def forward(self, xh, *, train: bool = False, rng=None):
         if not isinstance(xh, (tuple, list)) or len(xh) != 2:
@@ -134,10 +204,17 @@ class GRUCell(_GRUBase):
         if x.shape[1] != self.input_size:
             raise ValueError(f"GRUCell: x has shape {x.shape}; expected (N, {self.input_size})")
         check_finite(self, "x", x)
-        hs, c = self._run(x[:, None, :], self._h0(xh[1], x.shape[0]))
+        h0 = self._h0(xh[1], x.shape[0])
+        if self.config.use_quantization:
+            hs, c = self._qrun(x[:, None, :], h0, train, rng)
+        else:
+            hs, c = self._run(x[:, None, :], h0)
         return hs[:, 0], c
 
     def backward(self, dy, ctx):
         g = check_grad(self, dy, ctx["h0"].shape)
-        dx, dh = self._back(np.zeros_like(ctx["hs"]), g, ctx)
+        if ctx.get("quant"):
+            dx, dh = cim_gru.qgru_backward(self, g[:, None, :], ctx)
+        else:
+            dx, dh = self._back(np.zeros_like(ctx["hs"]), g, ctx)
         return dx[:, 0], dh
