@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import LayerConfig, get_default_config
 
-__all__ = ["Layer", "check_array", "check_grad"]
+__all__ = ["Layer", "check_array", "check_grad", "check_pair", "check_finite"]
 
 
 def _owner(layer) -> str:
@@ -47,6 +47,14 @@ def check_finite(layer, arg: str, a: np.ndarray) -> None:
     if not np.isfinite(a).all():
         n = int((~np.isfinite(a)).sum())
         raise ValueError(f"{_owner(layer)}: {arg} contains {n} NaN or inf value(s); expected finite numbers")
+
+
+def check_pair(layer, name: str, v, minimum: int) -> Tuple[int, int]:
+    """An int or a pair of ints, each >= minimum, as a pair; ValueError naming layer and argument otherwise."""
+    t = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if len(t) != 2 or any(isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < minimum for e in t):
+        raise ValueError(f"{_owner(layer)}: {name}={v!r}; expected an integer >= {minimum} or a pair of them")
+    return int(t[0]), int(t[1])
 
 
 def check_grad(layer, dy, shape: Tuple[int, ...], arg: str = "dy", finite: bool = True) -> np.ndarray:

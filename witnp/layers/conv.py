@@ -19,17 +19,10 @@ from ..config import LayerConfig
 from ..conv_ops import (Geometry, conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc,
                         wmat_conv, wmat_convT, wmat_from_conv, wmat_from_convT)
 from ..rng import init_rng
-from .base import check_array, check_finite, check_grad
+from .base import check_array, check_finite, check_grad, check_pair
 from .linear import ArrayLayer
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
-
-
-def _pair(name, owner, v, minimum):
-    t = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-    if len(t) != 2 or any(isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < minimum for e in t):
-        raise ValueError(f"{owner}: {name}={v!r}; expected an integer >= {minimum} or a pair of them")
-    return int(t[0]), int(t[1])
 
 
 class _ConvBase(ArrayLayer):
@@ -45,11 +38,11 @@ class _ConvBase(ArrayLayer):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
-        kh, kw = _pair("kernel_size", name, kernel_size, 1)
-        sh, sw = _pair("stride", name, stride, 1)
-        ph, pw = _pair("padding", name, padding, 0)
-        dh, dw = _pair("dilation", name, dilation, 1)
-        oph, opw = _pair("output_padding", name, output_padding, 0)
+        kh, kw = check_pair(name, "kernel_size", kernel_size, 1)
+        sh, sw = check_pair(name, "stride", stride, 1)
+        ph, pw = check_pair(name, "padding", padding, 0)
+        dh, dw = check_pair(name, "dilation", dilation, 1)
+        oph, opw = check_pair(name, "output_padding", output_padding, 0)
         for op, s, d, axis in ((oph, sh, dh, "height"), (opw, sw, dw, "width")):
             if op and not (op < s or op < d):
                 raise ValueError(f"{name}: output_padding={output_padding!r} must be smaller than stride or "

@@ -5,12 +5,10 @@ the float mean; follow it with a quantized op where the chip requantizes).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from ..rng import noise_rng
-from .base import Layer, check_array, check_finite, check_grad
+from .base import Layer, check_array, check_finite, check_grad, check_pair
 
 __all__ = ["Flatten", "Reshape", "Dropout", "MaxPool2d", "AvgPool2d"]
 
@@ -83,20 +81,13 @@ class Dropout(Layer):
         return np.where(ctx["keep"], g * f32(1.0 / (1.0 - self.p)), f32(0))
 
 
-def _pair(owner, name, v, minimum):
-    t = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-    if len(t) != 2 or any(isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < minimum for e in t):
-        raise ValueError(f"{owner}: {name}={v!r}; expected an integer >= {minimum} or a pair of them")
-    return int(t[0]), int(t[1])
-
-
 class _Pool2d(Layer):
     def __init__(self, kernel_size, stride=None, padding=0, config=None):
         super().__init__(config)
         name = type(self).__name__
-        self.k = _pair(name, "kernel_size", kernel_size, 1)
-        self.s = _pair(name, "stride", stride if stride is not None else kernel_size, 1)
-        self.p = _pair(name, "padding", padding, 0)
+        self.k = check_pair(name, "kernel_size", kernel_size, 1)
+        self.s = check_pair(name, "stride", stride if stride is not None else kernel_size, 1)
+        self.p = check_pair(name, "padding", padding, 0)
         if self.p[0] > self.k[0] // 2 or self.p[1] > self.k[1] // 2:
             raise ValueError(f"{name}: padding={padding!r} must be at most half the kernel size {self.k}")
 
