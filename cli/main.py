@@ -175,9 +175,9 @@ def inspect(path, data):
     except OSError:
         raise wn.ModelFileError(f"{path}: not a readable HDF5 file") from None
     if fmt == "witnp-firmware":
-        from witnp.export import read_handoff
-        for name, rec in read_handoff(path):
-            line = f"{name:>6s} {rec['type']:16s}"
+        from witnp.export import leaf_records, read_handoff
+        for name, rec in leaf_records(read_handoff(path)):
+            line = f"{name:>8s} {rec.get('op', rec['type']):16s}"
             if "array_weight" in rec:
                 w = rec["array_weight"]
                 line += (f" array {w.shape[0]}x{w.shape[1]} {rec['handle_neg_in']:5s} x{rec['x_quant_bits']}/"

@@ -95,10 +95,39 @@ def test_mapper_warnings_and_refusals():
     assert any("900 output columns exceed the array's 896" in m for m in msgs)
     with pytest.raises(ValueError, match=r"layer '0' \(Linear\) is in float mode"):
         export_model(wn.Sequential(wn.Linear(2, 2)))
-    with pytest.raises(ValueError, match=r"layer '0' \(BatchNorm2d\) is not supported by the integer engine"):
+    with pytest.raises(ValueError, match=r"layer '0' \(AvgPool2d\) is not supported by the integer engine"):
+        export_model(wn.Sequential(wn.AvgPool2d(2)))
+    with pytest.raises(ValueError, match=r"layer '0' \(BatchNorm2d\) is in float mode"):
         export_model(wn.Sequential(wn.BatchNorm2d(2)))
     with pytest.raises(wn.ModelFileError, match="not a witnp firmware export"):
         import tempfile
         with tempfile.TemporaryDirectory() as d:
             wn.save(wn.Linear(2, 2), d + "/m.h5")
             read_handoff(d + "/m.h5")
+
+
+def test_engine_equals_models_with_branches_and_every_digital_op(tmp_path):
+    """Residual (Add), Branches (Cat, Mul, Divide), per-channel PReLU and BatchNorm, Sqrt, Mean: the engine runs
+    them on integer codes and equals the model bit for bit, also after a trip through the handoff file."""
+    q = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", scale_x=16, scale_weight=16, scale_y=16)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 2, 6, 6)).astype(np.float32)
+    bn = wn.BatchNorm2d(4, config=q)
+    layers = [
+        wn.Conv2d(2, 4, 3, padding=1, config=q), bn, wn.PReLU(4, 0.2, config=q),
+        wn.Residual(wn.Conv2d(4, 4, 3, padding=1, config=q), merge=wn.Add(config=q)),
+        wn.Branches(wn.Conv2d(4, 2, 1, config=q), wn.Conv2d(4, 2, 1, config=q), merge=wn.Cat(dim=1, config=q)),
+        wn.Branches(wn.Conv2d(4, 4, 1, config=q), wn.Conv2d(4, 4, 1, config=q), merge=wn.Mul(config=q)),
+        wn.Branches(wn.Conv2d(4, 4, 1, config=q), wn.Sqrt(config=q), merge=wn.Divide(config=q)),
+        wn.Mean(dim=(2, 3), config=q), wn.Linear(4, 3, config=q)]
+    m = wn.Sequential(*layers)
+    m.begin_epoch()
+    for seed in range(3):
+        m.forward(x, train=True, rng=np.random.default_rng(seed))
+    recs = export_model(m)
+    y_eng, codes = IntegerEngine(recs).run(x)
+    np.testing.assert_array_equal(y_eng, m(x))
+    path = tmp_path / "h.h5"
+    write_handoff(path, recs, golden_vectors(m, recs, x[:2]))
+    np.testing.assert_array_equal(IntegerEngine.from_file(path).run(x)[0], m(x))
+    assert "3.merge" in codes and "6.1" in codes

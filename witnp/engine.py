@@ -10,6 +10,7 @@ quantized once into the first layer's codes (the firmware's front end does the s
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Dict, List, Tuple
 
@@ -100,6 +101,14 @@ def _convT(x_nhwc, w, g: Geometry, co):
     return full[:, g.ph:g.ph + Ho, g.pw:g.pw + Wo]
 
 
+def _leaf_records(records):
+    for name, rec in records:
+        if "children" in rec:
+            yield from _leaf_records(rec["children"])
+        else:
+            yield name, rec
+
+
 def _geometry(rec) -> Geometry:
     return Geometry(*[int(v) for v in rec["geometry"]])
 
@@ -123,31 +132,80 @@ class IntegerEngine:
         codes: Dict[str, np.ndarray] = {}
         # The network input: one float quantization, R(x·sx) with the first quantizing layer's sx; the layers
         # before it (shape, ReLU, max-pool) commute with that rounding.
-        sx0 = next((float(r["scale_x"]) for _, r in self.records if "scale_x" in r), 1.0)
+        sx0 = next((float(r["scale_x"] if "scale_x" in r else r["scale_x1"]) for _, r in _leaf_records(self.records)
+                    if "scale_x" in r or "scale_x1" in r), 1.0)
         c, s = np.rint((x * np.float32(sx0)).astype(np.float32)).astype(np.int64), sx0
-        for name, rec in self.records:
-            t = rec["type"]
-            if t == "Linear":
-                c, s = self._linear(c, s, rec)
-            elif t in ("Conv2d", "ConvTranspose2d"):
-                c, s = self._conv_layer(c, s, rec)
-            elif t == "ReLU":
-                c = np.maximum(c, 0)
-            elif t == "MaxPool2d":
-                c = self._maxpool(c, rec)
-            elif t == "Flatten":
-                st, en = int(rec["start_dim"]) % c.ndim, int(rec["end_dim"]) % c.ndim
-                c = c.reshape(c.shape[:st] + (-1,) + c.shape[en + 1:])
-            elif t == "Reshape":
-                c = c.reshape((c.shape[0],) + tuple(int(v) for v in rec["sample_shape"]))
-            elif t == "Dropout":
-                pass
-            elif t in ("Sigmoid", "Tanh", "GELU"):
-                c, s = self._lut(c, s, rec)
-            else:  # pragma: no cover - export refuses these first
-                raise ValueError(f"integer engine: layer {name!r} of type {t} is not supported")
-            codes[name] = c
+        c, s = self._seq(self.records, c, s, codes)
         return (c.astype(np.float32) / np.float32(s)).astype(np.float32), codes
+
+    def _seq(self, records, c, s, codes):
+        for name, rec in records:
+            c, s = self._node(name, rec, c, s, codes)
+        return c, s
+
+    def _node(self, name, rec, c, s, codes):
+        t = rec["type"]
+        if t == "Sequential":
+            return self._seq(rec["children"], c, s, codes)
+        if t in ("Residual", "Branches"):
+            kids = rec["children"]
+            merge_name, merge = kids[-1]
+            outs = [self._node(n, r, c, s, codes) for n, r in kids[:-1]]
+            if t == "Residual" and len(outs) == 1:
+                outs.append((c, s))  # identity shortcut
+            c, s = self._merge(merge, outs)
+            codes[merge_name] = c
+            return c, s
+        if t == "Linear":
+            c, s = self._linear(c, s, rec)
+        elif t in ("Conv2d", "ConvTranspose2d"):
+            c, s = self._conv_layer(c, s, rec)
+        elif t == "ReLU":
+            c = np.maximum(c, 0)
+        elif t == "MaxPool2d":
+            c = self._maxpool(c, rec)
+        elif t == "Flatten":
+            st, en = int(rec["start_dim"]) % c.ndim, int(rec["end_dim"]) % c.ndim
+            c = c.reshape(c.shape[:st] + (-1,) + c.shape[en + 1:])
+        elif t == "Reshape":
+            c = c.reshape((c.shape[0],) + tuple(int(v) for v in rec["sample_shape"]))
+        elif t == "Dropout":
+            pass
+        elif t in ("LUT", "Sigmoid", "Tanh", "GELU"):
+            c, s = self._lut(c, s, rec)
+        elif t == "Mean":
+            c, s = self._mean(c, s, rec)
+        else:  # pragma: no cover - export refuses these first
+            raise ValueError(f"integer engine: layer {name!r} of type {t} is not supported")
+        codes[name] = c
+        return c, s
+
+    def _merge(self, rec, outs):
+        """Two-input digital ops (chip.md §8) on codes: Add, Mul, Cat; Divide by its table."""
+        t = rec["type"]
+        xb, yb = int(rec["x_quant_bits"]), int(rec["y_quant_bits"])
+        lo, hi = -(1 << (xb - 1)), (1 << (xb - 1)) - 1
+        ylo, yhi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
+        (c1, s1), (c2, s2) = outs
+        sl, sr, sy = float(rec["scale_x1"]), float(rec["scale_x2"]), float(rec["scale_y"])
+        ly = _log2(sy, "scale_y")
+        if t == "Add":
+            sa = min(sl, sr)
+            la = _log2(sa, "scale")
+            q1 = np.clip(shift_round(c1, la - _log2(s1, "scale")), lo, hi)
+            q2 = np.clip(shift_round(c2, la - _log2(s2, "scale")), lo, hi)
+            return np.clip(shift_round(q1 + q2, ly - la), ylo, yhi), sy
+        q1 = np.clip(shift_round(c1, _log2(sl, "scale_x1") - _log2(s1, "scale")), lo, hi)
+        q2 = np.clip(shift_round(c2, _log2(sr, "scale_x2") - _log2(s2, "scale")), lo, hi)
+        if t == "Mul":
+            return np.clip(shift_round(q1 * q2, ly - _log2(sl, "scale_x1") - _log2(sr, "scale_x2")), ylo, yhi), sy
+        if t == "Cat":
+            a = np.clip(shift_round(q1, ly - _log2(sl, "scale_x1")), ylo, yhi)
+            b = np.clip(shift_round(q2, ly - _log2(sr, "scale_x2")), ylo, yhi)
+            return np.concatenate([a, b], axis=int(rec["dim"])), sy
+        if t == "Divide":
+            return rec["lut2"][q1 - lo, q2 - lo].astype(np.int64), sy
+        raise ValueError(f"integer engine: merge op {t} is not supported")  # pragma: no cover
 
     # ------------------------------------------------------------------ layers
     def _linear(self, c, s, rec):
@@ -224,7 +282,30 @@ class IntegerEngine:
 
     @staticmethod
     def _lut(c, s, rec):
+        """Single-input digital ops by their tables over input codes (per channel on axis 1 when per_channel)."""
         xb = int(rec["x_quant_bits"])
         k = _log2(rec["scale_x"], "scale_x") - _log2(s, "input scale")
+        signed = bool(rec.get("signed_in", True))
+        lo = -(1 << (xb - 1)) if signed else 0
+        q = np.clip(shift_round(c, k), lo, lo + (1 << xb) - 1) - lo
+        lut = rec["lut"]
+        if rec.get("per_channel"):
+            ch = np.arange(c.shape[1]).reshape((1, -1) + (1,) * (c.ndim - 2))
+            return lut[ch, q].astype(np.int64), float(rec["scale_y"])
+        return lut[q].astype(np.int64), float(rec["scale_y"])
+
+    @staticmethod
+    def _mean(c, s, rec):
+        """y = clip(R(ΣXq / n), Y(yb)) at the input scale, R an exact rational rounding half to even."""
+        xb, yb = int(rec["x_quant_bits"]), int(rec["y_quant_bits"])
+        k = _log2(rec["scale_x"], "scale_x") - _log2(s, "input scale")
         q = np.clip(shift_round(c, k), -(1 << (xb - 1)), (1 << (xb - 1)) - 1)
-        return rec["lut"][q + (1 << (xb - 1))].astype(np.int64), float(rec["scale_y"])
+        dim = json.loads(rec["dims"])
+        axes = tuple(range(q.ndim)) if dim is None else tuple(d % q.ndim for d in (dim if isinstance(dim, list)
+                                                                                  else [dim]))
+        n = int(np.prod([q.shape[a] for a in axes]))
+        S = q.sum(axis=axes, keepdims=bool(rec["keepdim"]))
+        fl = S // n
+        r2 = 2 * (S - fl * n)
+        y = fl + ((r2 > n) | ((r2 == n) & (fl % 2 == 1)))
+        return np.clip(y, -(1 << (yb - 1)), (1 << (yb - 1)) - 1), float(rec["scale_x"])

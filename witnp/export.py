@@ -16,16 +16,19 @@ import numpy as np
 from . import cim, hdf5
 from . import kernels as K
 from .conv_ops import wmat_conv
-from .layers.container import Sequential, walk
+from .layers.container import Sequential
 from .quant import gain, shift_offset
 
-__all__ = ["export_model", "write_handoff", "read_handoff", "write_c_header", "write_gains_json", "golden_vectors",
+__all__ = ["export_model", "leaf_records", "write_handoff", "read_handoff", "write_c_header", "write_gains_json", "golden_vectors",
            "SUPPORTED", "MAX_COLUMNS"]
 
 MAX_COLUMNS = 896
 """Output columns of one WTM2101 array; a wider layer must be split by the mapper."""
 SUPPORTED = ("Linear", "Conv2d", "ConvTranspose2d", "ReLU", "MaxPool2d", "Flatten", "Reshape", "Dropout",
-             "Sigmoid", "Tanh", "GELU")
+             "Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "BatchNorm1d", "BatchNorm2d", "Mean", "Add", "Mul", "Divide",
+             "Cat", "Sequential", "Residual", "Branches")
+QUANTIZED = ("Linear", "Conv2d", "ConvTranspose2d", "Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "BatchNorm1d",
+             "BatchNorm2d", "Mean", "Add", "Mul", "Divide", "Cat")  # ops that must be quantized to run on integers
 f32 = np.float32
 FORMAT = "witnp-firmware"
 VERSION = "1.0"
@@ -103,55 +106,108 @@ def _array_record(name, layer, warn) -> dict:
 
 
 def _lut_record(name, layer, warn) -> dict:
+    """A single-input digital op as a table over its input codes (per channel for PReLU and BatchNorm): exact by
+    construction, since the training forward is evaluated on every code."""
     cfg = layer.config
     sc = layer.observer.scales_for_forward(False, layer._qs())
     xb = cfg.x_quant_bits
-    q = np.arange(-(1 << (xb - 1)), 1 << (xb - 1), dtype=np.float32)
-    y, _ = layer.forward(q / f32(sc["x"]), train=False)  # the training forward's own arithmetic, code by code
-    return {"type": type(layer).__name__, "x_quant_bits": xb, "y_quant_bits": cfg.y_quant_bits,
-            "scale_x": sc["x"], "scale_y": sc["y"], "handle_neg_in": "FALSE",
-            "lut": np.rint(y * f32(sc["y"])).astype(np.int32)}
+    signed = layer.signed_in
+    lo = -(1 << (xb - 1)) if signed else 0
+    q = np.arange(lo, lo + (1 << xb), dtype=np.float32)
+    t = type(layer).__name__
+    per_channel = t.startswith("BatchNorm") or (t == "PReLU" and layer.params["weight"].size > 1)
+    x = q / f32(sc["x"])
+    if per_channel:
+        C = layer.num_features if t.startswith("BatchNorm") else layer.params["weight"].size
+        shape = (1, C, x.size, 1) if t == "BatchNorm2d" else (1, C, x.size)
+        y, _ = layer.forward(np.broadcast_to(x.reshape((1, 1, -1) + (1,) * (len(shape) - 3)), shape).copy(),
+                             train=False)
+        lut = np.rint(y.reshape(C, -1) * f32(sc["y"])).astype(np.int32)
+    else:
+        y, _ = layer.forward(x, train=False)  # the training forward's own arithmetic, code by code
+        lut = np.rint(y * f32(sc["y"])).astype(np.int32)
+    return {"type": "LUT", "op": t, "x_quant_bits": xb, "scale_x": sc["x"], "scale_y": sc["y"],
+            "signed_in": bool(signed), "per_channel": bool(per_channel), "lut": lut}
+
+
+def _digital_record(name, layer) -> dict:
+    """Mean and the two-input ops: integer formulas on codes (docs/firmware-export.md)."""
+    cfg = layer.config
+    sc = layer.observer.scales_for_forward(False, layer._qs())
+    t = type(layer).__name__
+    rec = {"type": t, "x_quant_bits": cfg.x_quant_bits, "y_quant_bits": cfg.y_quant_bits,
+           **{"scale_" + k: v for k, v in sc.items()}}
+    if t == "Mean":
+        rec.update(dims=json.dumps(layer.dim), keepdim=bool(layer.keepdim))
+    if t == "Cat":
+        rec["dim"] = layer.dim
+    if t == "Divide":  # a two-input table over both input codes
+        xb = cfg.x_quant_bits
+        q = np.arange(-(1 << (xb - 1)), 1 << (xb - 1), dtype=np.float32)
+        a, b = np.meshgrid(q / f32(sc["x1"]), q / f32(sc["x2"]), indexing="ij")
+        y, _ = layer.forward((a.copy(), b.copy()), train=False)
+        rec["lut2"] = np.rint(y * f32(sc["y"])).astype(np.int32)
+    return rec
+
+
+def _node(name, layer, warn):
+    t = type(layer).__name__
+    base = next((c.__name__ for c in type(layer).__mro__ if c.__name__ in SUPPORTED), None)
+    if base is None:
+        raise ValueError(f"export: layer {name!r} ({t}) is not supported by the integer engine; supported: "
+                         f"{', '.join(SUPPORTED)}")
+    if base in ("Sequential", "Residual", "Branches"):
+        return {"type": base, "children": [(f"{name}.{k}" if name else k, _node(f"{name}.{k}" if name else k, c, warn))
+                                           for k, c in layer.children.items()]}
+    if base in QUANTIZED and not layer.config.use_quantization:
+        raise ValueError(f"export: layer {name!r} ({t}) is in float mode (use_quantization=False); the firmware "
+                         f"needs a quantized (QAT) model")
+    if base in ("Linear", "Conv2d", "ConvTranspose2d"):
+        rec = _array_record(name, layer, warn)
+        rec["type"] = base
+        return rec
+    if base in ("Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "BatchNorm1d", "BatchNorm2d"):
+        return _lut_record(name, layer, warn)
+    if base in ("Mean", "Add", "Mul", "Divide", "Cat"):
+        return _digital_record(name, layer)
+    if base == "MaxPool2d":
+        return {"type": base, "kernel_size": layer.k, "stride": layer.s, "padding": layer.p}
+    if base == "Flatten":
+        return {"type": base, "start_dim": layer.start_dim, "end_dim": layer.end_dim}
+    if base == "Reshape":
+        return {"type": base, "sample_shape": np.array(layer.shape, np.int64)}
+    return {"type": base}
 
 
 def export_model(model, warn=None) -> List[Tuple[str, dict]]:
-    """Layer records [(name, record)] of a quantized model (a supported layer or a Sequential of them).
+    """Layer records [(name, record)] of a quantized model: the top-level layers of a Sequential (containers as
+    records with "children"), or [("0", record)] for a single layer.
 
     Raises ValueError naming the layer for unsupported types or float-mode layers. `warn(msg)` receives the
-    mapper warnings (default: collected and returned in the records' "warnings" of the first record).
+    mapper warnings (default: collected into the first record's "warnings").
     """
-    if not isinstance(model, Sequential) and any(True for n, _ in walk(model) if n):
-        raise ValueError(f"export: {type(model).__name__} is not supported; export a Sequential model")
     warnings: List[str] = []
     warn = warn or warnings.append
-    out = []
-    for name, layer in walk(model):
-        name = name or "0"
-        t = type(layer).__name__
-        base = next((c.__name__ for c in type(layer).__mro__ if c.__name__ in SUPPORTED), None)
-        if base is None:
-            raise ValueError(f"export: layer {name!r} ({t}) is not supported by the integer engine; supported: "
-                             f"{', '.join(SUPPORTED)}")
-        if base in ("Linear", "Conv2d", "ConvTranspose2d", "Sigmoid", "Tanh", "GELU") \
-                and not layer.config.use_quantization:
-            raise ValueError(f"export: layer {name!r} ({t}) is in float mode (use_quantization=False); the firmware "
-                             f"needs a quantized (QAT) model")
-        if base in ("Linear", "Conv2d", "ConvTranspose2d"):
-            rec = _array_record(name, layer, warn)
-            rec["type"] = base
-        elif base in ("Sigmoid", "Tanh", "GELU"):
-            rec = _lut_record(name, layer, warn)
-        elif base == "MaxPool2d":
-            rec = {"type": base, "kernel_size": layer.k, "stride": layer.s, "padding": layer.p}
-        elif base == "Flatten":
-            rec = {"type": base, "start_dim": layer.start_dim, "end_dim": layer.end_dim}
-        elif base == "Reshape":
-            rec = {"type": base, "sample_shape": np.array(layer.shape, np.int64)}
-        else:
-            rec = {"type": base}
-        out.append((name, rec))
+    if isinstance(model, Sequential):
+        out = [(k, _node(k, c, warn)) for k, c in model.children.items()]
+    else:
+        out = [("0", _node("0", model, warn))]
     if out:
         out[0][1]["warnings"] = warnings
     return out
+
+
+def leaf_records(records):
+    for name, rec in records:
+        if "children" in rec:
+            yield from leaf_records(rec["children"])
+        else:
+            yield name, rec
+
+
+def _structure(records):
+    return [[name, {"type": rec["type"], "children": _structure(rec["children"])} if "children" in rec else "leaf"]
+            for name, rec in records]
 
 
 def golden_vectors(model, records, x) -> Dict[str, np.ndarray]:
@@ -171,9 +227,10 @@ def write_handoff(path, records, golden: Optional[Dict[str, np.ndarray]] = None)
         f.attrs["format"] = FORMAT
         f.attrs["version"] = VERSION
         f.attrs["witnp_version"] = __version__
-        f.attrs["layer_names"] = json.dumps([n for n, _ in records])
+        f.attrs["layer_names"] = json.dumps([n for n, _ in leaf_records(records)])
+        f.attrs["structure"] = json.dumps(_structure(records))
         f.attrs["warnings"] = json.dumps(records[0][1].get("warnings", []) if records else [])
-        for name, rec in records:
+        for name, rec in leaf_records(records):
             g = f.create_group("layers/" + name)
             for k, v in rec.items():
                 if k == "warnings":
@@ -200,7 +257,7 @@ def read_handoff(path) -> List[Tuple[str, dict]]:
     with f:
         if f.attrs.get("format") != FORMAT:
             raise hdf5.ModelFileError(f"{path}: not a witnp firmware export (format {f.attrs.get('format')!r})")
-        out = []
+        leaves = {}
         for name in json.loads(f.attrs["layer_names"]):
             g = f["layers/" + name]
             rec = {k: (v.item() if isinstance(v, np.generic) else (tuple(v) if isinstance(v, np.ndarray) else v))
@@ -209,8 +266,12 @@ def read_handoff(path) -> List[Tuple[str, dict]]:
             for k in ("kernel_size", "stride", "padding"):
                 if k in rec:
                     rec[k] = tuple(int(v) for v in rec[k])
-            out.append((name, rec))
-    return out
+            leaves[name] = rec
+
+        def rebuild(struct):
+            return [(name, {"type": node["type"], "children": rebuild(node["children"])} if node != "leaf"
+                     else leaves[name]) for name, node in struct]
+        return rebuild(json.loads(f.attrs["structure"]))
 
 
 def _c_ident(name: str) -> str:
@@ -221,7 +282,7 @@ def write_c_header(path, records) -> None:
     """A C header with each array layer's int8 weights (array layout), int32 NPU bias and shifts."""
     lines = ["/* Generated by witnp export: integer weights for the firmware build. Do not edit. */",
              "#pragma once", "#include <stdint.h>", ""]
-    for name, rec in records:
+    for name, rec in leaf_records(records):
         if "array_weight" not in rec:
             continue
         ident = _c_ident(name)
@@ -246,7 +307,7 @@ def write_c_header(path, records) -> None:
 def write_gains_json(path, records) -> None:
     """{layer: {scale_x, shift_x, scale_weight, shift_weight, scale_y, shift_y, G, shift_G, io_max_*}}."""
     out = {}
-    for name, rec in records:
+    for name, rec in leaf_records(records):
         if "scale_weight" not in rec:
             continue
         d = {k: rec[k] for k in ("scale_x", "scale_weight", "scale_y", "G", "io_max_x", "io_max_weight", "io_max_y")}
