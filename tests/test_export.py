@@ -131,3 +131,19 @@ def test_engine_equals_models_with_branches_and_every_digital_op(tmp_path):
     write_handoff(path, recs, golden_vectors(m, recs, x[:2]))
     np.testing.assert_array_equal(IntegerEngine.from_file(path).run(x)[0], m(x))
     assert "3.merge" in codes and "6.1" in codes
+
+
+def test_engine_runs_a_quantized_gru_model(tmp_path):
+    q = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", scale_x=64, scale_weight=64, scale_y=16,
+                       auto_scale_update_step=1)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(5, 7, 3)).astype(np.float32)
+    m = wn.Sequential(wn.GRU(3, 6, config=q, rng=rng), wn.Mean(dim=1, config=q), wn.Linear(6, 4, config=q))
+    m.begin_epoch()
+    m.forward(x, train=True)
+    recs = export_model(m)
+    y_eng, codes = IntegerEngine(recs).run(x)
+    np.testing.assert_array_equal(y_eng, m(x))
+    assert codes["0"].shape == (5, 7, 6)
+    write_handoff(tmp_path / "g.h5", recs)
+    np.testing.assert_array_equal(IntegerEngine.from_file(tmp_path / "g.h5").run(x)[0], m(x))

@@ -40,17 +40,26 @@ def _log2(s: float, what: str) -> int:
     return e - 1
 
 
+def _scaled(c, s, sx):
+    """R(v·sx) as int64 for a tensor v given as float32 values (s None: the network input, quantized exactly as
+    the model does, x·sx in float32 then R) or as codes c with scale s (a rounding shift)."""
+    if s is None:
+        return np.rint((np.asarray(c, np.float32) * np.float32(sx)).astype(np.float32)).astype(np.int64)
+    return shift_round(c, _log2(sx, "scale") - _log2(s, "input scale"))
+
+
 def _input_codes(c, s_in, rec, signed=False):
     """Input codes of an array layer from (c, s_in) (chip.md §2-§4): unsigned FALSE, Shift (+s), PN branches
-    (pos, neg), or the signed codes of Conv2d FALSE. Returns (pos, neg or None), int64."""
+    (pos, neg), or the signed codes of Conv2d FALSE. Returns (pos, neg or None), int64.
+    R(relu(±v)·sx) = max(±R(v·sx), 0) and R(v·sx + s) = R(v·sx) + s (s an integer), so one R(v·sx) serves."""
     xb, mode = int(rec["x_quant_bits"]), rec["handle_neg_in"]
-    k = _log2(rec["scale_x"], "scale_x") - _log2(s_in, "input scale")
+    u = _scaled(c, s_in, rec["scale_x"])
     hi = (1 << xb) - 1
     if mode == "PN":
-        return np.clip(shift_round(np.maximum(c, 0), k), 0, hi), np.clip(shift_round(np.maximum(-c, 0), k), 0, hi)
+        return np.clip(np.maximum(u, 0), 0, hi), np.clip(np.maximum(-u, 0), 0, hi)
     if signed:
-        return np.clip(shift_round(c, k), -(1 << (xb - 1)), (1 << (xb - 1)) - 1), None
-    return np.clip(shift_round(c, k) + int(rec.get("shift", 0)), 0, hi), None
+        return np.clip(u, -(1 << (xb - 1)), (1 << (xb - 1)) - 1), None
+    return np.clip(u + int(rec.get("shift", 0)), 0, hi), None
 
 
 def _pad_code(rec):
@@ -101,14 +110,6 @@ def _convT(x_nhwc, w, g: Geometry, co):
     return full[:, g.ph:g.ph + Ho, g.pw:g.pw + Wo]
 
 
-def _leaf_records(records):
-    for name, rec in records:
-        if "children" in rec:
-            yield from _leaf_records(rec["children"])
-        else:
-            yield name, rec
-
-
 def _geometry(rec) -> Geometry:
     return Geometry(*[int(v) for v in rec["geometry"]])
 
@@ -128,14 +129,12 @@ class IntegerEngine:
         return cls(read_handoff(path))
 
     def run(self, x) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
-        x = np.asarray(x, np.float32)
+        # The network input stays float (s None) until each op that quantizes it does so exactly as the model
+        # (x·sx in float32, then R); from there on everything is integer codes with power-of-two scales.
         codes: Dict[str, np.ndarray] = {}
-        # The network input: one float quantization, R(x·sx) with the first quantizing layer's sx; the layers
-        # before it (shape, ReLU, max-pool) commute with that rounding.
-        sx0 = next((float(r["scale_x"] if "scale_x" in r else r["scale_x1"]) for _, r in _leaf_records(self.records)
-                    if "scale_x" in r or "scale_x1" in r), 1.0)
-        c, s = np.rint((x * np.float32(sx0)).astype(np.float32)).astype(np.int64), sx0
-        c, s = self._seq(self.records, c, s, codes)
+        c, s = self._seq(self.records, np.asarray(x, np.float32), None, codes)
+        if s is None:
+            return c, codes
         return (c.astype(np.float32) / np.float32(s)).astype(np.float32), codes
 
     def _seq(self, records, c, s, codes):
@@ -175,9 +174,12 @@ class IntegerEngine:
             c, s = self._lut(c, s, rec)
         elif t == "Mean":
             c, s = self._mean(c, s, rec)
+        elif t == "GRU":
+            c, s = self._gru(c, s, rec)
         else:  # pragma: no cover - export refuses these first
             raise ValueError(f"integer engine: layer {name!r} of type {t} is not supported")
-        codes[name] = c
+        if s is not None:
+            codes[name] = c
         return c, s
 
     def _merge(self, rec, outs):
@@ -192,11 +194,11 @@ class IntegerEngine:
         if t == "Add":
             sa = min(sl, sr)
             la = _log2(sa, "scale")
-            q1 = np.clip(shift_round(c1, la - _log2(s1, "scale")), lo, hi)
-            q2 = np.clip(shift_round(c2, la - _log2(s2, "scale")), lo, hi)
+            q1 = np.clip(_scaled(c1, s1, sa), lo, hi)
+            q2 = np.clip(_scaled(c2, s2, sa), lo, hi)
             return np.clip(shift_round(q1 + q2, ly - la), ylo, yhi), sy
-        q1 = np.clip(shift_round(c1, _log2(sl, "scale_x1") - _log2(s1, "scale")), lo, hi)
-        q2 = np.clip(shift_round(c2, _log2(sr, "scale_x2") - _log2(s2, "scale")), lo, hi)
+        q1 = np.clip(_scaled(c1, s1, sl), lo, hi)
+        q2 = np.clip(_scaled(c2, s2, sr), lo, hi)
         if t == "Mul":
             return np.clip(shift_round(q1 * q2, ly - _log2(sl, "scale_x1") - _log2(sr, "scale_x2")), ylo, yhi), sy
         if t == "Cat":
@@ -275,7 +277,7 @@ class IntegerEngine:
     @staticmethod
     def _maxpool(c, rec):
         (kh, kw), (sh, sw), (ph, pw) = rec["kernel_size"], rec["stride"], rec["padding"]
-        low = np.iinfo(np.int64).min
+        low = np.iinfo(np.int64).min if c.dtype.kind == "i" else -np.inf
         cp = np.pad(c, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=low)
         win = np.lib.stride_tricks.sliding_window_view(cp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
         return win.max(axis=(-2, -1))
@@ -284,10 +286,9 @@ class IntegerEngine:
     def _lut(c, s, rec):
         """Single-input digital ops by their tables over input codes (per channel on axis 1 when per_channel)."""
         xb = int(rec["x_quant_bits"])
-        k = _log2(rec["scale_x"], "scale_x") - _log2(s, "input scale")
         signed = bool(rec.get("signed_in", True))
         lo = -(1 << (xb - 1)) if signed else 0
-        q = np.clip(shift_round(c, k), lo, lo + (1 << xb) - 1) - lo
+        q = np.clip(_scaled(c, s, rec["scale_x"]), lo, lo + (1 << xb) - 1) - lo
         lut = rec["lut"]
         if rec.get("per_channel"):
             ch = np.arange(c.shape[1]).reshape((1, -1) + (1,) * (c.ndim - 2))
@@ -298,8 +299,7 @@ class IntegerEngine:
     def _mean(c, s, rec):
         """y = clip(R(ΣXq / n), Y(yb)) at the input scale, R an exact rational rounding half to even."""
         xb, yb = int(rec["x_quant_bits"]), int(rec["y_quant_bits"])
-        k = _log2(rec["scale_x"], "scale_x") - _log2(s, "input scale")
-        q = np.clip(shift_round(c, k), -(1 << (xb - 1)), (1 << (xb - 1)) - 1)
+        q = np.clip(_scaled(c, s, rec["scale_x"]), -(1 << (xb - 1)), (1 << (xb - 1)) - 1)
         dim = json.loads(rec["dims"])
         axes = tuple(range(q.ndim)) if dim is None else tuple(d % q.ndim for d in (dim if isinstance(dim, list)
                                                                                   else [dim]))
@@ -309,3 +309,27 @@ class IntegerEngine:
         r2 = 2 * (S - fl * n)
         y = fl + ((r2 > n) | ((r2 == n) & (fl % 2 == 1)))
         return np.clip(y, -(1 << (yb - 1)), (1 << (yb - 1)) - 1), float(rec["scale_x"])
+
+    @staticmethod
+    def _gru(c, s, rec):
+        """The quantized GRU (docs/gru.md) with integers only: `kernels.reference.gru_q_int` on its input codes."""
+        from .kernels.reference import gru_q_int
+        pn = rec["handle_neg_in"] == "PN"
+
+        def xcodes(a):
+            u = _scaled(c, s, rec[a + "_scale_x"])
+            if pn:
+                return np.clip(np.maximum(u, 0), 0, 255), np.clip(np.maximum(-u, 0), 0, 255)
+            return np.clip(u, 0, 255), np.zeros_like(u)
+
+        def e(a):
+            return (_log2(rec[a + "_scale_y"], "scale_y") - _log2(rec[a + "_scale_x"], "scale_x")
+                    - _log2(rec[a + "_scale_weight"], "scale_weight"))
+        N, H = c.shape[0], int(rec["hidden_size"])
+        hq = gru_q_int(xcodes("zr"), xcodes("in"), np.zeros((N, H), np.int64), rec["zr_weight"], rec["in_weight"],
+                       rec["hn_weight"], rec["zr_bias_npu"].astype(np.int64), rec["in_bias_npu"].astype(np.int64),
+                       rec["hn_bias_npu"].astype(np.int64), e("zr"), e("in"), e("hn"),
+                       _log2(rec["zr_scale_x"], "scale_x") - 7, _log2(rec["hn_scale_x"], "scale_x") - 7,
+                       int(rec["y_quant_bits"]), pn, int(rec["scale_ones"]), rec["lut_sigmoid"].astype(np.int64),
+                       rec["lut_tanh"].astype(np.int64))
+        return hq, 128.0

@@ -26,9 +26,9 @@ MAX_COLUMNS = 896
 """Output columns of one WTM2101 array; a wider layer must be split by the mapper."""
 SUPPORTED = ("Linear", "Conv2d", "ConvTranspose2d", "ReLU", "MaxPool2d", "Flatten", "Reshape", "Dropout",
              "Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "BatchNorm1d", "BatchNorm2d", "Mean", "Add", "Mul", "Divide",
-             "Cat", "Sequential", "Residual", "Branches")
+             "Cat", "GRU", "Sequential", "Residual", "Branches")
 QUANTIZED = ("Linear", "Conv2d", "ConvTranspose2d", "Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "BatchNorm1d",
-             "BatchNorm2d", "Mean", "Add", "Mul", "Divide", "Cat")  # ops that must be quantized to run on integers
+             "BatchNorm2d", "Mean", "Add", "Mul", "Divide", "Cat", "GRU")  # must be quantized to run on integers
 f32 = np.float32
 FORMAT = "witnp-firmware"
 VERSION = "1.0"
@@ -170,6 +170,18 @@ def _node(name, layer, warn):
         return _lut_record(name, layer, warn)
     if base in ("Mean", "Add", "Mul", "Divide", "Cat"):
         return _digital_record(name, layer)
+    if base == "GRU":
+        ex = layer.export_arrays()
+        rec = {"type": "GRU", "handle_neg_in": layer.config.handle_neg_in, "x_quant_bits": 8,
+               "y_quant_bits": layer.config.y_quant_bits, "scale_ones": ex["scale_ones"],
+               "hidden_size": layer.hidden_size, "input_size": layer.input_size,
+               "shift_bits": np.array(ex["shift_bits"], np.int32), "lut_sigmoid": ex["lut_sigmoid"],
+               "lut_tanh": ex["lut_tanh"], "config": json.dumps(layer.config.to_dict())}
+        for a in ("zr", "in", "hn"):
+            for k, v in ex[a].items():
+                if v is not None:
+                    rec[f"{a}_{k}"] = v
+        return rec
     if base == "MaxPool2d":
         return {"type": base, "kernel_size": layer.k, "stride": layer.s, "padding": layer.p}
     if base == "Flatten":
