@@ -110,11 +110,11 @@ def gru_q_backward(dhs, h0, hq, zq, rq, nq, yhn, npre, dsig_zr, dtanh, mzr, mhn,
     N, T, H = dhs.shape
     lo = -(1 << (yb - 1))
     hi = (1 << (yb - 1)) - 1
-    dh = np.zeros((N, H))
-    a1 = np.zeros((N, H))
-    a1n = np.zeros((N, H))
-    a2 = np.zeros((N, H))
-    a2n = np.zeros((N, H))
+    dh = np.zeros((N, H), dhs.dtype)  # float32 (the caller's choice): gradients need no integer exactness
+    a1 = np.zeros((N, H), dhs.dtype)
+    a1n = np.zeros((N, H), dhs.dtype)
+    a2 = np.zeros((N, H), dhs.dtype)
+    a2n = np.zeros((N, H), dhs.dtype)
     for t in range(T - 1, -1, -1):
         for b in range(N):
             for j in range(H):

@@ -149,8 +149,9 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
     yzr_codes = np.clip(np.rint(vzr), lo, hi).astype(np.int64)
     npre_c = np.clip(npre, lo, hi).astype(np.int64)
     ctx = dict(x_shape=x.shape, h0=h0, h0q=h0q, hq=hq, zq=zq, rq=rq, nq=nq, yhn=np.clip(np.rint(vhn), lo, hi),
-               npre=npre, hcodes=hcodes, dsig=dsig[yzr_codes + off], dtanh=dtanh[npre_c + off],
-               mzr=((vzr >= lo) & (vzr <= hi)).astype(np.float64), mhn=((vhn >= lo) & (vhn <= hi)).astype(np.float64),
+               npre=npre, hcodes=hcodes, dsig=dsig[yzr_codes + off].astype(f32),
+               dtanh=dtanh[npre_c + off].astype(f32), mzr=((vzr >= lo) & (vzr <= hi)).astype(f32),
+               mhn=((vhn >= lo) & (vhn <= hi)).astype(f32),
                min=((v_in >= lo) & (v_in <= hi)), arr=arr, xp_zr=xp_zr, xn_zr=xn_zr, xm_zr=xm_zr, xp_in=xp_in,
                xn_in=xn_in, xm_in=xm_in, sc=dict(sc), pn=pn, ones=ones, yb=yb, signed=ctx_signed)
     ctx.update(vzr=vzr, vhn=vhn, v_in=v_in)
@@ -177,11 +178,12 @@ def qgru_backward(layer, dy, ctx):
     H = layer.hidden_size
     arr, sc, pn = ctx["arr"], ctx["sc"], ctx["pn"]
     zr, ar_in, hn = arr["zr"], arr["in"], arr["hn"]
-    gzr, gin = np.empty((N, T, 2 * H)), np.empty((N, T, H))
-    ghn = np.empty((N, T, H))
-    dh0 = np.empty((N, H))
-    tr = lambda a: np.ascontiguousarray(a.T, dtype=np.float64)  # noqa: E731  (rows j of Wᵀ in the inner loop)
-    K.gru_q_backward(dy.astype(np.float64), ctx["h0q"], ctx["hq"], ctx["zq"], ctx["rq"], ctx["nq"], ctx["yhn"],
+    gzr, gin = np.empty((N, T, 2 * H), f32), np.empty((N, T, H), f32)
+    ghn = np.empty((N, T, H), f32)
+    dh0 = np.empty((N, H), f32)
+    tr = lambda a: np.ascontiguousarray(a.T, dtype=f32)  # noqa: E731  (rows j of Wᵀ in the inner loop)
+    K.gru_q_backward(np.ascontiguousarray(dy, dtype=f32), ctx["h0q"], ctx["hq"], ctx["zq"], ctx["rq"], ctx["nq"],
+                     ctx["yhn"],
                      ctx["npre"], ctx["dsig"], ctx["dtanh"], ctx["mzr"], ctx["mhn"], tr(zr["wp"][I:]),
                      tr(zr["wn"][I:]), tr(hn["wp"]), tr(hn["wn"]), float(sc["x_zr"]), float(sc["x_hn"]), zr["c"],
                      hn["c"], ctx["yb"], pn, ctx["signed"], ctx["ones"], float(sc["y_n"]), gzr, ghn, gin, dh0,
