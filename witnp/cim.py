@@ -29,10 +29,46 @@ import numpy as np
 from . import kernels as K
 from .quant import gain, shift_offset
 
-__all__ = ["array_forward", "array_backward"]
+__all__ = ["array_forward", "array_backward", "weight_grad_into", "checked_gain", "weight_codes", "noisy_bias",
+           "amax"]
 
 f32 = np.float32
 _EMPTY = np.empty((0, 0), np.float32)
+
+
+def amax(a) -> np.float32:
+    """max |a| as float32 (0 for an empty array): the auto-scale statistic."""
+    return f32(np.abs(a).max()) if np.size(a) else f32(0)
+
+
+def checked_gain(owner: str, sx: float, sw: float, sy: float, why: str) -> int:
+    """G = R(sx·sw/sy), refused when 0 (a forward that divides by it: the bit split or noise, chip.md §2)."""
+    G = gain(sx, sw, sy)
+    if G == 0:
+        raise ValueError(f"{owner}: gain G = R(sx·sw/sy) = R({sx}·{sw}/{sy}) is 0, which the {why} divides by; "
+                         f"expected sx·sw/sy >= 0.5 (raise scale_x or scale_weight, or lower scale_y)")
+    return G
+
+
+def weight_codes(owner: str, W: np.ndarray, cfg, sw: float, what: str = "weight"):
+    """Wq = R(clip(clip(W, ±w_clip)·sw, -128, 127)) of a 2-D float32 weight, and its straight-through mask."""
+    wq = np.empty(W.shape, np.float32)
+    wmask = np.empty(W.shape, np.uint8)
+    bad = K.quantize_weight(W, cfg.w_clip if cfg.w_clip is not None else math.inf, sw, wq, wmask, n=W.size)
+    if bad:
+        raise ValueError(f"{owner}: {what} contains {bad} NaN or inf value(s); expected finite numbers")
+    return wq, wmask
+
+
+def noisy_bias(noise, rng, ba: np.ndarray, N: int):
+    """The noisy bias term 128·Σ_rows (r + (a|r| + b)·E2), r = Bq/N on N rows (draws E2 (N, O)), and its
+    derivative with respect to Bq (chip.md §6). Both (O,) float32."""
+    O = ba.shape[0]
+    e2 = noise.draw(rng, (N, O))
+    rows = np.broadcast_to((ba / f32(N)).astype(np.float32), (N, O))
+    term = (f32(128) * noise.apply(rows, e2).sum(axis=0, dtype=np.float32)).astype(np.float32)
+    factor = (f32(128) * noise.derivative(rows, e2).sum(axis=0, dtype=np.float32) / f32(N)).astype(np.float32)
+    return term, factor
 
 
 def _bias_codes(b, wq, cfg, P, s, split, n_out):
@@ -74,20 +110,8 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     pn = cfg.handle_neg_in == "PN"
     noisy = noise is not None and noise.active
     ylo, yhi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
-    G = None
-    if split or noisy:
-        G = gain(sx, sw, sy)
-        if G == 0:
-            raise ValueError(f"{owner}: gain G = R(sx·sw/sy) = R({sx}·{sw}/{sy}) is 0, which the "
-                             f"{'bit split' if split else 'noisy forward'} divides by; expected sx·sw/sy >= 0.5 "
-                             f"(raise scale_x or scale_weight, or lower scale_y)")
-
-    wq = np.empty((O, Kin), np.float32)
-    wmask = np.empty((O, Kin), np.uint8)
-    wclip = cfg.w_clip if cfg.w_clip is not None else math.inf
-    bad = K.quantize_weight(W, wclip, sw, wq, wmask, n=W.size)
-    if bad:
-        raise ValueError(f"{owner}: weight contains {bad} NaN or inf value(s); expected finite numbers")
+    G = checked_gain(owner, sx, sw, sy, "bit split" if split else "noisy forward") if (split or noisy) else None
+    wq, wmask = weight_codes(owner, W, cfg, sw)
 
     s = 0.0
     if cfg.handle_neg_in == "Shift":
@@ -111,14 +135,11 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
         wm = np.concatenate([wq.T, -wq.T], axis=0) if concat else wq.T  # (Ka, O), the array's layout
         e1 = noise.draw(rng, (Ka, O))
         wn = noise.apply(wm, e1)
-        e2 = noise.draw(rng, (cfg.bias_row_N, O))
-        rows = np.broadcast_to((Ba / f32(cfg.bias_row_N)).astype(np.float32), (cfg.bias_row_N, O))
-        bias_term = (f32(128) * noise.apply(rows, e2).sum(axis=0, dtype=np.float32)).astype(np.float64)
+        bias_term, b_factor = noisy_bias(noise, rng, Ba, cfg.bias_row_N)
+        bias_term = bias_term.astype(np.float64)
         acc = xa @ wn
         div, mul = f32(G), f32(1)
-        ctx.update(wn=wn, w_factor=noise.derivative(wm, e1),
-                   b_factor=(f32(128) * noise.derivative(rows, e2).sum(axis=0, dtype=np.float32)
-                             / f32(cfg.bias_row_N)))
+        ctx.update(wn=wn, w_factor=noise.derivative(wm, e1), b_factor=b_factor)
     else:
         acc = K.matmul_exact(xa, wq.T, xbound, 128)
         bias_term = 128.0 * Ba.astype(np.float64)
@@ -145,7 +166,6 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
             acc = K.matmul_exact(xs, wq.T, xbound, 128)
             bias_term = 128.0 * Ba.astype(np.float64)
         u = (acc + bias_term).astype(np.float32) / P
-        amax = lambda a: f32(np.abs(a).max()) if a.size else f32(0)  # noqa: E731
         stats = {"x": amax(x), "weight": amax(W), "y": amax(u)}
     return y, ctx, stats
 

@@ -15,28 +15,19 @@ Noise (level > 0): E1 on Wq in the weight tensor's shape, E2 (N, Co) on the bias
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from . import kernels as K
 from .conv_ops import (conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc, wmat_conv,
                        wmat_convT, wmat_from_conv, wmat_from_convT)
-from .quant import gain, shift_offset
+from .cim import amax, checked_gain, noisy_bias, weight_codes
+from .quant import shift_offset
 
 __all__ = ["qconv_forward", "qconv_backward"]
 
 f32 = np.float32
 _EMPTY = np.empty((0, 0), np.float32)
-
-
-def _wcodes(w2, cfg, sw, owner, what="weight"):
-    wq = np.empty(w2.shape, np.float32)
-    mask = np.empty(w2.shape, np.uint8)
-    wclip = cfg.w_clip if cfg.w_clip is not None else math.inf
-    if K.quantize_weight(w2, wclip, sw, wq, mask, n=w2.size):
-        raise ValueError(f"{owner}: {what} contains NaN or inf value(s); expected finite numbers")
-    return wq, mask
 
 
 def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise=None, rng=None,
@@ -47,12 +38,7 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     mode = cfg.handle_neg_in
     pn = mode == "PN"
     noisy = noise is not None and noise.active
-    G = None
-    if noisy:
-        G = gain(sx, sw, sy)
-        if G == 0:
-            raise ValueError(f"{owner}: gain G = R(sx·sw/sy) = R({sx}·{sw}/{sy}) is 0, which the noisy forward "
-                             f"divides by; expected sx·sw/sy >= 0.5")
+    G = checked_gain(owner, sx, sw, sy, "noisy forward") if noisy else None
     ylo, yhi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
     lo2, hi2 = (-128, 127) if (pn and not transposed) else (ylo, yhi)
     # input codes, channels-last
@@ -73,8 +59,8 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     # weight and bias codes, in the product's layout
     perm = wmat_convT if transposed else wmat_conv
     w2 = perm(W)
-    wq, wmask = _wcodes(w2, cfg, sw, owner)
-    wneg, wnmask = _wcodes(-w2, cfg, sw, owner) if pn else (None, None)
+    wq, wmask = weight_codes(owner, w2, cfg, sw)
+    wneg, wnmask = weight_codes(owner, np.ascontiguousarray(-w2), cfg, sw) if pn else (None, None)
     P = f32(sx * sw)
     ba = np.empty(co, np.float32)
     bmask = np.empty(co, np.uint8)
@@ -86,14 +72,11 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
                noisy=noisy, s=s, sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None)
     wa, wna = wq, wneg
     if noisy:  # draws in the weight tensor's shape, permuted like the weight (chip.md §6: E1, E2, E3)
-        N = cfg.bias_row_N
         e1 = perm(noise.draw(rng, W.shape))
         wa = noise.apply(wq, e1)
-        e2 = noise.draw(rng, (N, co))
-        rows = np.broadcast_to((ba / f32(N)).astype(np.float32), (N, co))
-        bias_term = (f32(128) * noise.apply(rows, e2).sum(axis=0, dtype=np.float32)).astype(np.float64)
-        ctx.update(wa=wa, w_factor=noise.derivative(wq, e1),
-                   b_factor=f32(128) * noise.derivative(rows, e2).sum(axis=0, dtype=np.float32) / f32(N))
+        bias_term, b_factor = noisy_bias(noise, rng, ba, cfg.bias_row_N)
+        bias_term = bias_term.astype(np.float64)
+        ctx.update(wa=wa, w_factor=noise.derivative(wq, e1), b_factor=b_factor)
         if pn:
             e3 = perm(noise.draw(rng, W.shape))
             wna = noise.apply(wneg, e3)
@@ -118,7 +101,6 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
         u = (pos + 128.0 * ba.astype(np.float64)).astype(np.float32) / P
         if neg is not None:
             u = u + neg.astype(np.float32) / P
-        amax = lambda a: f32(np.abs(a).max()) if a.size else f32(0)  # noqa: E731
         stats = {"x": amax(x), "weight": amax(W), "y": amax(u)}
     return to_nchw(y.reshape(B, Ho, Wo, co)), ctx, stats
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from . import kernels as K
-from .quant import gain
+from .cim import amax, checked_gain, noisy_bias, weight_codes
 
 __all__ = ["array_params", "qgru_forward", "qgru_backward", "luts"]
 
@@ -58,10 +58,7 @@ def luts(yb, ones, sy_zr, sy_n):
 def _array(owner, name, W, b, cfg, sx, sw, noise, rng, yscale, dt=np.float64):
     """Codes of one array: weights, bias term, effective pos/neg matrices (K, O) of dtype dt and the factors."""
     O, Kin = W.shape
-    wq = np.empty(W.shape, f32)
-    wmask = np.empty(W.shape, np.uint8)
-    if K.quantize_weight(W, cfg.w_clip if cfg.w_clip is not None else math.inf, sw, wq, wmask):
-        raise ValueError(f"{owner}: the {name} weights contain NaN or inf")
+    wq, wmask = weight_codes(owner, W, cfg, sw, f"the {name} array's weight")
     P = f32(sx * sw)
     ba, bmask = np.empty(O, f32), np.empty(O, np.uint8)
     K.quantize_bias(b, wq, P, 0.0, np.zeros(O, f32), cfg.bias_row_N, False, ba, bmask, np.zeros(O, f32))
@@ -69,19 +66,14 @@ def _array(owner, name, W, b, cfg, sx, sw, noise, rng, yscale, dt=np.float64):
     a = {"wq": wq, "wmask": wmask, "bmask": bmask, "ba": ba, "P": P, "sx": sx, "sw": sw, "pn": pn}
     noisy = noise is not None and noise.active
     if noisy:
-        G = gain(sx, sw, yscale)
-        if G == 0:
-            raise ValueError(f"{owner}: the {name} array's gain G = R(sx·sw/sy) is 0, which the noisy forward "
-                             f"divides by; expected sx·sw/sy >= 0.5")
+        G = checked_gain(f"{owner} ({name} array)", sx, sw, yscale, "noisy forward")
         wm = np.concatenate([wq.T, -wq.T]) if pn else wq.T
         e1 = noise.draw(rng, wm.shape)
         wn = noise.apply(wm, e1).astype(dt)
-        e2 = noise.draw(rng, (cfg.bias_row_N, O))
-        rows = np.broadcast_to((ba / f32(cfg.bias_row_N)).astype(f32), (cfg.bias_row_N, O))
-        a["bias"] = (f32(128) * noise.apply(rows, e2).sum(axis=0, dtype=f32)).astype(dt)
+        term, a["b_factor"] = noisy_bias(noise, rng, ba, cfg.bias_row_N)
+        a["bias"] = term.astype(dt)
         a["wp"], a["wn"] = (wn[:Kin], wn[Kin:]) if pn else (wn, np.zeros_like(wn))
         a["w_factor"] = noise.derivative(wm, e1)
-        a["b_factor"] = f32(128) * noise.derivative(rows, e2).sum(axis=0, dtype=f32) / f32(cfg.bias_row_N)
         a["k"] = 1.0 / G
         a["c"] = 1.0 / (G * yscale)
     else:
@@ -162,7 +154,6 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
         else:
             c0 = ctx
         hreal = np.concatenate([c0["h0q"][:, None], c0["hq"][:, :-1]], axis=1) / 128.0
-        amax = lambda a: f32(np.abs(a).max()) if a.size else f32(0)  # noqa: E731
         stats = {"x_zr": max(amax(x), amax(hreal)), "x_in": amax(x), "x_hn": amax(hreal),
                  "weight_zr": amax(arrays["zr"][0]), "weight_in": amax(arrays["in"][0]),
                  "weight_hn": amax(arrays["hn"][0]),
