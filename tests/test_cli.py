@@ -95,3 +95,15 @@ def test_help_lists_the_commands():
     assert r.exit_code == 0
     for cmd in ("train", "eval", "export", "inspect"):
         assert cmd in r.output
+
+
+def test_the_gru_example_trains_exports_and_runs_on_integers(tmp_path):
+    ex = os.path.join(os.path.dirname(__file__), "..", "examples", "gru_digits_rows.toml")
+    out = tmp_path / "gru"
+    r = CliRunner().invoke(main, ["train", "--config", ex, "--out", str(out), "--no-progress"] + FAST)
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["export", str(out / "best.h5"), "-o", str(tmp_path / "h.h5"), "--data",
+                                  "digits_rows", "--golden", "2"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["eval", str(out / "best.h5"), "--data", "digits_rows", "--integer"])
+    assert r.exit_code == 0 and "bit-identical to the quantized model: True" in r.output, r.output
