@@ -7,7 +7,7 @@ reference).
 import numpy as np
 
 __all__ = ["quantize_input", "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked",
-           "matmul_exact", "im2row", "row2im", "gelu", "gelu_grad", "gru_q_int"]
+           "matmul_exact", "shift_round", "im2row", "row2im", "gelu", "gelu_grad", "gru_q_int"]
 
 f32 = np.float32
 
@@ -157,7 +157,7 @@ def gelu_grad(x, out):
     return out
 
 
-def _shift_round(v, k):
+def shift_round(v, k):
     """R(v·2^k) on int64: left shift, or right shift rounding half to even."""
     v = np.asarray(v, np.int64)
     if k >= 0:
@@ -186,18 +186,18 @@ def gru_q_int(xz, xi, h0q, wzr, win, whn, bzr, bin_, bhn, e_zr, e_in, e_hn, k_zr
 
     def codes(hv, k):
         if pn:
-            return (np.clip(_shift_round(np.maximum(hv, 0), k), 0, 255),
-                    np.clip(_shift_round(np.maximum(-hv, 0), k), 0, 255))
-        return np.clip(_shift_round(hv, k), 0, 255), np.zeros_like(hv)
+            return (np.clip(shift_round(np.maximum(hv, 0), k), 0, 255),
+                    np.clip(shift_round(np.maximum(-hv, 0), k), 0, 255))
+        return np.clip(shift_round(hv, k), 0, 255), np.zeros_like(hv)
 
-    y_in = np.clip(_shift_round((xi[0] - xi[1]) @ win.T + bin_, e_in), lo, hi)
+    y_in = np.clip(shift_round((xi[0] - xi[1]) @ win.T + bin_, e_in), lo, hi)
     for t in range(T):
         hp, hn = codes(h, k_zr)
         inp = np.concatenate([xz[0][:, t] - xz[1][:, t], hp - hn], axis=1)
-        yzr = np.clip(_shift_round(inp @ wzr.T + bzr, e_zr), lo, hi)
+        yzr = np.clip(shift_round(inp @ wzr.T + bzr, e_zr), lo, hi)
         z, r = lut_sig[yzr[:, :H] + off], lut_sig[yzr[:, H:] + off]
         hp2, hn2 = codes(h, k_hn)
-        yhn = np.clip(_shift_round((hp2 - hn2) @ whn.T + bhn, e_hn), lo, hi)
+        yhn = np.clip(shift_round((hp2 - hn2) @ whn.T + bhn, e_hn), lo, hi)
         n = lut_tanh[np.clip(y_in[:, t] + ((r * yhn) >> 7), lo, hi) + off]
         h = np.clip(((ones - z) * n + z * h) >> 7, -128, 127)
         out[:, t] = h

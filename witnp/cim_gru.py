@@ -10,12 +10,11 @@ Noise (NORMAL): once per forward, arrays in the order zr, in, hn, each E1 (K_eff
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import kernels as K
 from .cim import amax, checked_gain, noisy_bias, weight_codes
+from .quant import pow2_exponent
 
 __all__ = ["array_params", "qgru_forward", "qgru_backward", "luts"]
 
@@ -34,11 +33,9 @@ def array_params(params, H, has_bias):
             "hn": (np.ascontiguousarray(wh[2 * H:]), bh[2 * H:].copy())}
 
 
-def _log2(s, what, owner):
-    m, e = math.frexp(float(s))
-    if m != 0.5:
+def _check_pow2(s, what, owner):
+    if pow2_exponent(s) is None:
         raise ValueError(f"{owner}: {what}={s} is not a power of two; the quantized GRU needs power-of-two scales")
-    return e - 1
 
 
 def luts(yb, ones, sy_zr, sy_n):
@@ -105,7 +102,7 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
     H = layer.hidden_size
     xb, yb = cfg.x_quant_bits, cfg.y_quant_bits
     for k in ("x_zr", "weight_zr", "y_zr", "x_in", "weight_in", "x_hn", "weight_hn", "y_n"):
-        _log2(sc[k], "scale " + k, owner)
+        _check_pow2(sc[k], "scale " + k, owner)
     arrays = array_params(layer.params, H, layer.has_bias)
     # float32 products are exact while every accumulator stays within 2^24 (noisy sums are not integers anyway)
     noisy = noise is not None and noise.active
@@ -136,7 +133,6 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
     K.gru_q_forward(cast(azr_x), y_in, h0q, cast(zr["wp"][I:]), cast(zr["wn"][I:]), cast(hn["wp"]), cast(hn["wn"]),
                     cast(hn["bias"]), float(sc["x_zr"]), float(sc["x_hn"]), zr["k"], hn["k"], yb, pn, signed, ones,
                     lut_sig, lut_tanh, hq, zq, rq, nq, vzr, vhn, npre, hcodes, n=N * T * H)
-    ctx_signed = signed
     off = 1 << (yb - 1)
     yzr_codes = np.clip(np.rint(vzr), lo, hi).astype(np.int64)
     npre_c = np.clip(npre, lo, hi).astype(np.int64)
@@ -145,7 +141,7 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
                dtanh=dtanh[npre_c + off].astype(f32), mzr=((vzr >= lo) & (vzr <= hi)).astype(f32),
                mhn=((vhn >= lo) & (vhn <= hi)).astype(f32),
                min=((v_in >= lo) & (v_in <= hi)), arr=arr, xp_zr=xp_zr, xn_zr=xn_zr, xm_zr=xm_zr, xp_in=xp_in,
-               xn_in=xn_in, xm_in=xm_in, sc=dict(sc), pn=pn, ones=ones, yb=yb, signed=ctx_signed)
+               xn_in=xn_in, xm_in=xm_in, sc=dict(sc), pn=pn, ones=ones, yb=yb, signed=signed)
     ctx.update(vzr=vzr, vhn=vhn, v_in=v_in)
     stats = None
     if want_stats:

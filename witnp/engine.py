@@ -11,33 +11,28 @@ quantized once into the first layer's codes (the firmware's front end does the s
 from __future__ import annotations
 
 import json
-import math
 from typing import Dict, List, Tuple
 
 import numpy as np
 
 from .conv_ops import Geometry
+from .kernels.reference import shift_round
+from .quant import pow2_exponent
 
-__all__ = ["shift_round", "IntegerEngine"]
-
-
-def shift_round(v: np.ndarray, k: int) -> np.ndarray:
-    """R(v·2^k) for int64 v: a left shift for k >= 0, else a right shift rounding half to even."""
-    v = np.asarray(v, np.int64)
-    if k >= 0:
-        return v << k
-    k = -k
-    q = v >> k  # floor division by 2^k
-    r = v - (q << k)
-    half = np.int64(1) << (k - 1)
-    return q + ((r > half) | ((r == half) & ((q & 1) == 1))).astype(np.int64)
+__all__ = ["shift_round", "IntegerEngine"]  # shift_round: the one in kernels.reference
 
 
 def _log2(s: float, what: str) -> int:
-    m, e = math.frexp(float(s))
-    if m != 0.5:
+    k = pow2_exponent(s)
+    if k is None:
         raise ValueError(f"{what}={s} is not a power of two; the integer engine needs power-of-two scales")
-    return e - 1
+    return k
+
+
+def _requant_exp(rec, prefix=""):
+    """log2(sy) - log2(sx) - log2(sw) of an array record: acc·sy/(sx·sw) is a shift by this."""
+    return (_log2(rec[prefix + "scale_y"], "scale_y") - _log2(rec[prefix + "scale_x"], "scale_x")
+            - _log2(rec[prefix + "scale_weight"], "scale_weight"))
 
 
 def _scaled(c, s, sx):
@@ -219,11 +214,7 @@ class IntegerEngine:
         """Linear rules (chip.md §2/§3) on codes pos (and neg for PN): returns (y codes, sy)."""
         xb, yb = int(rec["x_quant_bits"]), int(rec["y_quant_bits"])
         wq = rec["weight"].astype(np.int64)
-
-        def mm(a, w):
-            return a @ w.T
-        e = _log2(rec["scale_y"], "scale_y") - _log2(rec["scale_x"], "scale_x") - _log2(rec["scale_weight"],
-                                                                                          "scale_weight")
+        e = _requant_exp(rec)
         lo, hi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
         lo2, hi2 = out_clip if out_clip is not None else (lo, hi)
         b = rec["bias_npu"].astype(np.int64)
@@ -231,13 +222,13 @@ class IntegerEngine:
             parts = [(p >> 8, p & 255) for p in ((pos,) if neg is None else (pos, neg))]
             xd = parts[0][0] - (parts[1][0] if neg is not None else 0)
             xl = parts[0][1] - (parts[1][1] if neg is not None else 0)
-            yl = np.clip(shift_round(mm(xl, wq) + b, e), lo, hi)
+            yl = np.clip(shift_round(xl @ wq.T + b, e), lo, hi)
             g = _log2(rec["G"], "G")
-            yd = shift_round(256 * mm(xd, wq) + rec["bias_d"].astype(np.int64), -g)
+            yd = shift_round(256 * (xd @ wq.T) + rec["bias_d"].astype(np.int64), -g)
             y = np.clip(yl + yd, lo2, hi2)
         else:
             xs = pos - (neg if neg is not None else 0)
-            y = np.clip(np.clip(shift_round(mm(xs, wq) + b, e), lo, hi), lo2, hi2)
+            y = np.clip(np.clip(shift_round(xs @ wq.T + b, e), lo, hi), lo2, hi2)
         return y, float(rec["scale_y"])
 
     def _conv_layer(self, c, s, rec):
@@ -256,8 +247,7 @@ class IntegerEngine:
         pos, neg = _input_codes(c, s, rec, signed=mode == "FALSE" and not transposed)
         pos = pos.transpose(0, 2, 3, 1)
         neg = neg.transpose(0, 2, 3, 1) if neg is not None else None
-        e = _log2(rec["scale_y"], "scale_y") - _log2(rec["scale_x"], "scale_x") - _log2(rec["scale_weight"],
-                                                                                          "scale_weight")
+        e = _requant_exp(rec)
         co = int(rec["out_channels"])
         w = rec["weight"].astype(np.int64)
         if transposed:
@@ -323,8 +313,7 @@ class IntegerEngine:
             return np.clip(u, 0, 255), np.zeros_like(u)
 
         def e(a):
-            return (_log2(rec[a + "_scale_y"], "scale_y") - _log2(rec[a + "_scale_x"], "scale_x")
-                    - _log2(rec[a + "_scale_weight"], "scale_weight"))
+            return _requant_exp(rec, a + "_")
         N, H = c.shape[0], int(rec["hidden_size"])
         hq = gru_q_int(xcodes("zr"), xcodes("in"), np.zeros((N, H), np.int64), rec["zr_weight"], rec["in_weight"],
                        rec["hn_weight"], rec["zr_bias_npu"].astype(np.int64), rec["in_bias_npu"].astype(np.int64),

@@ -8,16 +8,14 @@ firmware build. Scales are the deployment scales: derived from io_max (auto-scal
 from __future__ import annotations
 
 import json
-import math
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from . import cim, hdf5
-from . import kernels as K
 from .conv_ops import wmat_conv
 from .layers.container import Sequential
-from .quant import gain, shift_offset
+from .quant import gain, pow2_exponent, shift_offset
 
 __all__ = ["export_model", "leaf_records", "write_handoff", "read_handoff", "write_c_header", "write_gains_json", "golden_vectors",
            "SUPPORTED", "MAX_COLUMNS"]
@@ -34,18 +32,13 @@ FORMAT = "witnp-firmware"
 VERSION = "1.0"
 
 
-def _pow2(s: float) -> Optional[int]:
-    m, e = math.frexp(float(s))
-    return e - 1 if m == 0.5 else None
-
-
 def _array_record(name, layer, warn) -> dict:
     cfg = layer.config
     t = type(layer).__name__
     sc = layer.observer.scales_for_forward(False, layer._qs())  # the deployment scales (as inference uses)
     sx, sw, sy = sc["x"], sc["weight"], sc["y"]
     for what, v in (("scale_x", sx), ("scale_weight", sw), ("scale_y", sy)):
-        if _pow2(v) is None:
+        if pow2_exponent(v) is None:
             warn(f"{name}: {what}={v} is not a power of two; the chip needs power-of-two scales")
     W = layer.params["weight"]
     b = layer.params.get("bias")
@@ -54,9 +47,7 @@ def _array_record(name, layer, warn) -> dict:
     to_linear = t == "Conv2d" and cfg.to_linear
     split = cfg.x_quant_bits > 8 and (t == "Linear" or to_linear)
     w2 = wmat_conv(W, jfirst=True) if to_linear else W.reshape(W.shape[0], -1)
-    wq = np.empty(w2.shape, f32)
-    wmask = np.empty(w2.shape, np.uint8)
-    K.quantize_weight(np.ascontiguousarray(w2), cfg.w_clip if cfg.w_clip is not None else math.inf, sw, wq, wmask)
+    wq, wmask = cim.weight_codes(name, np.ascontiguousarray(w2), cfg, sw)  # the training forward's own codes
     co = layer.out_features if t == "Linear" else layer.out_channels
     if t == "ConvTranspose2d":
         ba, bmask, bd = cim._bias_codes(b, np.empty((co, 0), f32), cfg, P, 0.0, False, co)
@@ -81,9 +72,7 @@ def _array_record(name, layer, warn) -> dict:
         rec["geometry"] = np.array([g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.oph, g.opw, g.groups], np.int32)
         rec["out_channels"] = co
         if cfg.handle_neg_in == "PN" and not to_linear:
-            wneg = np.empty(w2.shape, f32)
-            K.quantize_weight(np.ascontiguousarray(-w2), cfg.w_clip if cfg.w_clip is not None else math.inf, sw,
-                              wneg, np.empty(w2.shape, np.uint8))
+            wneg, _ = cim.weight_codes(name, np.ascontiguousarray(-w2), cfg, sw)
             rec["weight_neg"] = wneg.reshape(W.shape).astype(np.int8)
     # the array's own layout: rows = inputs (2·in for PN: [Wqᵀ; -Wqᵀ]), columns = outputs
     arr = wq.T if t != "ConvTranspose2d" else wq
@@ -254,8 +243,8 @@ def write_handoff(path, records, golden: Optional[Dict[str, np.ndarray]] = None)
                 else:
                     g.attrs[k] = v
             for k in ("scale_x", "scale_weight", "scale_y", "G"):
-                if k in rec and _pow2(rec[k]) is not None:
-                    g.attrs["shift_" + k.replace("scale_", "")] = _pow2(rec[k])
+                if k in rec and pow2_exponent(rec[k]) is not None:
+                    g.attrs["shift_" + k.replace("scale_", "")] = pow2_exponent(rec[k])
         if golden:
             gg = f.create_group("golden")
             for k, v in golden.items():
@@ -302,7 +291,7 @@ def write_c_header(path, records) -> None:
         lines.append(f"/* {name}: {rec['type']}, handle_neg_in {rec['handle_neg_in']}, array {w.shape[0]} rows x "
                      f"{w.shape[1]} columns */")
         for k in ("scale_x", "scale_weight", "scale_y", "G"):
-            sh = _pow2(rec[k]) if rec.get(k) else None
+            sh = pow2_exponent(rec[k]) if rec.get(k) else None
             if sh is not None:
                 lines.append(f"#define {ident.upper()}_SHIFT_{k.replace('scale_', '').upper()} ({sh})")
         lines.append(f"#define {ident.upper()}_ROWS {w.shape[0]}")
@@ -324,7 +313,7 @@ def write_gains_json(path, records) -> None:
             continue
         d = {k: rec[k] for k in ("scale_x", "scale_weight", "scale_y", "G", "io_max_x", "io_max_weight", "io_max_y")}
         for k in ("scale_x", "scale_weight", "scale_y", "G"):
-            d["shift_" + k.replace("scale_", "")] = _pow2(rec[k]) if rec[k] else None
+            d["shift_" + k.replace("scale_", "")] = pow2_exponent(rec[k]) if rec[k] else None
         out[name] = d
     with open(path, "w") as fh:
         json.dump(out, fh, indent=2)

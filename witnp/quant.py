@@ -13,15 +13,16 @@ from typing import Dict, Iterable
 
 import numpy as np
 
-__all__ = ["round_half_even", "scale_from_max", "gain", "shift_offset", "ScaleObserver", "IO_MAX_RESET"]
+__all__ = ["pow2_exponent", "scale_from_max", "gain", "shift_offset", "ScaleObserver", "IO_MAX_RESET"]
 
 IO_MAX_RESET = 8.0
 """The constant every io_max is reset to at the start of an epoch (the vendor's module.train())."""
 
 
-def round_half_even(v):
-    """R(v) of chip.md: round half to even (NumPy's rint), dtype kept."""
-    return np.rint(v)
+def pow2_exponent(s: float):
+    """k with s = 2^k exactly, or None when s is not a power of two."""
+    mant, exp = math.frexp(float(s))
+    return exp - 1 if mant == 0.5 else None
 
 
 def scale_from_max(m: float, q: int) -> float:
