@@ -85,7 +85,8 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     else:
         bias_term = 128.0 * ba.astype(np.float64)
         div, mul, bound = P, f32(sy), (max(abs(xlo), xhi), 128)
-    pos, neg, ctx["rows"], ctx["rows_n"] = _accumulate(xq, xn, wa, wna, geo, transposed, co, pad, bound)
+    ctx["pad"] = pad
+    pos, neg = _accumulate(xq, xn, wa, wna, geo, transposed, co, pad, bound)
     y = np.empty(pos.shape, np.float32)
     ymask = np.empty(pos.shape, np.uint8)
     K.requant(pos, neg if neg is not None else _EMPTY, bias_term, div, mul, ylo, yhi, lo2, hi2, sy, y, ymask,
@@ -97,7 +98,7 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     stats = None
     if want_stats:  # max|x|, max|W| (raw) and max|u| of the noiseless accumulator, u = pos/P + neg/P
         if noisy:
-            pos, neg, _, _ = _accumulate(xq, xn, wq, wneg, geo, transposed, co, pad, (max(abs(xlo), xhi), 128))
+            pos, neg = _accumulate(xq, xn, wq, wneg, geo, transposed, co, pad, (max(abs(xlo), xhi), 128))
         u = (pos + 128.0 * ba.astype(np.float64)).astype(np.float32) / P
         if neg is not None:
             u = u + neg.astype(np.float32) / P
@@ -106,14 +107,14 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
 
 
 def _accumulate(xq, xn, wa, wna, geo, transposed, co, pad, bound):
-    """pos and neg accumulators as (rows, Co), and the Conv2d im2row rows of each branch (None for ConvT)."""
+    """pos and neg accumulators as (B·Ho·Wo, Co)."""
     if transposed:
         pos = convT_forward(xq, wa, geo, co, bound).reshape(-1, co)
         neg = convT_forward(xn, wna, geo, co, bound).reshape(-1, co) if xn is not None else None
-        return pos, neg, None, None
-    pos, rows, _ = conv_forward(xq, wa, geo, pad, bound)
-    neg, rows_n = conv_forward(xn, wna, geo, 0.0, bound)[:2] if xn is not None else (None, None)
-    return pos, neg, rows, rows_n
+        return pos, neg
+    pos = conv_forward(xq, wa, geo, pad, bound)[0]
+    neg = conv_forward(xn, wna, geo, 0.0, bound)[0] if xn is not None else None
+    return pos, neg
 
 
 def qconv_backward(dy, ctx):
@@ -130,7 +131,7 @@ def qconv_backward(dy, ctx):
                       n=ga.size):
         raise ValueError(f"{ctx['owner']}: dy contains NaN or inf value(s); expected finite numbers")
     wa = ctx.get("wa", ctx["wq"])
-    dwq, dxq = _branch_backward(ga, ctx["xq"], ctx["rows"], wa, ctx)
+    dwq, dxq = _branch_backward(ga, ctx["xq"], ctx["pad"], wa, ctx)
     if noisy:
         dwq = dwq * ctx["w_factor"]
     gba = ga.sum(axis=0, dtype=np.float32) * (ctx["b_factor"] if noisy else f32(128))
@@ -142,7 +143,7 @@ def qconv_backward(dy, ctx):
     n = int(np.prod(ctx["x_shape"]))
     if pn:
         wna = ctx.get("wna", ctx["wneg"])
-        dwn, dxn = _branch_backward(ga, ctx["xn"], ctx["rows_n"], wna, ctx)
+        dwn, dxn = _branch_backward(ga, ctx["xn"], 0.0, wna, ctx)
         if noisy:
             dwn = dwn * ctx["wn_factor"]
         K.scale_masked(np.ascontiguousarray(dwn, dtype=np.float32), ctx["wnmask"], -ctx["sw"], dW, True,
@@ -157,7 +158,7 @@ def qconv_backward(dy, ctx):
     return to_nchw(dx.reshape(ctx["x_shape"])), unperm(dW, ctx["w_shape"]), db
 
 
-def _branch_backward(ga, xq, rows, wa, ctx):
+def _branch_backward(ga, xq, pad, wa, ctx):
     if ctx["transposed"]:
         return convT_backward(ga.reshape(ctx["y_nhwc"]), xq, wa, ctx["geo"])
-    return conv_backward(ga, rows, wa, ctx["geo"], ctx["x_shape"])
+    return conv_backward(ga, xq, wa, ctx["geo"], pad)

@@ -1,13 +1,12 @@
-"""Convolution as matrix products on channels-last rows (im2row/row2im), in float and in exact integer codes.
+"""Convolution products on channels-last images, in float and in exact integer codes.
 
 Images are NHWC inside (x_nhwc (B, H, W, C)); weights are permuted once per call so the features of a
 group's kernel offset are contiguous (`wmat_conv`, `wmat_convT`). The products every conv layer needs:
-    Conv2d:   rows = im2row(x)  (B·Ho·Wo, C·kh·kw);  acc[:, g] = rows[:, g] @ Wg ᵀ  (B·Ho·Wo, O/g)
-              dW_g = acc_grad[:, g]ᵀ @ rows[:, g];   drows[:, g] = acc_grad[:, g] @ Wg;  dx = row2im(drows)
-    ConvT:    cols[:, g] = x_rows[:, g] @ Wg  (B·H·W, kh·kw·Co/g);  y = row2im(cols) onto the output plane;
-              its backward is im2row of dy.
-Integer codes go through `matmul_exact`, and row2im accumulates integer sums in float64, so quantized
-accumulators are exact.
+    Conv2d:   acc = conv(x, W);  dW = conv_dw(x, acc_grad);  dx = conv_transpose(acc_grad, W)
+    ConvT:    acc = conv_transpose(x, W);  dx = conv(acc_grad, W);  dW = conv_dw(acc_grad, x)
+all as direct convolutions (`conv_direct`). Integer codes whose sums could leave float32's exact range
+(kh·kw·C/g·max|x|·max|w| >= 2^24) go through im2row/row2im with K-blocked `matmul_exact` and float64 sums
+instead, so quantized accumulators are always exact.
 """
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ from typing import Tuple
 
 import numpy as np
 
+from . import conv_direct
 from . import kernels as K
 
 __all__ = ["Geometry", "wmat_conv", "wmat_from_conv", "wmat_convT", "wmat_from_convT", "to_nhwc", "to_nchw",
@@ -94,77 +94,60 @@ def _cat(parts):
     return np.concatenate(parts, axis=1).astype(dt, copy=False)
 
 
-def conv_forward(x_nhwc, wmat, geo: Geometry, pad=0.0, bound=None, jfirst=False):
-    """x_nhwc (B, H, W, C) float32, wmat (O, kh·kw·C/g) -> acc (B·Ho·Wo, O), rows (B·Ho·Wo, C·kh·kw), (Ho, Wo).
+def conv_forward(x_nhwc, wmat, geo: Geometry, pad=0.0, bound=None):
+    """x_nhwc (B, H, W, C) float32, wmat (O, kh·kw·C/g) -> acc (B·Ho·Wo, O), (Ho, Wo).
 
     `pad` fills positions outside the image (the code of a zero input); `bound` = (max|x|, max|w|) makes the
-    product exact on integer codes (acc may then be float64).
+    product exact on integer codes: a direct convolution when each output's kh·kw·C/g products fit float32
+    exactly, else im2row and K-blocked products (acc then float64).
     """
+    if bound is None or geo.kh * geo.kw * (x_nhwc.shape[3] // geo.groups) <= K.exact_block(*bound):
+        return conv_direct.conv2d(x_nhwc, wmat, geo, pad)
     B, H, W, C = x_nhwc.shape
     Ho, Wo = geo.conv_out(H, W)
     G = geo.groups
     rows = np.empty((B * Ho * Wo, C * geo.kh * geo.kw), np.float32)
-    K.im2row(x_nhwc, *geo.args(Wo, G, jfirst), pad, rows, n=rows.size)
-    if G == 1:
-        return _mm(rows, wmat.T, bound), rows, (Ho, Wo)
+    K.im2row(x_nhwc, *geo.args(Wo, G), pad, rows, n=rows.size)
     kc, og = wmat.shape[1], wmat.shape[0] // G
-    return _cat([_mm(rows[:, i * kc:(i + 1) * kc], wmat[i * og:(i + 1) * og].T, bound) for i in range(G)]), \
-        rows, (Ho, Wo)
+    return _cat([_mm(rows[:, i * kc:(i + 1) * kc], wmat[i * og:(i + 1) * og].T, bound) for i in range(G)]), (Ho, Wo)
 
 
-def conv_backward(g_acc, rows, wmat, geo: Geometry, x_shape, jfirst=False):
-    """Gradients of acc = conv(x, wmat): g_acc (B·Ho·Wo, O) float32 -> dwmat (O, kh·kw·C/g), dx_nhwc (B, H, W, C)."""
-    G = geo.groups
-    kc, og = wmat.shape[1], wmat.shape[0] // G
-    if G == 1:
-        dw = g_acc.T @ rows
-        drows = g_acc @ wmat
-    else:
-        dw = np.empty(wmat.shape, np.float32)
-        drows = np.empty(rows.shape, np.float32)
-        for i in range(G):
-            ga = g_acc[:, i * og:(i + 1) * og]
-            dw[i * og:(i + 1) * og] = ga.T @ rows[:, i * kc:(i + 1) * kc]
-            drows[:, i * kc:(i + 1) * kc] = ga @ wmat[i * og:(i + 1) * og]
-    Wo = geo.conv_out(*x_shape[1:3])[1]
-    dx = np.empty(x_shape, np.float32)
-    K.row2im(drows, *geo.args(Wo, G, jfirst), dx, n=drows.size)
+def conv_backward(g_acc, x_nhwc, wmat, geo: Geometry, pad=0.0):
+    """Gradients of acc = conv(x, wmat) (x padded with `pad`): g_acc (B·Ho·Wo, O) float32 ->
+    dwmat (O, kh·kw·C/g), dx_nhwc (B, H, W, C)."""
+    B, H, W, _ = x_nhwc.shape
+    Ho, Wo = geo.conv_out(H, W)
+    g_acc = np.ascontiguousarray(g_acc, dtype=np.float32)
+    dw = conv_direct.conv2d_dw(x_nhwc, g_acc, geo, pad)
+    dx = conv_direct.conv_transpose(g_acc.reshape(B, Ho, Wo, -1), wmat, geo, (H, W))
     return dw, dx
 
 
 def convT_forward(x_nhwc, wmat, geo: Geometry, co: int, bound=None):
-    """x_nhwc (B, H, W, Ci), wmat (Ci, kh·kw·Co/g) -> acc_nhwc (B, Ho, Wo, Co): float64 with `bound` (exact)."""
+    """x_nhwc (B, H, W, Ci), wmat (Ci, kh·kw·Co/g) -> acc_nhwc (B, Ho, Wo, Co): exact on integer codes with
+    `bound` (a direct convolution when each output's products fit float32 exactly, else float64 sums)."""
     B, H, W, Ci = x_nhwc.shape
     Ho, Wo = geo.convT_out(H, W)
     G = geo.groups
+    if bound is None or geo.kh * geo.kw * (Ci // G) <= K.exact_block(*bound):
+        return conv_direct.conv_transpose(x_nhwc, wmat, geo, (Ho, Wo))
     cig = Ci // G
     xr = x_nhwc.reshape(B * H * W, Ci)
-    if G == 1:
-        cols = _mm(xr, wmat, bound)
-    else:
-        cols = _cat([_mm(xr[:, i * cig:(i + 1) * cig], wmat[i * cig:(i + 1) * cig], bound) for i in range(G)])
-    cols = np.ascontiguousarray(cols, dtype=np.float64 if bound is not None else np.float32)
+    cols = _cat([_mm(xr[:, i * cig:(i + 1) * cig], wmat[i * cig:(i + 1) * cig], bound) for i in range(G)])
+    cols = np.ascontiguousarray(cols, dtype=np.float64)
     out = np.empty((B, Ho, Wo, co), cols.dtype)
     K.row2im(cols, *geo.args(W, G), out, n=cols.size)
     return out
 
 
 def convT_backward(g_nhwc, x_nhwc, wmat, geo: Geometry):
-    """Gradients of acc = convT(x, wmat): g_nhwc (B, Ho, Wo, Co) -> dwmat (Ci, kh·kw·Co/g), dx_nhwc (B, H, W, Ci)."""
+    """Gradients of acc = convT(x, wmat): g_nhwc (B, Ho, Wo, Co) -> dwmat (Ci, kh·kw·Co/g), dx_nhwc (B, H, W, Ci).
+
+    The input gradient is the Conv2d of g with the same weight matrix; the weight gradient is Conv2d's with
+    the roles of input and output gradient swapped."""
     B, H, W, Ci = x_nhwc.shape
-    G = geo.groups
-    cig, kc = Ci // G, wmat.shape[1]
-    drows = np.empty((B * H * W, G * kc), np.float32)
-    K.im2row(np.ascontiguousarray(g_nhwc, dtype=np.float32), *geo.args(W, G), 0.0, drows, n=drows.size)
-    xr = x_nhwc.reshape(B * H * W, Ci)
-    if G == 1:
-        dw = xr.T @ drows
-        dx = drows @ wmat.T
-    else:
-        dw = np.empty(wmat.shape, np.float32)
-        dx = np.empty((B * H * W, Ci), np.float32)
-        for i in range(G):
-            dc = drows[:, i * kc:(i + 1) * kc]
-            dw[i * cig:(i + 1) * cig] = xr[:, i * cig:(i + 1) * cig].T @ dc
-            dx[:, i * cig:(i + 1) * cig] = dc @ wmat[i * cig:(i + 1) * cig].T
+    g_nhwc = np.ascontiguousarray(g_nhwc, dtype=np.float32)
+    dx, _ = conv_direct.conv2d(g_nhwc, wmat, geo, out_hw=(H, W))
+    dw = conv_direct.conv2d_dw(g_nhwc, np.ascontiguousarray(x_nhwc, dtype=np.float32).reshape(B * H * W, Ci), geo,
+                               out_hw=(H, W))
     return dw, dx.reshape(B, H, W, Ci)

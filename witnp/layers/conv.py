@@ -163,14 +163,14 @@ class Conv2d(_ConvBase):
     def _float_forward(self, x, W, b):
         B = x.shape[0]
         xh = to_nhwc(x)
-        acc, rows, (Ho, Wo) = conv_forward(xh, wmat_conv(W), self.geo)
+        acc, (Ho, Wo) = conv_forward(xh, wmat_conv(W), self.geo)
         if b is not None:
             acc += b
-        return to_nchw(acc.reshape(B, Ho, Wo, -1)), {"kind": "float", "rows": rows, "x_shape": xh.shape, "W": W}
+        return to_nchw(acc.reshape(B, Ho, Wo, -1)), {"kind": "float", "x": xh, "W": W}
 
     def _float_backward(self, g, ctx):
         g2 = to_nhwc(g).reshape(-1, self.out_channels)
-        dw, dx = conv_backward(g2, ctx["rows"], wmat_conv(ctx["W"]), self.geo, ctx["x_shape"])
+        dw, dx = conv_backward(g2, ctx["x"], wmat_conv(ctx["W"]), self.geo)
         db = g2.sum(axis=0) if "bias" in self.params else None
         return to_nchw(dx), wmat_from_conv(dw, ctx["W"].shape), db
 

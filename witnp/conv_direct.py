@@ -1,0 +1,160 @@
+"""Conv2d and ConvTranspose2d products as direct convolutions (no im2row matrix), channels-last.
+
+Three operations cover both layers, forward and backward (x, y, g NHWC; wmat as in `conv_ops`):
+    conv2d(x, wmat)            acc of a Conv2d                         (B·Ho·Wo, O)
+    conv_transpose(x, wmat)    acc of a ConvTranspose2d, and Conv2d's input gradient (same weight matrix)
+    conv2d_dw(x, g)            Conv2d's weight gradient, and ConvTranspose2d's with x and g swapped
+ConvTranspose2d's input gradient is conv2d of its output gradient.
+
+conv_transpose splits the output plane into stride_h x stride_w phases: the output pixels (s·q + r) of one
+phase see a fixed subset of kernel taps, each at a fixed input offset, so every phase is a stride-1 direct
+convolution and no zero-inserted input is built.
+
+Integer codes: each output sums at most kh·kw·C/g products; when that count times max|x|·max|w| stays
+below 2^24 the float32 result is exact (the callers check with `exact_block`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels as K
+from .kernels.tile import LANES
+
+__all__ = ["padded_input", "conv2d", "conv_transpose", "conv2d_dw"]
+
+f32 = np.float32
+
+
+def _up(n):
+    return -(-n // LANES) * LANES
+
+
+def _pad(x, top, bottom, left, right, fill=0.0):
+    B, H, W, C = x.shape
+    out = np.empty((B, H + top + bottom, W + left + right, C), f32)
+    K.pad_nhwc(np.ascontiguousarray(x, dtype=f32), top, left, fill, out, n=out.size)
+    return out
+
+
+def _wb(w3, kc, og):
+    """(G, og, T·kc) weight rows -> the tile's (G, T·kc, ogp) column-padded B matrix."""
+    G = w3.shape[0]
+    wb = np.zeros((G, w3.shape[2], _up(og)), f32)
+    wb[:, :, :og] = w3.transpose(0, 2, 1)
+    return wb
+
+
+def _unpad(out, G, og):
+    ogp = _up(og)
+    return out if ogp == og else np.ascontiguousarray(out.reshape(-1, G, ogp)[:, :, :og]).reshape(-1, G * og)
+
+
+def padded_input(x, geo, pad=0.0):
+    """x (B, H, W, C) -> (B, H + 2·ph, W + 2·pw, C) float32 filled with `pad`: the input `conv2d` and
+    `conv2d_dw` read (pass it with padded=True to share one copy between forward and backward)."""
+    return _pad(x, geo.ph, geo.ph, geo.pw, geo.pw, pad)
+
+
+def _out_size(geo, Hp, Wp, out_hw):
+    Ho, Wo = geo.conv_out(Hp - 2 * geo.ph, Wp - 2 * geo.pw)
+    if out_hw is None:
+        return Ho, Wo
+    if out_hw[0] > Ho or out_hw[1] > Wo:  # the tile reads without bounds checks: refuse, never overrun
+        raise ValueError(f"conv2d: out_hw {tuple(out_hw)} exceeds the full output ({Ho}, {Wo})")
+    return tuple(out_hw)
+
+
+def conv2d(x, wmat, geo, pad=0.0, padded=False, out_hw=None):
+    """x (B, H, W, C) float32, wmat (O, kh·kw·C/g) float32 -> acc (B·Ho·Wo, O) float32, (Ho, Wo).
+
+    `pad` fills the padding (the code of a zero input on the array); with padded=True x is already
+    `padded_input(x, geo, pad)`. out_hw: compute only the first (Ho, Wo) outputs of each image (a
+    ConvTranspose2d's input gradient, when output_padding gave it rows no input pixel reaches)."""
+    xp = x if padded else padded_input(x, geo, pad)
+    B, Hp, Wp, C = xp.shape
+    G, O = geo.groups, wmat.shape[0]
+    cg, og = C // G, O // G
+    Ho, Wo = _out_size(geo, Hp, Wp, out_hw)
+    T = geo.kh * geo.kw
+    tap = np.array([(i * geo.dh * Wp + j * geo.dw) * C for i in range(geo.kh) for j in range(geo.kw)], np.int64)
+    wb = _wb(wmat.reshape(G, og, T * cg), cg, og)
+    ldc = G * wb.shape[2]
+    b, oh = np.divmod(np.arange(B * Ho, dtype=np.int64), Ho)
+    arow = (b * Hp + oh * geo.sh) * Wp * C
+    crow = (b * Ho + oh) * Wo * ldc
+    out = np.empty((B * Ho * Wo, ldc), f32)
+    K.conv_rows(xp.ravel(), wb.ravel(), arow, crow, Wo, geo.sw * C, ldc, tap, cg, G, cg, wb.shape[2], out.ravel(),
+                n=out.size)
+    return _unpad(out, G, og), (Ho, Wo)
+
+
+def _phase_taps(k, s, p, d, r):
+    """Taps i of a transposed conv reaching output phase r (outputs s·q + r), and their input offsets."""
+    taps = [i for i in range(k) if (r + p - i * d) % s == 0]
+    return taps, [(r + p - i * d) // s for i in taps]
+
+
+def conv_transpose(x, wmat, geo, out_hw):
+    """Transposed convolution: x (B, H, W, Ci) float32, wmat (Ci, kh·kw·Co/g) float32 (taps (i, j), then the
+    group's output channels) -> acc (B, Ho, Wo, Co) float32 for the output size out_hw = (Ho, Wo)."""
+    B, H, W, Ci = x.shape
+    Ho, Wo = out_hw
+    G = geo.groups
+    cig = Ci // G
+    cog = wmat.shape[1] // (geo.kh * geo.kw)
+    cogp = _up(cog)
+    ldc = G * cogp
+    w5 = wmat.reshape(G, cig, geo.kh, geo.kw, cog)
+    rows = [_phase_taps(geo.kh, geo.sh, geo.ph, geo.dh, r) + ((Ho - r + geo.sh - 1) // geo.sh,) for r in range(geo.sh)]
+    cols = [_phase_taps(geo.kw, geo.sw, geo.pw, geo.dw, r) + ((Wo - r + geo.sw - 1) // geo.sw,) for r in range(geo.sw)]
+
+    def span(phases, size):  # padding so every tap of every phase reads inside the padded input
+        lo = min([0] + [o for _, offs, n in phases if n > 0 for o in offs])
+        hi = max([size - 1] + [n - 1 + o for _, offs, n in phases if n > 0 for o in offs])
+        return -lo, hi - (size - 1)
+
+    top, bottom = span(rows, H)
+    left, right = span(cols, W)
+    xp = _pad(x, top, bottom, left, right)
+    Hp, Wp = xp.shape[1:3]
+    out = np.empty((B, Ho, Wo, ldc), f32)
+    for rh, (ti, oi, nh) in enumerate(rows):
+        for rw, (tj, oj, nw) in enumerate(cols):
+            if nh <= 0 or nw <= 0:
+                continue
+            tap = np.array([(a * Wp + c) * Ci for a in oi for c in oj], np.int64)
+            wsel = w5[:, :, ti][:, :, :, tj]  # (G, cig, ni, nj, cog)
+            wb = np.zeros((G, len(ti) * len(tj) * cig, cogp), f32)
+            wb[:, :, :cog] = wsel.transpose(0, 2, 3, 1, 4).reshape(G, -1, cog)
+            b, q = np.divmod(np.arange(B * nh, dtype=np.int64), nh)
+            arow = ((b * Hp + q + top) * Wp + left) * Ci
+            crow = ((b * Ho + geo.sh * q + rh) * Wo + rw) * ldc
+            K.conv_rows(xp.ravel(), wb.ravel(), arow, crow, nw, Ci, geo.sw * ldc, tap, cig, G, cig, cogp,
+                        out.ravel(), n=B * nh * nw * ldc)
+    return _unpad(out.reshape(-1, ldc), G, cog).reshape(B, Ho, Wo, G * cog)
+
+
+def conv2d_dw(x, g, geo, pad=0.0, padded=False, out_hw=None):
+    """Weight gradient of acc = conv2d(x, wmat): x (B, H, W, C), g (B·Ho·Wo, O) float32 -> (O, kh·kw·C/g).
+    padded and out_hw as in `conv2d`."""
+    xp = x if padded else padded_input(x, geo, pad)
+    B, Hp, Wp, C = xp.shape
+    G, O = geo.groups, g.shape[1]
+    cg, og = C // G, O // G
+    ogp = _up(og)
+    Ho, Wo = _out_size(geo, Hp, Wp, out_hw)
+    if g.shape[0] != B * Ho * Wo:
+        raise ValueError(f"conv2d_dw: g has {g.shape[0]} rows; expected B·Ho·Wo = {B * Ho * Wo}")
+    T = geo.kh * geo.kw
+    if ogp != og:
+        gp = np.zeros((g.shape[0], G, ogp), f32)
+        gp[:, :, :og] = g.reshape(-1, G, og)
+        g = gp.reshape(-1, G * ogp)
+    g = np.ascontiguousarray(g, dtype=f32)
+    tap = np.array([(i * geo.dh * Wp + j * geo.dw) * C for i in range(geo.kh) for j in range(geo.kw)], np.int64)
+    abase = np.arange(B, dtype=np.int64) * (Hp * Wp * C)
+    rowoff = np.arange(Ho, dtype=np.int64) * (geo.sh * Wp * C)
+    out = np.zeros((G, T, cg, ogp), f32)
+    K.conv_dw_rows(xp.ravel(), g.ravel(), abase, rowoff, geo.sw * C, Wo, tap, cg, G, ogp, G * ogp, out.ravel(),
+                   n=out.size)
+    return np.ascontiguousarray(out[..., :og].reshape(G, T * cg, og).transpose(0, 2, 1)).reshape(O, T * cg)
