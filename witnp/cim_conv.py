@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
-from .conv_ops import (conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc, wmat_conv,
-                       wmat_convT, wmat_from_conv, wmat_from_convT)
+from .conv_ops import (column_sums, conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc,
+                       wmat_conv, wmat_convT, wmat_from_conv, wmat_from_convT)
 from .cim import amax, checked_gain, noisy_bias, weight_codes
 from .quant import shift_offset
 
@@ -33,7 +33,8 @@ _EMPTY = np.empty((0, 0), np.float32)
 def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise=None, rng=None,
                   want_stats=False):
     """x (B, C, H, W) float32; W the weight tensor (Conv2d (Co, Ci/g, kh, kw), ConvT (Ci, Co/g, kh, kw));
-    b (Co,) or None. Returns y (B, Co, Ho, Wo) float32, ctx, stats (or None). Works in NHWC inside."""
+    b (Co,) or None. Returns y (B, Co, Ho, Wo) float32, ctx, stats (or None). Quantizes in x's NCHW order
+    (xmask and dx share it) and multiplies channels-last."""
     xb, yb = cfg.x_quant_bits, cfg.y_quant_bits
     mode = cfg.handle_neg_in
     pn = mode == "PN"
@@ -47,15 +48,17 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
         xlo, xhi = -(1 << (xb - 1)), (1 << (xb - 1)) - 1
     else:
         xlo, xhi = 0, (1 << xb) - 1
-    xh = to_nhwc(x)
-    n = xh.size
+    n = x.size
     xa = np.empty((1, 2 * n if pn else n), np.float32)
-    xmask = np.empty((1, n), np.int8)
-    if K.quantize_input(xh.reshape(1, n), sx, s, xlo, xhi, pn, pn, False, xa, _EMPTY, xmask, n=n):
+    xmask = np.empty((1, n), np.int8)  # NCHW order, like x and dx
+    if K.quantize_input(np.ascontiguousarray(x, dtype=np.float32).reshape(1, n), sx, s, xlo, xhi, pn, pn, False,
+                        xa, _EMPTY, xmask, n=n):
         raise ValueError(f"{owner}: x contains NaN or inf value(s); expected finite numbers")
-    xq = xa[0, :n].reshape(xh.shape)
-    xn = xa[0, n:].reshape(xh.shape) if pn else None
     pad = float(np.rint(min(max(s, xlo), xhi)))  # the code of a zero input (padding)
+    # channels-last codes; Conv2d's already padded, shared by the forward and the weight gradient
+    pad_hw = (0, 0) if transposed else (geo.ph, geo.pw)
+    xq = to_nhwc(xa[0, :n].reshape(x.shape), pad_hw, pad)
+    xn = to_nhwc(xa[0, n:].reshape(x.shape), pad_hw, 0.0) if pn else None
     # weight and bias codes, in the product's layout
     perm = wmat_convT if transposed else wmat_conv
     w2 = perm(W)
@@ -67,7 +70,7 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     bvec = b if b is not None else np.zeros(co, np.float32)
     K.quantize_bias(bvec, wq if not transposed else np.empty((co, 0), np.float32), P, s,
                     np.zeros(co, np.float32), cfg.bias_row_N, False, ba, bmask, np.zeros(co, np.float32))
-    ctx = dict(owner=owner, transposed=transposed, geo=geo, x_shape=xh.shape, w_shape=W.shape, co=co, wq=wq,
+    ctx = dict(owner=owner, transposed=transposed, geo=geo, x_shape=x.shape, w_shape=W.shape, co=co, wq=wq,
                wmask=wmask, wneg=wneg, wnmask=wnmask, xq=xq, xn=xn, xmask=xmask, bmask=bmask, pn=pn,
                noisy=noisy, s=s, sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None)
     wa, wna = wq, wneg
@@ -112,8 +115,8 @@ def _accumulate(xq, xn, wa, wna, geo, transposed, co, pad, bound):
         pos = convT_forward(xq, wa, geo, co, bound).reshape(-1, co)
         neg = convT_forward(xn, wna, geo, co, bound).reshape(-1, co) if xn is not None else None
         return pos, neg
-    pos = conv_forward(xq, wa, geo, pad, bound)[0]
-    neg = conv_forward(xn, wna, geo, 0.0, bound)[0] if xn is not None else None
+    pos = conv_forward(xq, wa, geo, pad, bound, padded=True)[0]
+    neg = conv_forward(xn, wna, geo, 0.0, bound, padded=True)[0] if xn is not None else None
     return pos, neg
 
 
@@ -134,13 +137,15 @@ def qconv_backward(dy, ctx):
     dwq, dxq = _branch_backward(ga, ctx["xq"], ctx["pad"], wa, ctx)
     if noisy:
         dwq = dwq * ctx["w_factor"]
-    gba = ga.sum(axis=0, dtype=np.float32) * (ctx["b_factor"] if noisy else f32(128))
+    gba = column_sums(ga) * (ctx["b_factor"] if noisy else f32(128))
     gba = np.where(ctx["bmask"] != 0, gba, f32(0)).astype(np.float32)
     if ctx["s"] and not transposed:  # Shift: the bias code holds -s·ΣWq/128
         dwq = dwq - (gba * f32(ctx["s"] / 128.0))[:, None]
     dW = np.zeros(dwq.shape, np.float32)
     K.scale_masked(np.ascontiguousarray(dwq, dtype=np.float32), ctx["wmask"], ctx["sw"], dW, True, n=dW.size)
     n = int(np.prod(ctx["x_shape"]))
+    dxa = np.empty((1, 2 * n if pn else n), np.float32)  # NCHW, like xmask
+    to_nchw(dxq, dxa[0, :n].reshape(ctx["x_shape"]))
     if pn:
         wna = ctx.get("wna", ctx["wneg"])
         dwn, dxn = _branch_backward(ga, ctx["xn"], 0.0, wna, ctx)
@@ -148,17 +153,15 @@ def qconv_backward(dy, ctx):
             dwn = dwn * ctx["wn_factor"]
         K.scale_masked(np.ascontiguousarray(dwn, dtype=np.float32), ctx["wnmask"], -ctx["sw"], dW, True,
                        n=dW.size)  # Wneg = R(clip(-W·sw)): d/dW = -sw
-        dxa = np.concatenate([dxq.reshape(1, n), dxn.reshape(1, n)], axis=1)
-    else:
-        dxa = dxq.reshape(1, n)
+        to_nchw(dxn, dxa[0, n:].reshape(ctx["x_shape"]))
     dx = np.empty((1, n), np.float32)
-    K.input_grad(np.ascontiguousarray(dxa, dtype=np.float32), ctx["xmask"], ctx["sx"], pn, dx, n=n)
+    K.input_grad(dxa, ctx["xmask"], ctx["sx"], pn, dx, n=n)
     db = (gba * (P / f32(128))).astype(np.float32) if ctx["has_bias"] else None
     unperm = wmat_from_convT if transposed else wmat_from_conv
-    return to_nchw(dx.reshape(ctx["x_shape"])), unperm(dW, ctx["w_shape"]), db
+    return dx.reshape(ctx["x_shape"]), unperm(dW, ctx["w_shape"]), db
 
 
 def _branch_backward(ga, xq, pad, wa, ctx):
     if ctx["transposed"]:
         return convT_backward(ga.reshape(ctx["y_nhwc"]), xq, wa, ctx["geo"])
-    return conv_backward(ga, xq, wa, ctx["geo"], pad)
+    return conv_backward(ga, xq, wa, ctx["geo"], pad, padded=True)

@@ -19,7 +19,7 @@ from . import conv_direct
 from . import kernels as K
 
 __all__ = ["Geometry", "wmat_conv", "wmat_from_conv", "wmat_convT", "wmat_from_convT", "to_nhwc", "to_nchw",
-           "conv_forward", "conv_backward", "convT_forward", "convT_backward"]
+           "column_sums", "channel_sums", "conv_forward", "conv_backward", "convT_forward", "convT_backward"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,14 +51,21 @@ class Geometry:
         return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw, Wo, groups, jfirst)
 
 
-def to_nhwc(a):
-    """(B, C, H, W) -> C-contiguous (B, H, W, C)."""
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+def to_nhwc(a, pad_hw=(0, 0), fill=0.0):
+    """(B, C, H, W) -> C-contiguous (B, H + 2·ph, W + 2·pw, C), padded with `fill` (pad_hw = (ph, pw))."""
+    B, C, H, W = a.shape
+    ph, pw = pad_hw
+    out = np.empty((B, H + 2 * ph, W + 2 * pw, C), a.dtype)
+    K.nchw_to_nhwc(np.ascontiguousarray(a), ph, pw, fill, out, n=out.size)
+    return out
 
 
-def to_nchw(a):
-    """(B, H, W, C) -> C-contiguous (B, C, H, W)."""
-    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+def to_nchw(a, out=None):
+    """(B, H, W, C) -> C-contiguous (B, C, H, W) (written into `out` when given)."""
+    B, H, W, C = a.shape
+    out = np.empty((B, C, H, W), a.dtype) if out is None else out
+    K.nhwc_to_nchw(np.ascontiguousarray(a), out, n=out.size)
+    return out
 
 
 def wmat_conv(w, jfirst=False):
@@ -85,6 +92,18 @@ def wmat_from_convT(m, shape):
     return m.reshape(Ci, kh, kw, cog).transpose(0, 3, 1, 2)
 
 
+def column_sums(a):
+    """a (M, N) float32 -> (N,) float32 column sums, as one BLAS product (NumPy's axis-0 reduction of a
+    thin array was 5x slower here)."""
+    return np.ones(a.shape[0], np.float32) @ a
+
+
+def channel_sums(a):
+    """a (B, C, H, W) float32 -> (C,) float32 sums over batch and plane (the bias gradient of a conv)."""
+    B, C = a.shape[:2]
+    return (a.reshape(B, C, -1) @ np.ones(a[0, 0].size, np.float32)).sum(axis=0, dtype=np.float32)
+
+
 def _mm(a, b, bound):
     return a @ b if bound is None else K.matmul_exact(a, b, *bound)
 
@@ -94,15 +113,18 @@ def _cat(parts):
     return np.concatenate(parts, axis=1).astype(dt, copy=False)
 
 
-def conv_forward(x_nhwc, wmat, geo: Geometry, pad=0.0, bound=None):
+def conv_forward(x_nhwc, wmat, geo: Geometry, pad=0.0, bound=None, padded=False):
     """x_nhwc (B, H, W, C) float32, wmat (O, kh·kw·C/g) -> acc (B·Ho·Wo, O), (Ho, Wo).
 
-    `pad` fills positions outside the image (the code of a zero input); `bound` = (max|x|, max|w|) makes the
-    product exact on integer codes: a direct convolution when each output's kh·kw·C/g products fit float32
-    exactly, else im2row and K-blocked products (acc then float64).
+    `pad` fills positions outside the image (the code of a zero input); padded=True: x_nhwc is already
+    padded by (ph, pw) with it (`to_nhwc(x, (ph, pw), pad)`). `bound` = (max|x|, max|w|) makes the product
+    exact on integer codes: a direct convolution when each output's kh·kw·C/g products fit float32 exactly,
+    else im2row and K-blocked products (acc then float64).
     """
     if bound is None or geo.kh * geo.kw * (x_nhwc.shape[3] // geo.groups) <= K.exact_block(*bound):
-        return conv_direct.conv2d(x_nhwc, wmat, geo, pad)
+        return conv_direct.conv2d(x_nhwc, wmat, geo, pad, padded=padded)
+    if padded:
+        x_nhwc = np.ascontiguousarray(x_nhwc[:, geo.ph:x_nhwc.shape[1] - geo.ph, geo.pw:x_nhwc.shape[2] - geo.pw])
     B, H, W, C = x_nhwc.shape
     Ho, Wo = geo.conv_out(H, W)
     G = geo.groups
@@ -112,13 +134,15 @@ def conv_forward(x_nhwc, wmat, geo: Geometry, pad=0.0, bound=None):
     return _cat([_mm(rows[:, i * kc:(i + 1) * kc], wmat[i * og:(i + 1) * og].T, bound) for i in range(G)]), (Ho, Wo)
 
 
-def conv_backward(g_acc, x_nhwc, wmat, geo: Geometry, pad=0.0):
-    """Gradients of acc = conv(x, wmat) (x padded with `pad`): g_acc (B·Ho·Wo, O) float32 ->
-    dwmat (O, kh·kw·C/g), dx_nhwc (B, H, W, C)."""
+def conv_backward(g_acc, x_nhwc, wmat, geo: Geometry, pad=0.0, padded=False):
+    """Gradients of acc = conv(x, wmat) (x padded with `pad`; `padded` as in `conv_forward`):
+    g_acc (B·Ho·Wo, O) float32 -> dwmat (O, kh·kw·C/g), dx_nhwc (B, H, W, C)."""
     B, H, W, _ = x_nhwc.shape
+    if padded:
+        H, W = H - 2 * geo.ph, W - 2 * geo.pw
     Ho, Wo = geo.conv_out(H, W)
     g_acc = np.ascontiguousarray(g_acc, dtype=np.float32)
-    dw = conv_direct.conv2d_dw(x_nhwc, g_acc, geo, pad)
+    dw = conv_direct.conv2d_dw(x_nhwc, g_acc, geo, pad, padded=padded)
     dx = conv_direct.conv_transpose(g_acc.reshape(B, Ho, Wo, -1), wmat, geo, (H, W))
     return dw, dx
 
@@ -146,8 +170,8 @@ def convT_backward(g_nhwc, x_nhwc, wmat, geo: Geometry):
     The input gradient is the Conv2d of g with the same weight matrix; the weight gradient is Conv2d's with
     the roles of input and output gradient swapped."""
     B, H, W, Ci = x_nhwc.shape
-    g_nhwc = np.ascontiguousarray(g_nhwc, dtype=np.float32)
-    dx, _ = conv_direct.conv2d(g_nhwc, wmat, geo, out_hw=(H, W))
-    dw = conv_direct.conv2d_dw(g_nhwc, np.ascontiguousarray(x_nhwc, dtype=np.float32).reshape(B * H * W, Ci), geo,
-                               out_hw=(H, W))
+    gp = conv_direct.padded_input(g_nhwc, geo)  # one padded copy for both products
+    dx, _ = conv_direct.conv2d(gp, wmat, geo, padded=True, out_hw=(H, W))
+    dw = conv_direct.conv2d_dw(gp, np.ascontiguousarray(x_nhwc, dtype=np.float32).reshape(B * H * W, Ci), geo,
+                               padded=True, out_hw=(H, W))
     return dw, dx.reshape(B, H, W, Ci)

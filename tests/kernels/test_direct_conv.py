@@ -124,3 +124,19 @@ def test_float_inputs_close_to_float64():
     acc, _ = D.conv2d(x, wm, geo)
     rows = _rows(x, geo, 0.0, 9, 9)
     np.testing.assert_allclose(acc, rows.astype(np.float64) @ wm.T.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+def test_parallel_twin_equals_serial():
+    """conv_rows writes each output row from one iteration: the parallel twin gives the same bits."""
+    rng = np.random.default_rng(3)
+    geo = Geometry(3, 3, 2, 1, 1, 1)
+    x = _ints(rng, (3, 8, 7, 4))
+    wm = wmat_conv(_ints(rng, (2 * LANES + 1, 4, 3, 3)))
+    from witnp import kernels as K
+    serial, _ = D.conv2d(x, wm, geo)
+    old = K.set_parallel_threshold(0)
+    try:
+        parallel, _ = D.conv2d(x, wm, geo)
+    finally:
+        K.set_parallel_threshold(old)
+    np.testing.assert_array_equal(parallel, serial)

@@ -16,8 +16,8 @@ import numpy as np
 from .. import cim, cim_conv
 from .. import kernels as K
 from ..config import LayerConfig
-from ..conv_ops import (Geometry, conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc,
-                        wmat_conv, wmat_convT, wmat_from_conv, wmat_from_convT)
+from ..conv_ops import (Geometry, channel_sums, column_sums, conv_backward, conv_forward, convT_backward,
+                        convT_forward, to_nchw, to_nhwc, wmat_conv, wmat_convT, wmat_from_conv, wmat_from_convT)
 from ..rng import init_rng
 from .base import check_array, check_finite, check_grad, check_pair
 from .linear import ArrayLayer
@@ -171,7 +171,7 @@ class Conv2d(_ConvBase):
     def _float_backward(self, g, ctx):
         g2 = to_nhwc(g).reshape(-1, self.out_channels)
         dw, dx = conv_backward(g2, ctx["x"], wmat_conv(ctx["W"]), self.geo)
-        db = g2.sum(axis=0) if "bias" in self.params else None
+        db = column_sums(g2) if "bias" in self.params else None
         return to_nchw(dx), wmat_from_conv(dw, ctx["W"].shape), db
 
     # ---- to_linear: Linear rules on patches whose features are ordered (kw, kh, ci) (chip.md §4)
@@ -230,5 +230,5 @@ class ConvTranspose2d(_ConvBase):
 
     def _float_backward(self, g, ctx):
         dw, dx = convT_backward(to_nhwc(g), ctx["x"], wmat_convT(ctx["W"]), self.geo)
-        db = g.sum(axis=(0, 2, 3)) if "bias" in self.params else None
+        db = channel_sums(g) if "bias" in self.params else None
         return to_nchw(dx), wmat_from_convT(dw, ctx["W"].shape), db
