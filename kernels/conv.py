@@ -5,9 +5,9 @@ channels of group g at x[b, oh·sh - ph + i·dh, ow·sw - pw + j·dw, :], or `pa
 index ((g·kh + i)·kw + j)·Cg + c, or with `jfirst` ((g·kw + j)·kh + i)·Cg + c: the (kw, kh, ci) patch order
 of the vendor's to_linear. A convolution is then rows @ Wᵀ with W permuted to (O, kh, kw, Cg) per group.
 
-Measured with OpenBLAS on this project's 2-core machine (bench/bench_conv.py), the products in this
-orientation ((B·Ho·Wo, K) @ (K, O)) ran 1.7x faster than the planar W @ cols[b] form, and the channel run
-of each copy is contiguous in NHWC.
+Used where a patch matrix is the point (Conv2d with to_linear: the Linear rules on patches) and for
+quantized products whose integer sums could leave float32's exact range; every other convolution runs
+direct (`direct_conv.py`) without building this matrix.
 
 row2im is the exact adjoint (padding positions dropped). It runs in parallel over images, each written by
 one iteration only, and accumulates in the output's dtype (float64 keeps sums of integer products exact).
