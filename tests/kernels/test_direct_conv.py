@@ -140,3 +140,22 @@ def test_parallel_twin_equals_serial():
     finally:
         K.set_parallel_threshold(old)
     np.testing.assert_array_equal(parallel, serial)
+
+
+def test_wide_codes_fall_back_to_blocked_products():
+    """Past the 2^24 bound (12-bit codes, 36 terms) the conv ops take im2row + blocked products; same sums."""
+    from witnp.conv_ops import conv_forward, convT_forward
+    rng = np.random.default_rng(4)
+    geo = Geometry(3, 3, 2, 2, 1, 1)
+    x = _ints(rng, (2, 7, 6, 4), 50)
+    wm = wmat_conv(_ints(rng, (5, 4, 3, 3), 50))
+    assert 9 * 4 > 2 ** 24 // (4095 * 128)
+    direct, hw = D.conv2d(x, wm, geo, pad=2.0)
+    xp = D.padded_input(x, geo, 2.0)
+    blocked, hw2 = conv_forward(xp, wm, geo, 2.0, bound=(4095, 128), padded=True)
+    assert blocked.dtype == np.float64 and hw2 == hw
+    np.testing.assert_array_equal(blocked, direct)
+    wt = wmat_convT(_ints(rng, (4, 5, 3, 3), 50))
+    Ho, Wo = geo.convT_out(7, 6)
+    np.testing.assert_array_equal(convT_forward(x, wt, geo, 5, bound=(4095, 128)),
+                                  D.conv_transpose(x, wt, geo, (Ho, Wo)))
