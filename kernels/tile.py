@@ -35,13 +35,17 @@ __all__ = ["LANES", "tile_fma", "rows_fma"]
 LANES = 16 if "+avx512f" in llb.get_host_cpu_features().flatten().split(",") else 8
 
 
-def _make_tile(MR, NV):
+def _make_tile(NV, SIZES):
+    """The tile intrinsic for NV column vectors: one register-resident loop per row count in SIZES, picked
+    by the runtime argument mr (a row count outside SIZES does nothing)."""
     @intrinsic
-    def _tile(typingctx, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum):
-        sig = types.void(A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
+    def _tile(typingctx, mr, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum):
+        if any(getattr(t, "dtype", None) != types.float32 or t.ndim != 1 for t in (A, Bm, Cm)):
+            return None  # the loads below read float32: refuse any other array at typing time
+        sig = types.void(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
 
         def codegen(context, builder, signature, args):
-            A_, a0_, ps_, offs_, nko_, si_, nki_, B_, b0_, ldb_, C_, c0_, ldc_, acc_ = args
+            mr_, A_, a0_, ps_, offs_, nko_, si_, nki_, B_, b0_, ldb_, C_, c0_, ldc_, acc_ = args
             tys = signature.args
             i64, f32 = ir.IntType(64), ir.FloatType()
             vt = ir.VectorType(f32, LANES)
@@ -50,46 +54,53 @@ def _make_tile(MR, NV):
             def ptr(i, v):
                 return context.make_array(tys[i])(context, builder, v).data
 
-            def as64(v, t):
-                return context.cast(builder, v, t, types.int64)
-
-            a0_, ps_, nko_, si_, nki_, b0_, ldb_, c0_, ldc_ = (
-                as64(v, tys[i]) for i, v in ((1, a0_), (2, ps_), (4, nko_), (5, si_), (6, nki_), (8, b0_),
-                                              (9, ldb_), (11, c0_), (12, ldc_)))
-            Ap, Op, Bp, Cp = ptr(0, A_), ptr(3, offs_), ptr(7, B_), ptr(10, C_)
+            mr_, a0_, ps_, nko_, si_, nki_, b0_, ldb_, c0_, ldc_ = (
+                context.cast(builder, v, tys[i], types.int64)
+                for i, v in ((0, mr_), (2, a0_), (3, ps_), (5, nko_), (6, si_), (7, nki_), (9, b0_), (10, ldb_),
+                             (12, c0_), (13, ldc_)))
+            Ap, Op, Bp, Cp = ptr(1, A_), ptr(4, offs_), ptr(8, B_), ptr(11, C_)
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
                                                  f"llvm.fma.v{LANES}f32")
             zero = ir.Constant(vt, [0.0] * LANES)
             undef = ir.Constant(vt, ir.Undefined)
             splat = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
             lane0 = ir.Constant(ir.IntType(32), 0)
-            # allocas in the entry block: SROA turns them into registers
-            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)] for _ in range(MR)]
-            prow = [builder.mul(ir.Constant(i64, p), ps_) for p in range(MR)]
-            with cgutils.for_range(builder, nko_) as lo:
-                off = context.cast(builder, builder.load(builder.gep(Op, [lo.index])), tys[3].dtype, types.int64)
-                abase = builder.add(a0_, off)
-                rbase = builder.mul(lo.index, nki_)
-                with cgutils.for_range(builder, nki_) as li:
-                    brow = builder.add(b0_, builder.mul(builder.add(rbase, li.index), ldb_))
-                    bv = [builder.load(builder.bitcast(builder.gep(Bp, [builder.add(brow, ir.Constant(i64, LANES * v))]),
-                                                       vptr), align=4) for v in range(NV)]
-                    ao = builder.add(abase, builder.mul(li.index, si_))
-                    for p in range(MR):
-                        a = builder.load(builder.gep(Ap, [builder.add(ao, prow[p])]))
-                        sp = builder.shuffle_vector(builder.insert_element(undef, a, lane0), undef, splat)
-                        for v in range(NV):
-                            builder.store(builder.call(fma, [sp, bv[v], builder.load(accs[p][v])]), accs[p][v])
             add_old = builder.icmp_unsigned("!=", acc_, ir.Constant(acc_.type, 0))
-            for p in range(MR):
-                for v in range(NV):
-                    ci = builder.add(c0_, builder.add(builder.mul(ir.Constant(i64, p), ldc_),
-                                                      ir.Constant(i64, LANES * v)))
-                    cptr = builder.bitcast(builder.gep(Cp, [ci]), vptr)
-                    with builder.if_then(add_old):
-                        builder.store(builder.fadd(builder.load(accs[p][v]), builder.load(cptr, align=4)),
-                                      accs[p][v])
-                    builder.store(builder.load(accs[p][v]), cptr, align=4)
+
+            def emit(MR):
+                # allocas in the entry block: SROA turns them into registers
+                accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)] for _ in range(MR)]
+                prow = [builder.mul(ir.Constant(i64, p), ps_) for p in range(MR)]
+                with cgutils.for_range(builder, nko_) as lo:
+                    off = context.cast(builder, builder.load(builder.gep(Op, [lo.index])), tys[4].dtype,
+                                       types.int64)
+                    abase = builder.add(a0_, off)
+                    rbase = builder.mul(lo.index, nki_)
+                    with cgutils.for_range(builder, nki_) as li:
+                        brow = builder.add(b0_, builder.mul(builder.add(rbase, li.index), ldb_))
+                        bv = [builder.load(builder.bitcast(
+                            builder.gep(Bp, [builder.add(brow, ir.Constant(i64, LANES * v))]), vptr), align=4)
+                            for v in range(NV)]
+                        ao = builder.add(abase, builder.mul(li.index, si_))
+                        for p in range(MR):
+                            a = builder.load(builder.gep(Ap, [builder.add(ao, prow[p])]))
+                            sp = builder.shuffle_vector(builder.insert_element(undef, a, lane0), undef, splat)
+                            for v in range(NV):
+                                builder.store(builder.call(fma, [sp, bv[v], builder.load(accs[p][v])]),
+                                              accs[p][v])
+                for p in range(MR):
+                    for v in range(NV):
+                        ci = builder.add(c0_, builder.add(builder.mul(ir.Constant(i64, p), ldc_),
+                                                          ir.Constant(i64, LANES * v)))
+                        cptr = builder.bitcast(builder.gep(Cp, [ci]), vptr)
+                        with builder.if_then(add_old):
+                            builder.store(builder.fadd(builder.load(accs[p][v]), builder.load(cptr, align=4)),
+                                          accs[p][v])
+                        builder.store(builder.load(accs[p][v]), cptr, align=4)
+
+            for MR in SIZES:
+                with builder.if_then(builder.icmp_signed("==", mr_, ir.Constant(i64, MR))):
+                    emit(MR)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -97,8 +108,8 @@ def _make_tile(MR, NV):
     return _tile
 
 
-_t2_6, _t2_4, _t2_2, _t2_1 = (_make_tile(m, 2) for m in (6, 4, 2, 1))
-_t1_12, _t1_8, _t1_4, _t1_2, _t1_1 = (_make_tile(m, 1) for m in (12, 8, 4, 2, 1))
+_tile2 = _make_tile(2, (6, 4, 2, 1))
+_tile1 = _make_tile(1, (12, 8, 4, 2, 1))
 
 
 @numba.njit(**OPTIONS)
@@ -107,25 +118,9 @@ def tile_fma(mr, nv, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, ac
     row counts for nv (6, 4, 2, 1 for nv=2; 12, 8, 4, 2, 1 for nv=1). All arrays are 1-D float32 (offs:
     1-D int64); the caller guarantees every index is in bounds (no checks here)."""
     if nv == 2:
-        if mr == 6:
-            _t2_6(A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
-        elif mr == 4:
-            _t2_4(A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
-        elif mr == 2:
-            _t2_2(A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
-        else:
-            _t2_1(A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
+        _tile2(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
     else:
-        if mr == 12:
-            _t1_12(A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
-        elif mr == 8:
-            _t1_8(A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
-        elif mr == 4:
-            _t1_4(A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
-        elif mr == 2:
-            _t1_2(A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
-        else:
-            _t1_1(A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
+        _tile1(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
 
 
 @numba.njit(**OPTIONS)
