@@ -5,7 +5,7 @@ This package never imports ``witnp``. Every kernel has a NumPy twin in `referenc
 from ._jit import Kernel, kernel, set_parallel_threshold
 from .activations import gelu, gelu_grad
 from .conv import im2row, row2im
-from .direct_conv import conv_dw_rows, conv_rows, pad_nhwc
+from .direct_conv import conv_dw_rows, conv_rows
 from .layout import nchw_to_nhwc, nhwc_to_nchw
 from .gemm import exact_block, matmul_exact
 from .gru import gru_backward, gru_forward
@@ -14,4 +14,4 @@ from .quant import (combine_split, input_grad, quantize_bias, quantize_input, qu
                     scale_masked)
 
 __all__ = ["Kernel", "kernel", "set_parallel_threshold", "exact_block", "matmul_exact", "quantize_input",
-           "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked", "im2row", "row2im", "pad_nhwc", "conv_rows", "conv_dw_rows", "nchw_to_nhwc", "nhwc_to_nchw", "gelu", "gelu_grad", "gru_forward", "gru_backward", "gru_q_forward", "gru_q_backward"]
+           "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked", "im2row", "row2im", "conv_rows", "conv_dw_rows", "nchw_to_nhwc", "nhwc_to_nchw", "gelu", "gelu_grad", "gru_forward", "gru_backward", "gru_q_forward", "gru_q_backward"]

@@ -11,38 +11,12 @@ Shapes (1-D arguments are flat views of the arrays named):
 Races: `conv_rows` writes output rows r only in iteration r (prange-safe); `conv_dw_rows` sums over the
 batch into one output and runs serially.
 """
-import numpy as np
 from numba import prange
 
 from ._jit import kernel
 from .tile import rows_fma
 
-__all__ = ["pad_nhwc", "conv_rows", "conv_dw_rows"]
-
-
-@kernel
-def pad_nhwc(x, top, left, fill, out):
-    """x (B, H, W, C) float32 -> out (B, Hp, Wp, C) with x at [top:top+H, left:left+W] and `fill` elsewhere."""
-    B, H, W, C = x.shape
-    Hp, Wp = out.shape[1], out.shape[2]
-    fill = np.float32(fill)
-    for bh in prange(B * Hp):
-        b = bh // Hp
-        h = bh % Hp - top
-        if h < 0 or h >= H:
-            for w in range(Wp):
-                for c in range(C):
-                    out[b, bh % Hp, w, c] = fill
-            continue
-        for w in range(Wp):
-            ww = w - left
-            if ww < 0 or ww >= W:
-                for c in range(C):
-                    out[b, bh % Hp, w, c] = fill
-            else:
-                for c in range(C):
-                    out[b, bh % Hp, w, c] = x[b, h, ww, c]
-    return out
+__all__ = ["conv_rows", "conv_dw_rows"]
 
 
 @kernel

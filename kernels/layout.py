@@ -5,7 +5,6 @@ B32 x 32ch x 32x32 tensor); these loops keep one image in cache and run several 
 fused into the NCHW -> NHWC copy because every direct convolution wants a padded input.
 Each prange iteration writes one (image, row) of the output only.
 """
-import numpy as np
 from numba import prange
 
 from ._jit import kernel

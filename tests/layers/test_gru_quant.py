@@ -28,7 +28,7 @@ def qcfg(neg="PN", yb=8, **kw):
 def integer_reference(g, x, h0):
     """Quantize once (x codes, weight and bias codes), then integers only."""
     sc = g.scales
-    H, I = g.hidden_size, g.input_size
+    H = g.hidden_size
     arrays = cim_gru.array_params(g.params, H, g.has_bias)
     pn = g.config.handle_neg_in == "PN"
 
