@@ -3,179 +3,203 @@ per time step.
 
 Per step, with h the Q7 hidden code (h = h_q/128), integer codes held in float32 (exact: the caller picks
 float64 when an accumulator could pass 2^24):
-    zr array:  acc = Azr_x[t] + hp·Wp_h + hn·Wn_h         (Azr_x: the x part and bias, precomputed for all t)
+    zr array:  acc_zr = Azr_x[t] + Hz[t]·Wzr               (Azr_x: the x part and bias, precomputed for all t)
                y_zr = R(clip(acc·kzr, Y(yb)))            (kzr = sy/(sx·sw) without noise, 1/G with noise)
                z_q, r_q = LUT_sig[y_zr]                   (first H outputs z, next H r)
-    hn array:  y_hn = R(clip((bias_hn + hp'·Wp_hn + hn'·Wn_hn)·khn, Y(yb)))
-    in array:  y_in (precomputed for all t)
-    rhn = ⌊r_q·y_hn / 2^7⌋;  n_pre = clip(y_in + rhn, Y(yb));  n_q = LUT_tanh[n_pre]
+    hn array:  y_hn = R(clip((bias_hn + Hh[t]·Whn)·khn, Y(yb)))
+    in array:  y_in = R(clip(v_in[t], Y(yb)))             (v_in precomputed for all t)
+    rhn = ⌊r_q·y_hn / 2^7⌋;  n_pre = y_in + rhn;  n_q = LUT_tanh[clip(n_pre, Y(yb))]
     h' = clip(⌊((ones - z_q)·n_q + z_q·h_q) / 2^7⌋, -128, 127)
 Input codes of h for an array with scale sx: PN: hp = clip(R(relu(h)·sx), 0, 255), hn = clip(R(relu(-h)·sx)),
-FALSE: hp = clip(R(h·sx), 0, 255), hn = 0. Without noise Wn = -Wp, so `signed` uses (hp - hn)·Wp: half the work.
-Each step's products run over the whole batch with the weight row outermost (a small GEMM per step).
+FALSE: hp = clip(R(h·sx), 0, 255), hn = 0. The A rows Hz[t], Hh[t] of the recurrent products are, per array,
+either the difference hp - hn (Kr = H columns, weights Wp: without noise Wn = -Wp, and FALSE has hn = 0) or
+`stacked` [hp, hn] (Kr = 2H, weights [Wp; Wn]: PN with noise, where Wn ≠ -Wp).
+
+Each step's recurrent products are small GEMMs (batch rows x Kr x columns) on the register tile of `tile`,
+accumulated in place into the saved accumulators; the weight columns are padded to a multiple of LANES.
+The float64 case (sums past 2^24) runs the same products as plain loops (`acc_rows`).
 """
 import math
 
+import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
-from ._jit import kernel
+from ._jit import OPTIONS, kernel
+from .tile import rows_fma
 
-__all__ = ["gru_q_forward", "gru_q_backward"]
+__all__ = ["gru_q_forward", "gru_q_backward", "acc_rows"]
+
+_OFF0 = np.zeros(1, np.int64)
+
+
+def acc_rows(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
+    """For p < n, o < ncols (flat 1-D arrays):
+        Cm[c0 + p·ldc + o] (+)= Σ_{k < nk} A[a0 + p·ps + k] · Bm[k·ldb + o]
+    float32 arrays: the register tile (ncols a multiple of LANES); any other dtype: loops in order k."""
+    raise NotImplementedError("acc_rows runs only inside compiled kernels")
+
+
+@overload(acc_rows)
+def _acc_rows(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
+    if all(a.dtype == types.float32 for a in (A, Bm, Cm)):
+        def tiled(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
+            rows_fma(n, ncols, A, a0, ps, _OFF0, 1, 1, nk, Bm, 0, ldb, Cm, c0, ldc, accum)
+        return tiled
+
+    def loops(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
+        for p in range(n):
+            c = c0 + p * ldc
+            if not accum:
+                for o in range(ncols):
+                    Cm[c + o] = 0
+            for k in range(nk):
+                a = A[a0 + p * ps + k]
+                for o in range(ncols):
+                    Cm[c + o] += a * Bm[k * ldb + o]
+    return loops
+
+
+@numba.njit(inline="always", **OPTIONS)
+def _h_codes(v, sx_zr, sx_hn, pn, stacked, hz, hh, b, t, j, H):
+    """Input codes of the hidden value v (real, float64: the codes are exact integers) for the zr and hn
+    arrays, written to hz[b, t, j] and hh[b, t, j] (and [.., H + j] when stacked). Inlined: as a call it
+    cost more than the rest of the step's element-wise work."""
+    if pn:
+        pz = min(max(np.rint(max(v, 0.0) * sx_zr), 0.0), 255.0)
+        nz = min(max(np.rint(max(-v, 0.0) * sx_zr), 0.0), 255.0)
+        ph = min(max(np.rint(max(v, 0.0) * sx_hn), 0.0), 255.0)
+        nh = min(max(np.rint(max(-v, 0.0) * sx_hn), 0.0), 255.0)
+        if stacked:
+            hz[b, t, j] = pz
+            hz[b, t, H + j] = nz
+            hh[b, t, j] = ph
+            hh[b, t, H + j] = nh
+        else:
+            hz[b, t, j] = pz - nz
+            hh[b, t, j] = ph - nh
+    else:
+        hz[b, t, j] = min(max(np.rint(v * sx_zr), 0.0), 255.0)
+        hh[b, t, j] = min(max(np.rint(v * sx_hn), 0.0), 255.0)
+
+
+# Fields of the forward's saved (N, T, NF, H) array: the hidden codes, then the factors that turn dL/dh' into
+# every gradient of the step (so the backward's element-wise work is a few multiplies):
+#   dL/d acc_z = g·FZ,  dw = dL/d n_pre(real) = g·FW,  dL/d acc_r = dw·FR,  dL/d acc_hn = dw·FH,
+#   dL/d acc_in = dw·FI,  dL/dh (direct path) = g·FD
+HQ, FZ, FW, FR, FH, FI, FD = range(7)
+NF = 7
 
 
 @kernel
-def gru_q_forward(azr_x, y_in, h0, wp_zr, wn_zr, wp_hn, wn_hn, b_hn, sx_zr, sx_hn, kzr, khn, yb, pn, signed, ones,
-                  lut_sig, lut_tanh, hq, zq, rq, nq, vzr, vhn, npre, hcodes):
-    """azr_x (N, T, 2H) float32|float64; y_in (N, T, H) codes; h0 (N, H) Q7 codes;
-    wp_zr/wn_zr (H, 2H) h-rows of the zr array (pos/neg branch), wp_hn/wn_hn (H, H); b_hn (H,) bias term of hn;
-    lut_sig/lut_tanh (2^yb,) int64 indexed by code + 2^(yb-1).
-    Outputs (N, T, ·): hq (h' codes), zq, rq, nq, vzr (2H) and vhn (the arrays' outputs acc·k before rounding
-    and clipping), npre (the n sum before its clip), hcodes (N, T, 4, H): [hp_zr, hn_zr, hp_hn, hn_hn].
+def gru_q_forward(azr, ahn, v_in, h0, wzr, whn, sx_zr, sx_hn, kzr, khn, czr, chn, cin, sy_n, yb, pn, stacked, ones,
+                  lut_sig, lut_tanh, dsig, dtanh, F, hz, hh):
+    """One call for the whole sequence. Shapes (N batch, T steps, H hidden, Kr = 2H if stacked else H):
+    azr (N, T, Cz) dt: in: the x part + bias of the zr array (columns ≥ 2H are padding); out: its full
+        accumulator.  ahn (N, T, Ch) dt: in: bias of the hn array; out: its accumulator.  dt: float32 when
+        exact (the caller checks the 2^24 bound), else float64.
+    v_in (N, T, H) the in array's output before rounding; h0 (N, H) float32 Q7 codes.
+    wzr (Kr, Cz), whn (Kr, Ch) dt: the h rows of the zr and hn arrays ([Wp; Wn] when stacked), padded columns.
+    czr, chn, cin: d(real output)/d(accumulator) of the arrays (1/(sx·sw), or 1/(G·sy) with noise); sy_n the
+    scale of n_pre.  lut_sig, lut_tanh, dsig (σ'), dtanh (tanh', 0 where the LUT output clips): float32
+    (2^yb,), index code + 2^(yb-1).
+    Outputs: F (N, T, NF, H) float32: field HQ the h' codes, FZ..FD the backward factors (see above), with
+    the straight-through masks of every clip folded in; hz, hh (N, T, Kr) dt: the h input codes (the A rows
+    of the recurrent products, and of the weight gradients).
     """
-    N, T, H2 = azr_x.shape
-    H = H2 // 2
+    N, T, Cz = azr.shape
+    Ch = ahn.shape[2]
+    H = h0.shape[1]
+    Kr = hz.shape[2]
     lo = -(1 << (yb - 1))
     hi = (1 << (yb - 1)) - 1
     off = 1 << (yb - 1)
-    h = h0.copy()
-    acc = np.empty((N, H2), azr_x.dtype)  # float32 when exact (the caller checks the 2^24 bound), else float64
-    acc2 = np.empty((N, H), azr_x.dtype)
-    zero = 0.0
-    c255 = 255.0
-    sxz, sxh = sx_zr, sx_hn
+    az, ah, wz, wh = azr.reshape(azr.size), ahn.reshape(ahn.size), wzr.reshape(wzr.size), whn.reshape(whn.size)
+    hzf, hhf = hz.reshape(hz.size), hh.reshape(hh.size)  # flat views for the tile
+    for b in range(N):
+        for j in range(H):
+            _h_codes(h0[b, j] / 128.0, sx_zr, sx_hn, pn, stacked, hz, hh, b, 0, j, H)
     for t in range(T):
+        acc_rows(N, Cz, hzf, t * Kr, T * Kr, Kr, wz, Cz, az, t * Cz, T * Cz, True)
+        acc_rows(N, Ch, hhf, t * Kr, T * Kr, Kr, wh, Ch, ah, t * Ch, T * Ch, True)
         for b in range(N):
-            for k in range(H):  # input codes of h for both arrays
-                v = h[b, k] / 128.0  # float64: the codes below are exact integers whatever the array dtype
-                if pn:
-                    hcodes[b, t, 0, k] = min(max(np.rint(max(v, zero) * sxz), zero), c255)
-                    hcodes[b, t, 1, k] = min(max(np.rint(max(-v, zero) * sxz), zero), c255)
-                    hcodes[b, t, 2, k] = min(max(np.rint(max(v, zero) * sxh), zero), c255)
-                    hcodes[b, t, 3, k] = min(max(np.rint(max(-v, zero) * sxh), zero), c255)
-                else:
-                    hcodes[b, t, 0, k] = min(max(np.rint(v * sxz), zero), c255)
-                    hcodes[b, t, 1, k] = zero
-                    hcodes[b, t, 2, k] = min(max(np.rint(v * sxh), zero), c255)
-                    hcodes[b, t, 3, k] = zero
-            for j in range(H2):
-                acc[b, j] = azr_x[b, t, j]
             for j in range(H):
-                acc2[b, j] = b_hn[j]
-        for k in range(H):  # the two recurrent products, weight row k reused by every batch row
-            for b in range(N):
-                p1, n1, p2, n2 = hcodes[b, t, 0, k], hcodes[b, t, 1, k], hcodes[b, t, 2, k], hcodes[b, t, 3, k]
-                if signed:
-                    d1, d2 = p1 - n1, p2 - n2
-                    for j in range(H2):
-                        acc[b, j] += d1 * wp_zr[k, j]
-                    for j in range(H):
-                        acc2[b, j] += d2 * wp_hn[k, j]
-                else:
-                    for j in range(H2):
-                        acc[b, j] += p1 * wp_zr[k, j] + n1 * wn_zr[k, j]
-                    for j in range(H):
-                        acc2[b, j] += p2 * wp_hn[k, j] + n2 * wn_hn[k, j]
-        for b in range(N):
-            for j in range(H2):
-                vzr[b, t, j] = acc[b, j] * kzr
-            for j in range(H):
-                vh = acc2[b, j] * khn
-                vhn[b, t, j] = vh
-                y_hn = min(max(np.rint(vh), lo), hi)
-                z = lut_sig[int(min(max(np.rint(vzr[b, t, j]), lo), hi)) + off]
-                r = lut_sig[int(min(max(np.rint(vzr[b, t, H + j]), lo), hi)) + off]
-                zq[b, t, j] = z
-                rq[b, t, j] = r
-                s = y_in[b, t, j] + math.floor(r * y_hn / 128.0)
-                npre[b, t, j] = s
-                nn = lut_tanh[int(min(max(s, lo), hi)) + off]
-                nq[b, t, j] = nn
-                hq[b, t, j] = min(max(math.floor(((ones - z) * nn + z * h[b, j]) / 128.0), -128.0), 127.0)
-            for j in range(H):
-                h[b, j] = hq[b, t, j]
-    return hq
+                vz = azr[b, t, j] * kzr
+                vr = azr[b, t, H + j] * kzr
+                cz = int(min(max(np.rint(vz), lo), hi)) + off
+                cr = int(min(max(np.rint(vr), lo), hi)) + off
+                z = np.float64(lut_sig[cz])
+                r = np.float64(lut_sig[cr])
+                vh = ahn[b, t, j] * khn
+                yh = min(max(np.rint(vh), lo), hi)
+                vi = v_in[b, t, j]
+                s = min(max(np.rint(vi), lo), hi) + math.floor(r * yh / 128.0)
+                cs = int(min(max(s, lo), hi)) + off
+                nn = np.float64(lut_tanh[cs])
+                hp = np.float64(F[b, t - 1, HQ, j] if t > 0 else h0[b, j])
+                # z in [0, ones] and n, hp in [-128, 127]: the sum is within ones·[-128, 127], so this clip to
+                # Q7 never acts (and passes every gradient)
+                hnew = min(max(math.floor(((ones - z) * nn + z * hp) / 128.0), -128.0), 127.0)
+                mz = 1.0 if lo <= vz <= hi else 0.0
+                mr = 1.0 if lo <= vr <= hi else 0.0
+                ms = 1.0 if lo <= s <= hi else 0.0
+                F[b, t, HQ, j] = hnew
+                F[b, t, FZ, j] = (hp - nn) / 16384.0 * ones * (dsig[cz] * mz) * czr
+                F[b, t, FW, j] = (ones - z) / 128.0 * (dtanh[cs] * ms)
+                F[b, t, FR, j] = yh / sy_n / 128.0 * ones * (dsig[cr] * mr) * czr
+                F[b, t, FH, j] = r / 128.0 * (1.0 if lo <= vh <= hi else 0.0) * chn
+                F[b, t, FI, j] = (1.0 if lo <= vi <= hi else 0.0) * cin
+                F[b, t, FD, j] = z / 128.0
+                if t + 1 < T:
+                    _h_codes(hnew / 128.0, sx_zr, sx_hn, pn, stacked, hz, hh, b, t + 1, j, H)
+    return F
 
 
 @kernel
-def gru_q_backward(dhs, h0, hq, zq, rq, nq, yhn, npre, dsig_zr, dtanh, mzr, mhn, wpT_zr, wnT_zr, wpT_hn, wnT_hn,
-                   sx_zr, sx_hn, czr, chn, yb, pn, signed, ones, sy_n, gzr, ghn, gin, dh0):
-    """Straight-through backward through time of `gru_q_forward` (all quantities in real units).
+def gru_q_backward(dhs, h0, F, wzrT, whnT, sx_zr, sx_hn, pn, stacked, G, dh0):
+    """Straight-through backward through time of `gru_q_forward` (all gradients in real units, float32).
 
-    dhs (N, T, H) dL/dh_t (real h = code/128); yhn (N, T, H) the hn array's output codes; dsig_zr (N, T, 2H) σ'
-    at the zr outputs; dtanh (N, T, H) tanh' at n_pre/sy_n (0 where the LUT output clips); mzr (N, T, 2H),
-    mhn (N, T, H) the arrays' output-clip masks; wpT_*/wnT_* the h-rows' weights transposed ((2H, H), (H, H));
-    czr, chn: d(real output)/d(accumulator) without the mask (1/(sx·sw), or 1/(G·sy) with noise).
-    Outputs: gzr (N, T, 2H), ghn (N, T, H) = dL/d(accumulator), gin (N, T, H) = dL/d(real y_in), dh0 (N, H).
+    dhs (N, T, H) dL/dh_t (real h = code/128); F the forward's saved (N, T, NF, H); wzrT (2H, Ca), whnT (H, Ca)
+    float32: the h rows' weights transposed ([Wpᵀ | Wnᵀ] when stacked), columns padded (Ca ≥ Kr, a multiple of
+    LANES).
+    Outputs: G (N, T, 4H) = [dL/d acc_zr (2H) | dL/d acc_hn (H) | dL/d acc_in (H)], dh0 (N, H).
     """
     N, T, H = dhs.shape
-    lo = -(1 << (yb - 1))
-    hi = (1 << (yb - 1)) - 1
-    dh = np.zeros((N, H), dhs.dtype)  # float32 (the caller's choice): gradients need no integer exactness
-    a1 = np.zeros((N, H), dhs.dtype)
-    a1n = np.zeros((N, H), dhs.dtype)
-    a2 = np.zeros((N, H), dhs.dtype)
-    a2n = np.zeros((N, H), dhs.dtype)
+    Ca = wzrT.shape[1]
+    dh = np.zeros((N, H), np.float32)
+    a1 = np.empty((N, Ca), np.float32)
+    a2 = np.empty((N, Ca), np.float32)
+    gf, wz, wh = G.reshape(G.size), wzrT.reshape(wzrT.size), whnT.reshape(whnT.size)
+    a1f, a2f = a1.reshape(a1.size), a2.reshape(a2.size)
+    H4 = 4 * H
     for t in range(T - 1, -1, -1):
         for b in range(N):
             for j in range(H):
                 g = dh[b, j] + dhs[b, t, j]
-                hp = hq[b, t - 1, j] if t > 0 else h0[b, j]
-                z, r, n = zq[b, t, j], rq[b, t, j], nq[b, t, j]
-                s = math.floor(((ones - z) * n + z * hp) / 128.0)
-                if s < -128.0 or s > 127.0:
-                    g = 0.0
-                dz = g * (hp - n) / 16384.0 * ones * dsig_zr[b, t, j]  # dL/d(z pre-activation, real)
-                dw = g * (ones - z) / 128.0 * dtanh[b, t, j]  # dL/d(n_pre real)
-                if npre[b, t, j] < lo or npre[b, t, j] > hi:
-                    dw = 0.0
-                dr = dw * (yhn[b, t, j] / sy_n) / 128.0 * ones * dsig_zr[b, t, H + j]
-                gzr[b, t, j] = dz * mzr[b, t, j] * czr
-                gzr[b, t, H + j] = dr * mzr[b, t, H + j] * czr
-                ghn[b, t, j] = dw * r / 128.0 * mhn[b, t, j] * chn
-                gin[b, t, j] = dw
-                dh[b, j] = g * z / 128.0
-                a1[b, j] = 0.0
-                a1n[b, j] = 0.0
-                a2[b, j] = 0.0
-                a2n[b, j] = 0.0
-        for j in range(2 * H):  # a1 = gzr @ Wp_hᵀ (and a1n with Wn): weight row j reused by every batch row
-            for b in range(N):
-                gj = gzr[b, t, j]
-                for k in range(H):
-                    a1[b, k] += gj * wpT_zr[j, k]
-                if not signed:
-                    for k in range(H):
-                        a1n[b, k] += gj * wnT_zr[j, k]
-        for j in range(H):
-            for b in range(N):
-                gj = ghn[b, t, j]
-                for k in range(H):
-                    a2[b, k] += gj * wpT_hn[j, k]
-                if not signed:
-                    for k in range(H):
-                        a2n[b, k] += gj * wnT_hn[j, k]
+                dw = g * F[b, t, FW, j]
+                G[b, t, j] = g * F[b, t, FZ, j]
+                G[b, t, H + j] = dw * F[b, t, FR, j]
+                G[b, t, 2 * H + j] = dw * F[b, t, FH, j]
+                G[b, t, 3 * H + j] = dw * F[b, t, FI, j]
+                dh[b, j] = g * F[b, t, FD, j]
+        acc_rows(N, Ca, gf, t * H4, T * H4, 2 * H, wz, Ca, a1f, 0, Ca, False)  # a1 = dL/d acc_zr @ W_zr,hᵀ
+        acc_rows(N, Ca, gf, t * H4 + 2 * H, T * H4, H, wh, Ca, a2f, 0, Ca, False)
         for b in range(N):
             for k in range(H):  # through the h input codes of both arrays (d code/dh = ±sx inside the clip)
-                v = (hq[b, t - 1, k] if t > 0 else h0[b, k]) / 128.0
-                n1 = -a1[b, k] if signed else a1n[b, k]  # signed: Wn = -Wp
-                n2 = -a2[b, k] if signed else a2n[b, k]
-                d = 0.0
-                if pn:
-                    if v > 0:
-                        if v * sx_zr <= 255.0:
-                            d += sx_zr * a1[b, k]
-                        if v * sx_hn <= 255.0:
-                            d += sx_hn * a2[b, k]
-                    elif v < 0:
-                        if -v * sx_zr <= 255.0:
-                            d -= sx_zr * n1
-                        if -v * sx_hn <= 255.0:
-                            d -= sx_hn * n2
+                v = np.float32(F[b, t - 1, HQ, k] if t > 0 else h0[b, k]) * np.float32(1.0 / 128.0)
+                uz, uh = v * sx_zr, v * sx_hn
+                if pn:  # hp for v > 0, hn for v < 0 (relu'(0) = 0); hn's row is -Wn (= Wp unless stacked)
+                    pz = sx_zr if 0 < uz <= 255.0 else 0.0
+                    nz = sx_zr if -255.0 <= uz < 0 else 0.0
+                    ph = sx_hn if 0 < uh <= 255.0 else 0.0
+                    nh = sx_hn if -255.0 <= uh < 0 else 0.0
+                    if stacked:
+                        d = pz * a1[b, k] - nz * a1[b, H + k] + ph * a2[b, k] - nh * a2[b, H + k]
+                    else:
+                        d = (pz + nz) * a1[b, k] + (ph + nh) * a2[b, k]
                 else:
-                    if v * sx_zr >= 0.0 and v * sx_zr <= 255.0:
-                        d += sx_zr * a1[b, k]
-                    if v * sx_hn >= 0.0 and v * sx_hn <= 255.0:
-                        d += sx_hn * a2[b, k]
+                    d = (sx_zr if 0 <= uz <= 255.0 else 0.0) * a1[b, k] + (sx_hn if 0 <= uh <= 255.0 else 0.0) * a2[b, k]
                 dh[b, k] += d
     for b in range(N):
         for j in range(H):

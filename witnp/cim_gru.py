@@ -83,15 +83,39 @@ def _array(owner, name, W, b, cfg, sx, sw, noise, rng, yscale, dt=np.float64):
     return a
 
 
-def _xcodes(x2, sx, xb, pn, dt):
-    """(pos, neg, mask) input codes of x2 (M, K) float32 as dtype dt; neg is zeros and mask 0/1 for FALSE."""
+def _xcodes(x2, sx, xb, pn, stacked, dt):
+    """Input codes of x2 (M, K) float32 for one array: (A, An, mask). A (M, K) dt holds the positive codes
+    when `stacked` (An the negative ones), else the signed codes pos - neg (An None: without noise Wn = -Wp,
+    and FALSE has no negative branch); mask (M, K) int8 is the straight-through factor of `quantize_input`."""
     M, Kin = x2.shape
-    xa = np.empty((M, 2 * Kin if pn else Kin), f32)
+    xa = np.empty((M, 2 * Kin if stacked else Kin), f32)
     mask = np.empty((M, Kin), np.int8)
-    K.quantize_input(x2, sx, 0.0, 0, (1 << xb) - 1, pn, pn, False, xa, _EMPTY, mask, n=x2.size)
-    if pn:
+    K.quantize_input(x2, sx, 0.0, 0, (1 << xb) - 1, pn, stacked, False, xa, _EMPTY, mask, n=x2.size)
+    if stacked:
         return xa[:, :Kin].astype(dt), xa[:, Kin:].astype(dt), mask
-    return xa.astype(dt), np.zeros((M, Kin), dt), mask
+    return xa.astype(dt, copy=False), None, mask
+
+
+def _padded(a, dt):
+    """a (K, O) -> (K, O') of dtype dt with zero columns up to O' = a multiple of LANES (the tile's blocks)."""
+    k, o = a.shape
+    out = np.zeros((k, -(-o // K.LANES) * K.LANES), dt)
+    out[:, :o] = a
+    return out
+
+
+def _hrows(a, I, stacked, dt):
+    """The h rows (K, O) of an array's weights (rows from I on), [Wp; Wn] when stacked, padded columns."""
+    return _padded(np.concatenate([a["wp"][I:], a["wn"][I:]]) if stacked else a["wp"][I:], dt)
+
+
+def _project(xs, a, I, stacked, dt):
+    """The x part of an array's accumulator, bias included: (M, O') dt with padded columns (zeros there)."""
+    out = xs[0] @ _padded(a["wp"][:I], dt)
+    if stacked:
+        out += xs[1] @ _padded(a["wn"][:I], dt)
+    out += _padded(a["bias"][None, :], dt)[0]
+    return out
 
 
 def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
@@ -114,101 +138,105 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
         ys = sc["y_zr"] if name == "zr" else sc["y_n"]
         arr[name] = _array(owner, name, W, b, cfg, sc["x_" + name], sc["weight_" + name], noise, rng, ys, dt)
     pn = cfg.handle_neg_in == "PN"
+    stacked = pn and noisy  # only noise makes Wn differ from -Wp: else one signed product per array
     x2 = x.reshape(N * T, I)
-    xp_zr, xn_zr, xm_zr = _xcodes(x2, sc["x_zr"], xb, pn, dt)
-    xp_in, xn_in, xm_in = _xcodes(x2, sc["x_in"], xb, pn, dt)
+    xz = _xcodes(x2, sc["x_zr"], xb, pn, stacked, dt)
+    xi = _xcodes(x2, sc["x_in"], xb, pn, stacked, dt)
     zr, ar_in, hn = arr["zr"], arr["in"], arr["hn"]
-    azr_x = (xp_zr @ zr["wp"][:I] + xn_zr @ zr["wn"][:I] + zr["bias"]).reshape(N, T, 2 * H)
-    v_in = ((xp_in @ ar_in["wp"] + xn_in @ ar_in["wn"] + ar_in["bias"]) * ar_in["k"]).reshape(N, T, H)
-    lo, hi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
-    y_in = np.clip(np.rint(v_in), lo, hi)
-    h0q = np.clip(np.rint(h0.astype(np.float64) * 128.0), -128, 127)
+    azr = _project(xz, zr, I, stacked, dt).reshape(N, T, -1)  # the recurrence adds the h part in place
+    v_in = np.ascontiguousarray((_project(xi, ar_in, I, stacked, dt)[:, :H] * ar_in["k"]).reshape(N, T, H))
+    ahn = np.empty((N, T, _padded(hn["bias"][None, :], dt).shape[1]), dt)
+    ahn[...] = _padded(hn["bias"][None, :], dt)[0]
+    h0q = np.clip(np.rint(h0.astype(np.float64) * 128.0), -128, 127).astype(f32)
     ones = float(layer.scale_ones)
-    lut_sig, lut_tanh, dsig, dtanh = luts(yb, ones, sc["y_zr"], sc["y_n"])
-    hq, zq, rq, nq, npre = (np.empty((N, T, H)) for _ in range(5))
-    vzr, vhn = np.empty((N, T, 2 * H), dt), np.empty((N, T, H), dt)
-    hcodes = np.empty((N, T, 4, H), dt)
-    signed = not zr["noisy"]  # without noise Wn = -Wp (or unused for FALSE, where hn codes are 0)
-    cast = lambda a: np.ascontiguousarray(a, dtype=dt)  # noqa: E731
-    K.gru_q_forward(cast(azr_x), y_in, h0q, cast(zr["wp"][I:]), cast(zr["wn"][I:]), cast(hn["wp"]), cast(hn["wn"]),
-                    cast(hn["bias"]), float(sc["x_zr"]), float(sc["x_hn"]), zr["k"], hn["k"], yb, pn, signed, ones,
-                    lut_sig, lut_tanh, hq, zq, rq, nq, vzr, vhn, npre, hcodes, n=N * T * H)
-    off = 1 << (yb - 1)
-    yzr_codes = np.clip(np.rint(vzr), lo, hi).astype(np.int64)
-    npre_c = np.clip(npre, lo, hi).astype(np.int64)
-    ctx = dict(x_shape=x.shape, h0=h0, h0q=h0q, hq=hq, zq=zq, rq=rq, nq=nq, yhn=np.clip(np.rint(vhn), lo, hi),
-               npre=npre, hcodes=hcodes, dsig=dsig[yzr_codes + off].astype(f32),
-               dtanh=dtanh[npre_c + off].astype(f32), mzr=((vzr >= lo) & (vzr <= hi)).astype(f32),
-               mhn=((vhn >= lo) & (vhn <= hi)).astype(f32),
-               min=((v_in >= lo) & (v_in <= hi)), arr=arr, xp_zr=xp_zr, xn_zr=xn_zr, xm_zr=xm_zr, xp_in=xp_in,
-               xn_in=xn_in, xm_in=xm_in, sc=dict(sc), pn=pn, ones=ones, yb=yb, signed=signed)
-    ctx.update(vzr=vzr, vhn=vhn, v_in=v_in)
+    tabs = [t.astype(f32) for t in luts(yb, ones, sc["y_zr"], sc["y_n"])]
+    F = np.empty((N, T, K.gru_q.NF, H), f32)
+    Kr = 2 * H if stacked else H
+    hz, hh = np.empty((N, T, Kr), dt), np.empty((N, T, Kr), dt)
+    K.gru_q_forward(azr, ahn, v_in, h0q, _hrows(zr, I, stacked, dt), _hrows(hn, 0, stacked, dt), float(sc["x_zr"]),
+                    float(sc["x_hn"]), zr["k"], hn["k"], zr["c"], hn["c"], ar_in["c"], float(sc["y_n"]), yb, pn,
+                    stacked, ones, *tabs, F, hz, hh, n=N * T * H)
+    hq = F[:, :, K.gru_q.HQ]
+    ctx = dict(x_shape=x.shape, h0=h0, h0q=h0q, hq=hq, F=F, hz=hz, hh=hh, arr=arr, xz=xz, xi=xi, sc=dict(sc),
+               pn=pn, stacked=stacked, azr=azr, ahn=ahn, v_in=v_in)
     stats = None
     if want_stats:
-        if noise is not None and noise.active:  # the y statistics are the noiseless accumulators' (chip.md §5)
+        if noisy:  # the y statistics are the noiseless accumulators' (chip.md §5)
             c0 = qgru_forward(layer, x, h0, sc, None, None, False)[1]
         else:
             c0 = ctx
         hreal = np.concatenate([c0["h0q"][:, None], c0["hq"][:, :-1]], axis=1) / 128.0
+        # acc/(sx·sw) = v/sy for every array (v = acc·k, k = sy/(sx·sw) > 0 without noise)
         stats = {"x_zr": max(amax(x), amax(hreal)), "x_in": amax(x), "x_hn": amax(hreal),
                  "weight_zr": amax(arrays["zr"][0]), "weight_in": amax(arrays["in"][0]),
                  "weight_hn": amax(arrays["hn"][0]),
-                 # acc/(sx·sw) = v/sy for every array (v = acc·sy/(sx·sw) without noise)
-                 "y_zr": f32(amax(c0["vzr"]) / sc["y_zr"]),
-                 "y_n": f32(max(amax(c0["v_in"]), amax(c0["vhn"])) / sc["y_n"])}
-    return (hq / 128.0).astype(np.float32), ctx, stats
+                 "y_zr": f32(amax(c0["azr"][..., :2 * H] * zr["k"]) / sc["y_zr"]),
+                 "y_n": f32(max(amax(c0["v_in"]), amax(c0["ahn"][..., :H] * hn["k"])) / sc["y_n"])}
+    return hq * f32(1 / 128), ctx, stats
+
+
+def _weight_grad(a, g, xs, hs, pn, stacked):
+    """dL/dW (O, K) of one array (straight-through, masked by the weight clip) from g (M, O) = dL/d(accumulator)
+    and the A operands: xs, hs (positive/signed codes, negative codes or None) of the x and h columns."""
+    parts = [p for p in (xs, hs) if p is not None]
+    O = g.shape[1]
+    Kin = sum(p[0].shape[1] for p in parts)
+    gT = g.T
+
+    def prod(i):
+        out, c = np.empty((O, Kin), f32), 0
+        for p in parts:
+            out[:, c:c + p[i].shape[1]] = gT @ p[i].astype(f32, copy=False)
+            c += p[i].shape[1]
+        return out
+    dwq = prod(0)
+    if a["noisy"]:
+        wf = a["w_factor"]  # (K_eff, O): rows of [Wqᵀ; -Wqᵀ] with PN
+        dwq = dwq * wf[:Kin].T - prod(1) * wf[Kin:].T if stacked else dwq * wf.T
+    dW = np.zeros(a["wq"].shape, f32)
+    K.scale_masked(np.ascontiguousarray(dwq, dtype=f32), a["wmask"], a["sw"], dW, True, n=dW.size)
+    gb = g.sum(axis=0) * (a["b_factor"] if a["noisy"] else 128.0)
+    db = np.where(a["bmask"] != 0, gb, 0.0) * float(a["P"]) / 128.0
+    return dW, db.astype(f32)
+
+
+def _input_grad(g, a, xs, sx, I, stacked):
+    """dL/dx (M, I) through one array's input codes: g (M, O) dL/d(accumulator), xs the codes' (.., mask)."""
+    mask = xs[2]
+    dxp = g @ a["wp"][:I].astype(f32).T
+    if stacked:  # Xp = R(clip(relu(x)·sx)), Xn = R(clip(relu(-x)·sx)): dXn/dx = -sx
+        dxn = g @ a["wn"][:I].astype(f32).T
+        return np.where(mask > 0, dxp * f32(sx), np.where(mask < 0, dxn * f32(-sx), f32(0)))
+    # signed codes pos - neg: d/dx = sx on either branch inside the clip
+    return np.where(mask != 0, dxp * f32(sx), f32(0))
 
 
 def qgru_backward(layer, dy, ctx):
     """dy (N, T, H) float32 -> dx (N, T, I), dh0 (N, H); adds the parameter gradients into layer.grads."""
     N, T, I = ctx["x_shape"]
     H = layer.hidden_size
-    arr, sc, pn = ctx["arr"], ctx["sc"], ctx["pn"]
+    arr, sc, pn, stacked = ctx["arr"], ctx["sc"], ctx["pn"], ctx["stacked"]
     zr, ar_in, hn = arr["zr"], arr["in"], arr["hn"]
-    gzr, gin = np.empty((N, T, 2 * H), f32), np.empty((N, T, H), f32)
-    ghn = np.empty((N, T, H), f32)
+    G = np.empty((N, T, 4 * H), f32)
     dh0 = np.empty((N, H), f32)
-    tr = lambda a: np.ascontiguousarray(a.T, dtype=f32)  # noqa: E731  (rows j of Wᵀ in the inner loop)
-    K.gru_q_backward(np.ascontiguousarray(dy, dtype=f32), ctx["h0q"], ctx["hq"], ctx["zq"], ctx["rq"], ctx["nq"],
-                     ctx["yhn"],
-                     ctx["npre"], ctx["dsig"], ctx["dtanh"], ctx["mzr"], ctx["mhn"], tr(zr["wp"][I:]),
-                     tr(zr["wn"][I:]), tr(hn["wp"]), tr(hn["wn"]), float(sc["x_zr"]), float(sc["x_hn"]), zr["c"],
-                     hn["c"], ctx["yb"], pn, ctx["signed"], ctx["ones"], float(sc["y_n"]), gzr, ghn, gin, dh0,
-                     n=N * T * H)
-    g_in = (gin * ctx["min"] * ar_in["c"]).reshape(N * T, H).astype(f32)  # gradients: float32 products
-    g_zr, g_hn = gzr.reshape(N * T, 2 * H).astype(f32), ghn.reshape(N * T, H).astype(f32)
-    hc = ctx["hcodes"].reshape(N * T, 4, H)
-    grads = {}
-    for name, g, xp, xn in (("zr", g_zr, np.concatenate([ctx["xp_zr"], hc[:, 0]], 1),
-                             np.concatenate([ctx["xn_zr"], hc[:, 1]], 1)),
-                            ("in", g_in, ctx["xp_in"], ctx["xn_in"]), ("hn", g_hn, hc[:, 2], hc[:, 3])):
-        a = arr[name]
-        dwp, dwn = xp.astype(f32).T @ g, xn.astype(f32).T @ g
-        if a["noisy"]:
-            dwm = np.concatenate([dwp, dwn]) if a["pn"] else dwp
-            dwm = dwm * a["w_factor"]
-            dwp, dwn = (dwm[:len(dwp)], dwm[len(dwp):]) if a["pn"] else (dwm, None)
-        dwq = (dwp - dwn).T if a["pn"] else dwp.T
-        dW = np.zeros(a["wq"].shape, f32)
-        K.scale_masked(np.ascontiguousarray(dwq, dtype=f32), a["wmask"], a["sw"], dW, True, n=dW.size)
-        gb = g.sum(axis=0) * (a["b_factor"] if a["noisy"] else 128.0)
-        db = np.where(a["bmask"] != 0, gb, 0.0) * float(a["P"]) / 128.0
-        grads[name] = (dW, db.astype(f32))
+    wT = lambda a, I0: _padded(np.concatenate([a["wp"][I0:].T, a["wn"][I0:].T], 1) if stacked  # noqa: E731
+                               else a["wp"][I0:].T, f32)
+    K.gru_q_backward(np.ascontiguousarray(dy, dtype=f32), ctx["h0q"], ctx["F"], wT(zr, I), wT(hn, 0),
+                     float(sc["x_zr"]), float(sc["x_hn"]), pn, stacked, G, dh0, n=N * T * H)
+    G2 = G.reshape(N * T, 4 * H)  # column blocks: BLAS takes the row stride
+    g_zr, g_hn, g_in = G2[:, :2 * H], G2[:, 2 * H:3 * H], G2[:, 3 * H:]
+    Kr = ctx["hz"].shape[2]
+    hsplit = lambda h: (h[:, :H], h[:, H:]) if stacked else (h, None)  # noqa: E731
+    hz, hh = hsplit(ctx["hz"].reshape(N * T, Kr)), hsplit(ctx["hh"].reshape(N * T, Kr))
+    grads = {"zr": _weight_grad(zr, g_zr, ctx["xz"], hz, pn, stacked),
+             "in": _weight_grad(ar_in, g_in, ctx["xi"], None, pn, stacked),
+             "hn": _weight_grad(hn, g_hn, hh, None, pn, stacked)}
     _to_params(layer, grads, I, H)
-    dx = np.zeros((N * T, I), f32)
-    for name, g, key in (("zr", g_zr, "zr"), ("in", g_in, "in")):
-        a = arr[name]
-        wp, wn = a["wp"][:I].astype(f32), a["wn"][:I].astype(f32)
-        dxp = g @ wp.T
-        mask = ctx["xm_" + key]
-        if pn:  # Xp = R(clip(relu(x)·sx)), Xn = R(clip(relu(-x)·sx)): dXn/dx = -sx
-            part = np.where(mask > 0, dxp * sc["x_" + key], np.where(mask < 0, (g @ wn.T) * -sc["x_" + key], 0))
-        else:
-            part = np.where(mask != 0, dxp * sc["x_" + key], 0)
-        dx += part.astype(f32)
+    dx = _input_grad(g_zr, zr, ctx["xz"], sc["x_zr"], I, stacked)
+    dx += _input_grad(g_in, ar_in, ctx["xi"], sc["x_in"], I, stacked)
     h128 = ctx["h0"].astype(np.float64) * 128.0  # h0 enters as clip(R(h0·128), -128, 127)
     dh0_real = np.where((h128 >= -128) & (h128 <= 127), dh0, 0.0)
-    return dx.reshape(N, T, I), dh0_real.astype(f32)
+    return dx.reshape(N, T, I).astype(f32, copy=False), dh0_real.astype(f32)
 
 
 def _to_params(layer, grads, I, H):
