@@ -19,8 +19,6 @@ Each step's recurrent products are small GEMMs (batch rows x Kr x columns) on th
 accumulated in place into the saved accumulators; the weight columns are padded to a multiple of LANES.
 The float64 case (sums past 2^24) runs the same products as plain loops (`acc_rows`).
 """
-import math
-
 import numba
 import numpy as np
 from numba import types
@@ -61,27 +59,64 @@ def _acc_rows(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
     return loops
 
 
-@numba.njit(inline="always", **OPTIONS)
-def _h_codes(v, sx_zr, sx_hn, pn, stacked, hz, hh, b, t, j, H):
-    """Input codes of the hidden value v (real, float64: the codes are exact integers) for the zr and hn
-    arrays, written to hz[b, t, j] and hh[b, t, j] (and [.., H + j] when stacked). Inlined: as a call it
-    cost more than the rest of the step's element-wise work."""
-    if pn:
-        pz = min(max(np.rint(max(v, 0.0) * sx_zr), 0.0), 255.0)
-        nz = min(max(np.rint(max(-v, 0.0) * sx_zr), 0.0), 255.0)
-        ph = min(max(np.rint(max(v, 0.0) * sx_hn), 0.0), 255.0)
-        nh = min(max(np.rint(max(-v, 0.0) * sx_hn), 0.0), 255.0)
-        if stacked:
-            hz[b, t, j] = pz
-            hz[b, t, H + j] = nz
-            hh[b, t, j] = ph
-            hh[b, t, H + j] = nh
-        else:
-            hz[b, t, j] = pz - nz
-            hh[b, t, j] = ph - nh
+# The step's element-wise work runs per batch row in short passes over contiguous rows, each touching few
+# arrays, so that LLVM vectorizes the arithmetic ones (an all-in-one loop body ran scalar at ~50 ns per
+# element: rint, clips and float-to-int conversions, six table reads); the table reads get passes of their own.
+
+@numba.njit(**OPTIONS)
+def _out_codes(acc, k, lo, hi, off, n, ci, m):
+    """Array outputs y = R(clip(acc·k)) as table indices ci = y + off (int32), and the clip masks m (float32),
+    for the first n columns of the accumulator row acc. acc·k in float64: exact whatever acc's dtype."""
+    flo, fhi = np.float64(lo), np.float64(hi)
+    for j in range(n):
+        v = acc[j] * k
+        ci[j] = np.int32(min(max(np.rint(v), flo), fhi)) + off
+        m[j] = np.float32(1.0) if (v >= flo) & (v <= fhi) else np.float32(0.0)
+
+
+@numba.njit(**OPTIONS)
+def _lookup(ci, n, lut, dlut, m, val, der):
+    """val = lut[ci], der = dlut[ci]·m over n entries (the gathers, scalar)."""
+    for j in range(n):
+        c = ci[j]
+        val[j] = lut[c]
+        der[j] = dlut[c] * m[j]
+
+
+@numba.njit(**OPTIONS)
+def _n_pre(ci_in, ci_hn, r, off, lo, hi, n, cs, ms):
+    """n_pre = y_in + ⌊r·y_hn/2^7⌋ (float32: every term an integer below 2^17) as tanh table indices cs, with
+    the clip masks ms."""
+    flo, fhi = np.float32(lo), np.float32(hi)
+    for j in range(n):
+        s = np.float32(ci_in[j] - off) + np.floor(r[j] * np.float32(ci_hn[j] - off) * np.float32(1 / 128))
+        cs[j] = np.int32(min(max(s, flo), fhi)) + off
+        ms[j] = np.float32(1.0) if (s >= flo) & (s <= fhi) else np.float32(0.0)
+
+
+@numba.njit(**OPTIONS)
+def _h_codes(h, n, sx_zr, sx_hn, pn, stacked, hz, hh):
+    """Input codes of the hidden codes h (n entries, real value h/128) for the zr and hn arrays, into the rows
+    hz, hh ([pos | neg] when stacked, pos - neg when not; FALSE: clip(R(v·sx), 0, 255)). float32 is exact:
+    h·sx/128 with sx a power of two."""
+    z0, c255 = np.float32(0.0), np.float32(255.0)
+    fz, fh = np.float32(sx_zr / 128.0), np.float32(sx_hn / 128.0)
+    if pn and stacked:
+        for j in range(n):
+            v = h[j]
+            hz[j] = min(max(np.rint(max(v, z0) * fz), z0), c255)
+            hz[n + j] = min(max(np.rint(max(-v, z0) * fz), z0), c255)
+            hh[j] = min(max(np.rint(max(v, z0) * fh), z0), c255)
+            hh[n + j] = min(max(np.rint(max(-v, z0) * fh), z0), c255)
+    elif pn:
+        for j in range(n):
+            v = h[j]
+            hz[j] = min(max(np.rint(max(v, z0) * fz), z0), c255) - min(max(np.rint(max(-v, z0) * fz), z0), c255)
+            hh[j] = min(max(np.rint(max(v, z0) * fh), z0), c255) - min(max(np.rint(max(-v, z0) * fh), z0), c255)
     else:
-        hz[b, t, j] = min(max(np.rint(v * sx_zr), 0.0), 255.0)
-        hh[b, t, j] = min(max(np.rint(v * sx_hn), 0.0), 255.0)
+        for j in range(n):
+            hz[j] = min(max(np.rint(h[j] * fz), z0), c255)
+            hh[j] = min(max(np.rint(h[j] * fh), z0), c255)
 
 
 # Fields of the forward's saved (N, T, NF, H) array: the hidden codes, then the factors that turn dL/dh' into
@@ -92,23 +127,44 @@ HQ, FZ, FW, FR, FH, FI, FD = range(7)
 NF = 7
 
 
+@numba.njit(**OPTIONS)
+def _factors(zr, nq, hp, d2, dn, ch, mh, mi, off, ones, kfz, kfr, kfh, cin, H, Fr):
+    """h' codes and the backward factors of one batch row into Fr (NF, H) (see the field list above)."""
+    f4 = np.float32
+    q = f4(1 / 128)
+    for j in range(H):
+        z = zr[j]
+        # z in [0, ones] and n, hp in [-128, 127]: the sum lies within ones·[-128, 127] (exact in float32),
+        # so h' needs no clip to Q7 and passes every gradient
+        Fr[HQ, j] = np.floor(((ones - z) * nq[j] + z * hp[j]) * q)
+        Fr[FD, j] = z * q
+        Fr[FZ, j] = (hp[j] - nq[j]) * kfz * d2[j]
+        Fr[FW, j] = (ones - z) * q * dn[j]
+    for j in range(H):
+        Fr[FR, j] = f4(ch[j] - off) * kfr * d2[H + j]
+        Fr[FH, j] = zr[H + j] * kfh * mh[j]
+        Fr[FI, j] = mi[j] * cin
+
+
 @kernel
 def gru_q_forward(azr, ahn, v_in, h0, wzr, whn, sx_zr, sx_hn, kzr, khn, czr, chn, cin, sy_n, yb, pn, stacked, ones,
                   lut_sig, lut_tanh, dsig, dtanh, F, hz, hh):
-    """One call for the whole sequence. Shapes (N batch, T steps, H hidden, Kr = 2H if stacked else H):
-    azr (N, T, Cz) dt: in: the x part + bias of the zr array (columns ≥ 2H are padding); out: its full
-        accumulator.  ahn (N, T, Ch) dt: in: bias of the hn array; out: its accumulator.  dt: float32 when
+    """One call for the whole sequence, time-major (each step's rows are one contiguous block, which the
+    hardware prefetchers follow; batch-major rows at a stride of T rows ran the step 5x slower).
+    Shapes (T steps, N batch, H hidden, Kr = 2H if stacked else H):
+    azr (T, N, Cz) dt: in: the x part + bias of the zr array (columns ≥ 2H are padding); out: its full
+        accumulator.  ahn (T, N, Ch) dt: in: bias of the hn array; out: its accumulator.  dt: float32 when
         exact (the caller checks the 2^24 bound), else float64.
-    v_in (N, T, H) the in array's output before rounding; h0 (N, H) float32 Q7 codes.
+    v_in (T, N, H) dt the in array's output before rounding; h0 (N, H) float32 Q7 codes.
     wzr (Kr, Cz), whn (Kr, Ch) dt: the h rows of the zr and hn arrays ([Wp; Wn] when stacked), padded columns.
     czr, chn, cin: d(real output)/d(accumulator) of the arrays (1/(sx·sw), or 1/(G·sy) with noise); sy_n the
     scale of n_pre.  lut_sig, lut_tanh, dsig (σ'), dtanh (tanh', 0 where the LUT output clips): float32
     (2^yb,), index code + 2^(yb-1).
-    Outputs: F (N, T, NF, H) float32: field HQ the h' codes, FZ..FD the backward factors (see above), with
-    the straight-through masks of every clip folded in; hz, hh (N, T, Kr) dt: the h input codes (the A rows
+    Outputs: F (T, N, NF, H) float32: field HQ the h' codes, FZ..FD the backward factors (see above), with
+    the straight-through masks of every clip folded in; hz, hh (T, N, Kr) dt: the h input codes (the A rows
     of the recurrent products, and of the weight gradients).
     """
-    N, T, Cz = azr.shape
+    T, N, Cz = azr.shape
     Ch = ahn.shape[2]
     H = h0.shape[1]
     Kr = hz.shape[2]
@@ -117,55 +173,81 @@ def gru_q_forward(azr, ahn, v_in, h0, wzr, whn, sx_zr, sx_hn, kzr, khn, czr, chn
     off = 1 << (yb - 1)
     az, ah, wz, wh = azr.reshape(azr.size), ahn.reshape(ahn.size), wzr.reshape(wzr.size), whn.reshape(whn.size)
     hzf, hhf = hz.reshape(hz.size), hh.reshape(hh.size)  # flat views for the tile
+    f4 = np.float32
+    ci2, m2, zr, d2 = np.empty(2 * H, np.int32), np.empty(2 * H, f4), np.empty(2 * H, f4), np.empty(2 * H, f4)
+    ch, mh, cn, mi, cs, ms, nq, dn = (np.empty(H, np.int32), np.empty(H, f4), np.empty(H, np.int32), np.empty(H, f4),
+                                      np.empty(H, np.int32), np.empty(H, f4), np.empty(H, f4), np.empty(H, f4))
+    kfz, kfr, kfh = f4(ones / 16384.0 * czr), f4(ones / 128.0 / sy_n * czr), f4(chn / 128.0)
     for b in range(N):
-        for j in range(H):
-            _h_codes(h0[b, j] / 128.0, sx_zr, sx_hn, pn, stacked, hz, hh, b, 0, j, H)
+        _h_codes(h0[b], H, sx_zr, sx_hn, pn, stacked, hz[0, b], hh[0, b])
     for t in range(T):
-        acc_rows(N, Cz, hzf, t * Kr, T * Kr, Kr, wz, Cz, az, t * Cz, T * Cz, True)
-        acc_rows(N, Ch, hhf, t * Kr, T * Kr, Kr, wh, Ch, ah, t * Ch, T * Ch, True)
+        acc_rows(N, Cz, hzf, t * N * Kr, Kr, Kr, wz, Cz, az, t * N * Cz, Cz, True)
+        acc_rows(N, Ch, hhf, t * N * Kr, Kr, Kr, wh, Ch, ah, t * N * Ch, Ch, True)
         for b in range(N):
-            for j in range(H):
-                vz = azr[b, t, j] * kzr
-                vr = azr[b, t, H + j] * kzr
-                cz = int(min(max(np.rint(vz), lo), hi)) + off
-                cr = int(min(max(np.rint(vr), lo), hi)) + off
-                z = np.float64(lut_sig[cz])
-                r = np.float64(lut_sig[cr])
-                vh = ahn[b, t, j] * khn
-                yh = min(max(np.rint(vh), lo), hi)
-                vi = v_in[b, t, j]
-                s = min(max(np.rint(vi), lo), hi) + math.floor(r * yh / 128.0)
-                cs = int(min(max(s, lo), hi)) + off
-                nn = np.float64(lut_tanh[cs])
-                hp = np.float64(F[b, t - 1, HQ, j] if t > 0 else h0[b, j])
-                # z in [0, ones] and n, hp in [-128, 127]: the sum is within ones·[-128, 127], so this clip to
-                # Q7 never acts (and passes every gradient)
-                hnew = min(max(math.floor(((ones - z) * nn + z * hp) / 128.0), -128.0), 127.0)
-                mz = 1.0 if lo <= vz <= hi else 0.0
-                mr = 1.0 if lo <= vr <= hi else 0.0
-                ms = 1.0 if lo <= s <= hi else 0.0
-                F[b, t, HQ, j] = hnew
-                F[b, t, FZ, j] = (hp - nn) / 16384.0 * ones * (dsig[cz] * mz) * czr
-                F[b, t, FW, j] = (ones - z) / 128.0 * (dtanh[cs] * ms)
-                F[b, t, FR, j] = yh / sy_n / 128.0 * ones * (dsig[cr] * mr) * czr
-                F[b, t, FH, j] = r / 128.0 * (1.0 if lo <= vh <= hi else 0.0) * chn
-                F[b, t, FI, j] = (1.0 if lo <= vi <= hi else 0.0) * cin
-                F[b, t, FD, j] = z / 128.0
-                if t + 1 < T:
-                    _h_codes(hnew / 128.0, sx_zr, sx_hn, pn, stacked, hz, hh, b, t + 1, j, H)
+            _out_codes(azr[t, b], kzr, lo, hi, off, 2 * H, ci2, m2)
+            _out_codes(ahn[t, b], khn, lo, hi, off, H, ch, mh)
+            _out_codes(v_in[t, b], 1.0, lo, hi, off, H, cn, mi)
+            _lookup(ci2, 2 * H, lut_sig, dsig, m2, zr, d2)
+            _n_pre(cn, ch, zr[H:], off, lo, hi, H, cs, ms)
+            _lookup(cs, H, lut_tanh, dtanh, ms, nq, dn)
+            _factors(zr, nq, F[t - 1, b, HQ] if t > 0 else h0[b], d2, dn, ch, mh, mi, off, f4(ones), kfz, kfr, kfh,
+                     f4(cin), H, F[t, b])
+            if t + 1 < T:
+                _h_codes(F[t, b, HQ], H, sx_zr, sx_hn, pn, stacked, hz[t + 1, b], hh[t + 1, b])
     return F
+
+
+@numba.njit(**OPTIONS)
+def _back_row(dh, dy, Fr, Gr, H):
+    """One batch row of a backward step: dh (H,) in: dL/dh' from the later steps, out: the direct path
+    g·FD; dy (H,) dL/dh' from the output; Fr (NF, H) the saved factors; Gr (4H,) out."""
+    for j in range(H):
+        g = dh[j] + dy[j]
+        dw = g * Fr[FW, j]
+        Gr[j] = g * Fr[FZ, j]
+        Gr[H + j] = dw * Fr[FR, j]
+        Gr[2 * H + j] = dw * Fr[FH, j]
+        Gr[3 * H + j] = dw * Fr[FI, j]
+        dh[j] = g * Fr[FD, j]
+
+
+@numba.njit(**OPTIONS)
+def _through_codes(hp, a1, a2, sx_zr, sx_hn, pn, stacked, H, dh):
+    """dh += the gradient through the h input codes of both arrays: hp (H,) the h codes (h = hp/128),
+    a1, a2 the products dL/d(codes) of the zr and hn arrays ([pos | neg] when stacked). d code/dh = ±sx
+    inside the clip; PN: the pos code for h > 0, the neg one for h < 0 (relu'(0) = 0), whose row is -Wn
+    (= Wp unless stacked)."""
+    f4 = np.float32
+    z0, c255 = f4(0.0), f4(255.0)
+    fz, fh = f4(sx_zr), f4(sx_hn)
+    qz, qh = f4(sx_zr / 128.0), f4(sx_hn / 128.0)
+    if pn and stacked:
+        for k in range(H):
+            uz, uh = hp[k] * qz, hp[k] * qh
+            dh[k] += (fz * a1[k] if (uz > z0) & (uz <= c255) else z0) - (fz * a1[H + k] if (uz < z0) & (uz >= -c255) else z0) \
+                + (fh * a2[k] if (uh > z0) & (uh <= c255) else z0) - (fh * a2[H + k] if (uh < z0) & (uh >= -c255) else z0)
+    elif pn:
+        for k in range(H):
+            uz, uh = hp[k] * qz, hp[k] * qh
+            dh[k] += (fz * a1[k] if (uz != z0) & (abs(uz) <= c255) else z0) \
+                + (fh * a2[k] if (uh != z0) & (abs(uh) <= c255) else z0)
+    else:
+        for k in range(H):
+            uz, uh = hp[k] * qz, hp[k] * qh
+            dh[k] += (fz * a1[k] if (uz >= z0) & (uz <= c255) else z0) + (fh * a2[k] if (uh >= z0) & (uh <= c255) else z0)
 
 
 @kernel
 def gru_q_backward(dhs, h0, F, wzrT, whnT, sx_zr, sx_hn, pn, stacked, G, dh0):
-    """Straight-through backward through time of `gru_q_forward` (all gradients in real units, float32).
+    """Straight-through backward through time of `gru_q_forward` (all gradients in real units, float32),
+    time-major like it.
 
-    dhs (N, T, H) dL/dh_t (real h = code/128); F the forward's saved (N, T, NF, H); wzrT (2H, Ca), whnT (H, Ca)
+    dhs (T, N, H) dL/dh_t (real h = code/128); F the forward's saved (T, N, NF, H); wzrT (2H, Ca), whnT (H, Ca)
     float32: the h rows' weights transposed ([Wpᵀ | Wnᵀ] when stacked), columns padded (Ca ≥ Kr, a multiple of
     LANES).
-    Outputs: G (N, T, 4H) = [dL/d acc_zr (2H) | dL/d acc_hn (H) | dL/d acc_in (H)], dh0 (N, H).
+    Outputs: G (T, N, 4H) = [dL/d acc_zr (2H) | dL/d acc_hn (H) | dL/d acc_in (H)], dh0 (N, H).
     """
-    N, T, H = dhs.shape
+    T, N, H = dhs.shape
     Ca = wzrT.shape[1]
     dh = np.zeros((N, H), np.float32)
     a1 = np.empty((N, Ca), np.float32)
@@ -175,32 +257,11 @@ def gru_q_backward(dhs, h0, F, wzrT, whnT, sx_zr, sx_hn, pn, stacked, G, dh0):
     H4 = 4 * H
     for t in range(T - 1, -1, -1):
         for b in range(N):
-            for j in range(H):
-                g = dh[b, j] + dhs[b, t, j]
-                dw = g * F[b, t, FW, j]
-                G[b, t, j] = g * F[b, t, FZ, j]
-                G[b, t, H + j] = dw * F[b, t, FR, j]
-                G[b, t, 2 * H + j] = dw * F[b, t, FH, j]
-                G[b, t, 3 * H + j] = dw * F[b, t, FI, j]
-                dh[b, j] = g * F[b, t, FD, j]
-        acc_rows(N, Ca, gf, t * H4, T * H4, 2 * H, wz, Ca, a1f, 0, Ca, False)  # a1 = dL/d acc_zr @ W_zr,hᵀ
-        acc_rows(N, Ca, gf, t * H4 + 2 * H, T * H4, H, wh, Ca, a2f, 0, Ca, False)
+            _back_row(dh[b], dhs[t, b], F[t, b], G[t, b], H)
+        acc_rows(N, Ca, gf, t * N * H4, H4, 2 * H, wz, Ca, a1f, 0, Ca, False)  # a1 = dL/d acc_zr @ W_zr,hᵀ
+        acc_rows(N, Ca, gf, t * N * H4 + 2 * H, H4, H, wh, Ca, a2f, 0, Ca, False)
         for b in range(N):
-            for k in range(H):  # through the h input codes of both arrays (d code/dh = ±sx inside the clip)
-                v = np.float32(F[b, t - 1, HQ, k] if t > 0 else h0[b, k]) * np.float32(1.0 / 128.0)
-                uz, uh = v * sx_zr, v * sx_hn
-                if pn:  # hp for v > 0, hn for v < 0 (relu'(0) = 0); hn's row is -Wn (= Wp unless stacked)
-                    pz = sx_zr if 0 < uz <= 255.0 else 0.0
-                    nz = sx_zr if -255.0 <= uz < 0 else 0.0
-                    ph = sx_hn if 0 < uh <= 255.0 else 0.0
-                    nh = sx_hn if -255.0 <= uh < 0 else 0.0
-                    if stacked:
-                        d = pz * a1[b, k] - nz * a1[b, H + k] + ph * a2[b, k] - nh * a2[b, H + k]
-                    else:
-                        d = (pz + nz) * a1[b, k] + (ph + nh) * a2[b, k]
-                else:
-                    d = (sx_zr if 0 <= uz <= 255.0 else 0.0) * a1[b, k] + (sx_hn if 0 <= uh <= 255.0 else 0.0) * a2[b, k]
-                dh[b, k] += d
+            _through_codes(F[t - 1, b, HQ] if t > 0 else h0[b], a1[b], a2[b], sx_zr, sx_hn, pn, stacked, H, dh[b])
     for b in range(N):
         for j in range(H):
             dh0[b, j] = dh[b, j]

@@ -139,24 +139,24 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
         arr[name] = _array(owner, name, W, b, cfg, sc["x_" + name], sc["weight_" + name], noise, rng, ys, dt)
     pn = cfg.handle_neg_in == "PN"
     stacked = pn and noisy  # only noise makes Wn differ from -Wp: else one signed product per array
-    x2 = x.reshape(N * T, I)
+    x2 = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * N, I)  # the recurrence runs time-major
     xz = _xcodes(x2, sc["x_zr"], xb, pn, stacked, dt)
     xi = _xcodes(x2, sc["x_in"], xb, pn, stacked, dt)
     zr, ar_in, hn = arr["zr"], arr["in"], arr["hn"]
-    azr = _project(xz, zr, I, stacked, dt).reshape(N, T, -1)  # the recurrence adds the h part in place
-    v_in = np.ascontiguousarray((_project(xi, ar_in, I, stacked, dt)[:, :H] * ar_in["k"]).reshape(N, T, H))
-    ahn = np.empty((N, T, _padded(hn["bias"][None, :], dt).shape[1]), dt)
+    azr = _project(xz, zr, I, stacked, dt).reshape(T, N, -1)  # the recurrence adds the h part in place
+    v_in = np.ascontiguousarray((_project(xi, ar_in, I, stacked, dt)[:, :H] * ar_in["k"]).reshape(T, N, H))
+    ahn = np.empty((T, N, _padded(hn["bias"][None, :], dt).shape[1]), dt)
     ahn[...] = _padded(hn["bias"][None, :], dt)[0]
     h0q = np.clip(np.rint(h0.astype(np.float64) * 128.0), -128, 127).astype(f32)
     ones = float(layer.scale_ones)
     tabs = [t.astype(f32) for t in luts(yb, ones, sc["y_zr"], sc["y_n"])]
-    F = np.empty((N, T, K.gru_q.NF, H), f32)
+    F = np.empty((T, N, K.gru_q.NF, H), f32)
     Kr = 2 * H if stacked else H
-    hz, hh = np.empty((N, T, Kr), dt), np.empty((N, T, Kr), dt)
+    hz, hh = np.empty((T, N, Kr), dt), np.empty((T, N, Kr), dt)
     K.gru_q_forward(azr, ahn, v_in, h0q, _hrows(zr, I, stacked, dt), _hrows(hn, 0, stacked, dt), float(sc["x_zr"]),
                     float(sc["x_hn"]), zr["k"], hn["k"], zr["c"], hn["c"], ar_in["c"], float(sc["y_n"]), yb, pn,
                     stacked, ones, *tabs, F, hz, hh, n=N * T * H)
-    hq = F[:, :, K.gru_q.HQ]
+    hq = F[:, :, K.gru_q.HQ]  # (T, N, H)
     ctx = dict(x_shape=x.shape, h0=h0, h0q=h0q, hq=hq, F=F, hz=hz, hh=hh, arr=arr, xz=xz, xi=xi, sc=dict(sc),
                pn=pn, stacked=stacked, azr=azr, ahn=ahn, v_in=v_in)
     stats = None
@@ -165,14 +165,16 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
             c0 = qgru_forward(layer, x, h0, sc, None, None, False)[1]
         else:
             c0 = ctx
-        hreal = np.concatenate([c0["h0q"][:, None], c0["hq"][:, :-1]], axis=1) / 128.0
+        hreal = np.concatenate([c0["h0q"][None], c0["hq"][:-1]]) / 128.0  # the h inputs of every step
         # acc/(sx·sw) = v/sy for every array (v = acc·k, k = sy/(sx·sw) > 0 without noise)
         stats = {"x_zr": max(amax(x), amax(hreal)), "x_in": amax(x), "x_hn": amax(hreal),
                  "weight_zr": amax(arrays["zr"][0]), "weight_in": amax(arrays["in"][0]),
                  "weight_hn": amax(arrays["hn"][0]),
                  "y_zr": f32(amax(c0["azr"][..., :2 * H] * zr["k"]) / sc["y_zr"]),
                  "y_n": f32(max(amax(c0["v_in"]), amax(c0["ahn"][..., :H] * hn["k"])) / sc["y_n"])}
-    return hq * f32(1 / 128), ctx, stats
+    y = np.empty((N, T, H), f32)
+    np.multiply(hq.transpose(1, 0, 2), f32(1 / 128), out=y)
+    return y, ctx, stats
 
 
 def _weight_grad(a, g, xs, hs, pn, stacked):
@@ -217,17 +219,17 @@ def qgru_backward(layer, dy, ctx):
     H = layer.hidden_size
     arr, sc, pn, stacked = ctx["arr"], ctx["sc"], ctx["pn"], ctx["stacked"]
     zr, ar_in, hn = arr["zr"], arr["in"], arr["hn"]
-    G = np.empty((N, T, 4 * H), f32)
+    G = np.empty((T, N, 4 * H), f32)
     dh0 = np.empty((N, H), f32)
     wT = lambda a, I0: _padded(np.concatenate([a["wp"][I0:].T, a["wn"][I0:].T], 1) if stacked  # noqa: E731
                                else a["wp"][I0:].T, f32)
-    K.gru_q_backward(np.ascontiguousarray(dy, dtype=f32), ctx["h0q"], ctx["F"], wT(zr, I), wT(hn, 0),
+    K.gru_q_backward(np.ascontiguousarray(dy.transpose(1, 0, 2), dtype=f32), ctx["h0q"], ctx["F"], wT(zr, I), wT(hn, 0),
                      float(sc["x_zr"]), float(sc["x_hn"]), pn, stacked, G, dh0, n=N * T * H)
-    G2 = G.reshape(N * T, 4 * H)  # column blocks: BLAS takes the row stride
+    G2 = G.reshape(T * N, 4 * H)  # column blocks: BLAS takes the row stride
     g_zr, g_hn, g_in = G2[:, :2 * H], G2[:, 2 * H:3 * H], G2[:, 3 * H:]
     Kr = ctx["hz"].shape[2]
     hsplit = lambda h: (h[:, :H], h[:, H:]) if stacked else (h, None)  # noqa: E731
-    hz, hh = hsplit(ctx["hz"].reshape(N * T, Kr)), hsplit(ctx["hh"].reshape(N * T, Kr))
+    hz, hh = hsplit(ctx["hz"].reshape(T * N, Kr)), hsplit(ctx["hh"].reshape(T * N, Kr))
     grads = {"zr": _weight_grad(zr, g_zr, ctx["xz"], hz, pn, stacked),
              "in": _weight_grad(ar_in, g_in, ctx["xi"], None, pn, stacked),
              "hn": _weight_grad(hn, g_hn, hh, None, pn, stacked)}
@@ -236,7 +238,7 @@ def qgru_backward(layer, dy, ctx):
     dx += _input_grad(g_in, ar_in, ctx["xi"], sc["x_in"], I, stacked)
     h128 = ctx["h0"].astype(np.float64) * 128.0  # h0 enters as clip(R(h0·128), -128, 127)
     dh0_real = np.where((h128 >= -128) & (h128 <= 127), dh0, 0.0)
-    return dx.reshape(N, T, I).astype(f32, copy=False), dh0_real.astype(f32)
+    return np.ascontiguousarray(dx.reshape(T, N, I).transpose(1, 0, 2), dtype=f32), dh0_real.astype(f32)
 
 
 def _to_params(layer, grads, I, H):
