@@ -14,6 +14,7 @@ import numpy as np
 
 from . import kernels as K
 from .cim import amax, checked_gain, noisy_bias, weight_codes
+from .conv_ops import column_sums
 from .quant import pow2_exponent
 
 __all__ = ["array_params", "qgru_forward", "qgru_backward", "luts"]
@@ -177,9 +178,10 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
     return y, ctx, stats
 
 
-def _weight_grad(a, g, xs, hs, pn, stacked):
+def _weight_grad(a, g, gsum, xs, hs, pn, stacked):
     """dL/dW (O, K) of one array (straight-through, masked by the weight clip) from g (M, O) = dL/d(accumulator)
-    and the A operands: xs, hs (positive/signed codes, negative codes or None) of the x and h columns."""
+    and its column sums gsum (O,); the A operands: xs, hs (positive/signed codes, negative codes or None) of the
+    x and h columns."""
     parts = [p for p in (xs, hs) if p is not None]
     O = g.shape[1]
     Kin = sum(p[0].shape[1] for p in parts)
@@ -197,7 +199,7 @@ def _weight_grad(a, g, xs, hs, pn, stacked):
         dwq = dwq * wf[:Kin].T - prod(1) * wf[Kin:].T if stacked else dwq * wf.T
     dW = np.zeros(a["wq"].shape, f32)
     K.scale_masked(np.ascontiguousarray(dwq, dtype=f32), a["wmask"], a["sw"], dW, True, n=dW.size)
-    gb = g.sum(axis=0) * (a["b_factor"] if a["noisy"] else 128.0)
+    gb = gsum * (a["b_factor"] if a["noisy"] else 128.0)
     db = np.where(a["bmask"] != 0, gb, 0.0) * float(a["P"]) / 128.0
     return dW, db.astype(f32)
 
@@ -230,9 +232,10 @@ def qgru_backward(layer, dy, ctx):
     Kr = ctx["hz"].shape[2]
     hsplit = lambda h: (h[:, :H], h[:, H:]) if stacked else (h, None)  # noqa: E731
     hz, hh = hsplit(ctx["hz"].reshape(T * N, Kr)), hsplit(ctx["hh"].reshape(T * N, Kr))
-    grads = {"zr": _weight_grad(zr, g_zr, ctx["xz"], hz, pn, stacked),
-             "in": _weight_grad(ar_in, g_in, ctx["xi"], None, pn, stacked),
-             "hn": _weight_grad(hn, g_hn, hh, None, pn, stacked)}
+    gs = column_sums(G2)
+    grads = {"zr": _weight_grad(zr, g_zr, gs[:2 * H], ctx["xz"], hz, pn, stacked),
+             "in": _weight_grad(ar_in, g_in, gs[3 * H:], ctx["xi"], None, pn, stacked),
+             "hn": _weight_grad(hn, g_hn, gs[2 * H:3 * H], hh, None, pn, stacked)}
     _to_params(layer, grads, I, H)
     dx = _input_grad(g_zr, zr, ctx["xz"], sc["x_zr"], I, stacked)
     dx += _input_grad(g_in, ar_in, ctx["xi"], sc["x_in"], I, stacked)

@@ -102,7 +102,7 @@ def test_conv_transpose_forward_and_gradients_exact(case):
     np.testing.assert_array_equal(D.conv2d_dw(g, xr, geo, out_hw=(d["H"], d["W"])), want_dw)
 
 
-@pytest.mark.parametrize("n", [1, 5, 6, 7, 13, 25])
+@pytest.mark.parametrize("n", [1, 5, 6, 7, 10, 13, 22, 25])  # every compiled row count, both widths
 @pytest.mark.parametrize("ncols", [LANES, 2 * LANES, 3 * LANES, 4 * LANES])
 def test_rows_fma_every_tile_size(n, ncols):
     rng = np.random.default_rng(n * ncols)
