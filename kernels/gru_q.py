@@ -64,14 +64,21 @@ def _acc_rows(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
 # element: rint, clips and float-to-int conversions, six table reads); the table reads get passes of their own.
 
 @numba.njit(**OPTIONS)
-def _out_codes(acc, k, lo, hi, off, n, ci, m):
+def _out_codes(acc, k, lo, hi, off, n, ci, m, track):
     """Array outputs y = R(clip(acc·k)) as table indices ci = y + off (int32), and the clip masks m (float32),
-    for the first n columns of the accumulator row acc. acc·k in float64: exact whatever acc's dtype."""
+    for the first n columns of the accumulator row acc. acc·k in float64: exact whatever acc's dtype.
+    Returns max |acc| over the n columns when `track` (a separate loop: a float max reduction does not
+    vectorize without fastmath), else 0."""
     flo, fhi = np.float64(lo), np.float64(hi)
     for j in range(n):
         v = acc[j] * k
         ci[j] = np.int32(min(max(np.rint(v), flo), fhi)) + off
         m[j] = np.float32(1.0) if (v >= flo) & (v <= fhi) else np.float32(0.0)
+    mx = 0.0
+    if track:
+        for j in range(n):
+            mx = max(mx, abs(np.float64(acc[j])))
+    return mx
 
 
 @numba.njit(**OPTIONS)
@@ -146,47 +153,70 @@ def _factors(zr, nq, hp, d2, dn, ch, mh, mi, off, ones, kfz, kfr, kfh, cin, H, F
         Fr[FI, j] = mi[j] * cin
 
 
+@numba.njit(**OPTIONS)
+def _bias_rows(acc, bias, N, C):
+    """acc (N, C) (+)= bias (C,) on every row."""
+    for b in range(N):
+        for j in range(C):
+            acc[b, j] += bias[j]
+
+
 @kernel
-def gru_q_forward(azr, ahn, v_in, h0, wzr, whn, sx_zr, sx_hn, kzr, khn, czr, chn, cin, sy_n, yb, pn, stacked, ones,
-                  lut_sig, lut_tanh, dsig, dtanh, F, hz, hh):
+def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, kzr, kin, khn, czr, chn, cin, sy_n,
+                  yb, pn, stacked, ones, lut_sig, lut_tanh, dsig, dtanh, track, F, hz, hh, amax_acc):
     """One call for the whole sequence, time-major (each step's rows are one contiguous block, which the
-    hardware prefetchers follow; batch-major rows at a stride of T rows ran the step 5x slower).
-    Shapes (T steps, N batch, H hidden, Kr = 2H if stacked else H):
-    azr (T, N, Cz) dt: in: the x part + bias of the zr array (columns ≥ 2H are padding); out: its full
-        accumulator.  ahn (T, N, Ch) dt: in: bias of the hn array; out: its accumulator.  dt: float32 when
-        exact (the caller checks the 2^24 bound), else float64.
-    v_in (T, N, H) dt the in array's output before rounding; h0 (N, H) float32 Q7 codes.
-    wzr (Kr, Cz), whn (Kr, Ch) dt: the h rows of the zr and hn arrays ([Wp; Wn] when stacked), padded columns.
-    czr, chn, cin: d(real output)/d(accumulator) of the arrays (1/(sx·sw), or 1/(G·sy) with noise); sy_n the
-    scale of n_pre.  lut_sig, lut_tanh, dsig (σ'), dtanh (tanh', 0 where the LUT output clips): float32
-    (2^yb,), index code + 2^(yb-1).
+    hardware prefetchers follow; batch-major rows at a stride of T rows ran the step 5x slower). The three
+    arrays' accumulators live in per-step scratch rows, x part included, so they never go to memory.
+    Shapes (T steps, N batch, I input, H hidden; Kx = 2I and Kr = 2H if stacked, else I and H; Cz, Ci, Ch:
+    2H, H, H padded to a multiple of LANES); dt: float32 when exact (the caller checks the 2^24 bound), else
+    float64:
+    xz, xi (T, N, Kx) dt: the x input codes of the zr and in arrays ([pos | neg] when stacked, pos - neg when
+        not); h0 (N, H) float32 Q7 codes.
+    wzx (Kx, Cz), wix (Kx, Ci): the x rows of the zr and in arrays; wzr (Kr, Cz), whn (Kr, Ch): the h rows of
+        the zr and hn arrays ([Wp; Wn] when stacked), all dt with zero padding columns; bzr (Cz,), bin_ (Ci,),
+        bhn (Ch,) dt: the bias terms.
+    kzr, kin, khn: output = accumulator·k (sy/(sx·sw) without noise, 1/G with noise); czr, chn, cin:
+        d(real output)/d(accumulator) (1/(sx·sw), or 1/(G·sy) with noise); sy_n the scale of n_pre.
+    lut_sig, lut_tanh, dsig (σ'), dtanh (tanh', 0 where the LUT output clips): float32 (2^yb,), index
+        code + 2^(yb-1).
     Outputs: F (T, N, NF, H) float32: field HQ the h' codes, FZ..FD the backward factors (see above), with
     the straight-through masks of every clip folded in; hz, hh (T, N, Kr) dt: the h input codes (the A rows
-    of the recurrent products, and of the weight gradients).
+    of the recurrent products, and of the weight gradients); amax_acc (3,) float64: max |accumulator| of the
+    zr, hn and in arrays over the sequence, when `track` (auto-scale statistics).
     """
-    T, N, Cz = azr.shape
-    Ch = ahn.shape[2]
+    T, N, Kx = xz.shape
+    Cz, Ci, Ch = wzx.shape[1], wix.shape[1], whn.shape[1]
     H = h0.shape[1]
     Kr = hz.shape[2]
     lo = -(1 << (yb - 1))
     hi = (1 << (yb - 1)) - 1
     off = 1 << (yb - 1)
-    az, ah, wz, wh = azr.reshape(azr.size), ahn.reshape(ahn.size), wzr.reshape(wzr.size), whn.reshape(whn.size)
-    hzf, hhf = hz.reshape(hz.size), hh.reshape(hh.size)  # flat views for the tile
+    dt = hz.dtype
+    az, ai, ah = np.empty((N, Cz), dt), np.empty((N, Ci), dt), np.empty((N, Ch), dt)
+    azf, aif, ahf = az.reshape(az.size), ai.reshape(ai.size), ah.reshape(ah.size)  # flat views for the tile
+    xzf, xif, hzf, hhf = xz.reshape(xz.size), xi.reshape(xi.size), hz.reshape(hz.size), hh.reshape(hh.size)
+    wzxf, wixf, wzf, whf = wzx.reshape(wzx.size), wix.reshape(wix.size), wzr.reshape(wzr.size), whn.reshape(whn.size)
     f4 = np.float32
     ci2, m2, zr, d2 = np.empty(2 * H, np.int32), np.empty(2 * H, f4), np.empty(2 * H, f4), np.empty(2 * H, f4)
     ch, mh, cn, mi, cs, ms, nq, dn = (np.empty(H, np.int32), np.empty(H, f4), np.empty(H, np.int32), np.empty(H, f4),
                                       np.empty(H, np.int32), np.empty(H, f4), np.empty(H, f4), np.empty(H, f4))
     kfz, kfr, kfh = f4(ones / 16384.0 * czr), f4(ones / 128.0 / sy_n * czr), f4(chn / 128.0)
+    amax_acc[:] = 0.0
     for b in range(N):
         _h_codes(h0[b], H, sx_zr, sx_hn, pn, stacked, hz[0, b], hh[0, b])
     for t in range(T):
-        acc_rows(N, Cz, hzf, t * N * Kr, Kr, Kr, wz, Cz, az, t * N * Cz, Cz, True)
-        acc_rows(N, Ch, hhf, t * N * Kr, Kr, Kr, wh, Ch, ah, t * N * Ch, Ch, True)
+        acc_rows(N, Cz, xzf, t * N * Kx, Kx, Kx, wzxf, Cz, azf, 0, Cz, False)  # x part, then bias, then h part
+        _bias_rows(az, bzr, N, Cz)
+        acc_rows(N, Cz, hzf, t * N * Kr, Kr, Kr, wzf, Cz, azf, 0, Cz, True)
+        acc_rows(N, Ci, xif, t * N * Kx, Kx, Kx, wixf, Ci, aif, 0, Ci, False)
+        _bias_rows(ai, bin_, N, Ci)
+        ah[:] = 0.0
+        _bias_rows(ah, bhn, N, Ch)
+        acc_rows(N, Ch, hhf, t * N * Kr, Kr, Kr, whf, Ch, ahf, 0, Ch, True)
         for b in range(N):
-            _out_codes(azr[t, b], kzr, lo, hi, off, 2 * H, ci2, m2)
-            _out_codes(ahn[t, b], khn, lo, hi, off, H, ch, mh)
-            _out_codes(v_in[t, b], 1.0, lo, hi, off, H, cn, mi)
+            amax_acc[0] = max(amax_acc[0], _out_codes(az[b], kzr, lo, hi, off, 2 * H, ci2, m2, track))
+            amax_acc[1] = max(amax_acc[1], _out_codes(ah[b], khn, lo, hi, off, H, ch, mh, track))
+            amax_acc[2] = max(amax_acc[2], _out_codes(ai[b], kin, lo, hi, off, H, cn, mi, track))
             _lookup(ci2, 2 * H, lut_sig, dsig, m2, zr, d2)
             _n_pre(cn, ch, zr[H:], off, lo, hi, H, cs, ms)
             _lookup(cs, H, lut_tanh, dtanh, ms, nq, dn)

@@ -85,16 +85,16 @@ def _array(owner, name, W, b, cfg, sx, sw, noise, rng, yscale, dt=np.float64):
 
 
 def _xcodes(x2, sx, xb, pn, stacked, dt):
-    """Input codes of x2 (M, K) float32 for one array: (A, An, mask). A (M, K) dt holds the positive codes
-    when `stacked` (An the negative ones), else the signed codes pos - neg (An None: without noise Wn = -Wp,
-    and FALSE has no negative branch); mask (M, K) int8 is the straight-through factor of `quantize_input`."""
+    """Input codes of x2 (M, K) float32 for one array: (A, parts, mask). A (M, Ka) dt is the tile's operand:
+    [pos | neg] (Ka = 2K) when `stacked`, else the signed codes pos - neg (without noise Wn = -Wp, and FALSE
+    has no negative branch); parts = (pos, neg) views of A, or (A, None); mask (M, K) int8 is the
+    straight-through factor of `quantize_input`."""
     M, Kin = x2.shape
     xa = np.empty((M, 2 * Kin if stacked else Kin), f32)
     mask = np.empty((M, Kin), np.int8)
     K.quantize_input(x2, sx, 0.0, 0, (1 << xb) - 1, pn, stacked, False, xa, _EMPTY, mask, n=x2.size)
-    if stacked:
-        return xa[:, :Kin].astype(dt), xa[:, Kin:].astype(dt), mask
-    return xa.astype(dt, copy=False), None, mask
+    A = xa.astype(dt, copy=False)
+    return A, ((A[:, :Kin], A[:, Kin:]) if stacked else (A, None)), mask
 
 
 def _padded(a, dt):
@@ -105,18 +105,10 @@ def _padded(a, dt):
     return out
 
 
-def _hrows(a, I, stacked, dt):
-    """The h rows (K, O) of an array's weights (rows from I on), [Wp; Wn] when stacked, padded columns."""
-    return _padded(np.concatenate([a["wp"][I:], a["wn"][I:]]) if stacked else a["wp"][I:], dt)
-
-
-def _project(xs, a, I, stacked, dt):
-    """The x part of an array's accumulator, bias included: (M, O') dt with padded columns (zeros there)."""
-    out = xs[0] @ _padded(a["wp"][:I], dt)
-    if stacked:
-        out += xs[1] @ _padded(a["wn"][:I], dt)
-    out += _padded(a["bias"][None, :], dt)[0]
-    return out
+def _wrows(a, r0, r1, stacked, dt):
+    """Rows r0:r1 (K, O) of an array's weights, [Wp; Wn] when stacked, with padded columns."""
+    wp = a["wp"][r0:r1]
+    return _padded(np.concatenate([wp, a["wn"][r0:r1]]) if stacked else wp, dt)
 
 
 def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
@@ -144,26 +136,26 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
     xz = _xcodes(x2, sc["x_zr"], xb, pn, stacked, dt)
     xi = _xcodes(x2, sc["x_in"], xb, pn, stacked, dt)
     zr, ar_in, hn = arr["zr"], arr["in"], arr["hn"]
-    azr = _project(xz, zr, I, stacked, dt).reshape(T, N, -1)  # the recurrence adds the h part in place
-    v_in = np.ascontiguousarray((_project(xi, ar_in, I, stacked, dt)[:, :H] * ar_in["k"]).reshape(T, N, H))
-    ahn = np.empty((T, N, _padded(hn["bias"][None, :], dt).shape[1]), dt)
-    ahn[...] = _padded(hn["bias"][None, :], dt)[0]
     h0q = np.clip(np.rint(h0.astype(np.float64) * 128.0), -128, 127).astype(f32)
     ones = float(layer.scale_ones)
     tabs = [t.astype(f32) for t in luts(yb, ones, sc["y_zr"], sc["y_n"])]
     F = np.empty((T, N, K.gru_q.NF, H), f32)
     Kr = 2 * H if stacked else H
     hz, hh = np.empty((T, N, Kr), dt), np.empty((T, N, Kr), dt)
-    K.gru_q_forward(azr, ahn, v_in, h0q, _hrows(zr, I, stacked, dt), _hrows(hn, 0, stacked, dt), float(sc["x_zr"]),
-                    float(sc["x_hn"]), zr["k"], hn["k"], zr["c"], hn["c"], ar_in["c"], float(sc["y_n"]), yb, pn,
-                    stacked, ones, *tabs, F, hz, hh, n=N * T * H)
+    amax_acc = np.zeros(3)
+    brow = lambda a: _padded(a["bias"][None, :], dt)[0]  # noqa: E731
+    K.gru_q_forward(xz[0].reshape(T, N, -1), xi[0].reshape(T, N, -1), h0q, _wrows(zr, 0, I, stacked, dt),
+                    _wrows(ar_in, 0, I, stacked, dt), _wrows(zr, I, I + H, stacked, dt), _wrows(hn, 0, H, stacked, dt),
+                    brow(zr), brow(ar_in), brow(hn), float(sc["x_zr"]), float(sc["x_hn"]), zr["k"], ar_in["k"],
+                    hn["k"], zr["c"], hn["c"], ar_in["c"], float(sc["y_n"]), yb, pn, stacked, ones, *tabs,
+                    bool(want_stats) and not noisy, F, hz, hh, amax_acc, n=N * T * H)
     hq = F[:, :, K.gru_q.HQ]  # (T, N, H)
     ctx = dict(x_shape=x.shape, h0=h0, h0q=h0q, hq=hq, F=F, hz=hz, hh=hh, arr=arr, xz=xz, xi=xi, sc=dict(sc),
-               pn=pn, stacked=stacked, azr=azr, ahn=ahn, v_in=v_in)
+               pn=pn, stacked=stacked, amax_acc=amax_acc)
     stats = None
     if want_stats:
         if noisy:  # the y statistics are the noiseless accumulators' (chip.md §5)
-            c0 = qgru_forward(layer, x, h0, sc, None, None, False)[1]
+            c0 = qgru_forward(layer, x, h0, sc, None, None, True)[1]
         else:
             c0 = ctx
         hreal = np.concatenate([c0["h0q"][None], c0["hq"][:-1]]) / 128.0  # the h inputs of every step
@@ -171,8 +163,8 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
         stats = {"x_zr": max(amax(x), amax(hreal)), "x_in": amax(x), "x_hn": amax(hreal),
                  "weight_zr": amax(arrays["zr"][0]), "weight_in": amax(arrays["in"][0]),
                  "weight_hn": amax(arrays["hn"][0]),
-                 "y_zr": f32(amax(c0["azr"][..., :2 * H] * zr["k"]) / sc["y_zr"]),
-                 "y_n": f32(max(amax(c0["v_in"]), amax(c0["ahn"][..., :H] * hn["k"])) / sc["y_n"])}
+                 "y_zr": f32(f32(c0["amax_acc"][0] * zr["k"]) / sc["y_zr"]),
+                 "y_n": f32(max(f32(c0["amax_acc"][2] * ar_in["k"]), f32(c0["amax_acc"][1] * hn["k"])) / sc["y_n"])}
     y = np.empty((N, T, H), f32)
     np.multiply(hq.transpose(1, 0, 2), f32(1 / 128), out=y)
     return y, ctx, stats
@@ -233,8 +225,8 @@ def qgru_backward(layer, dy, ctx):
     hsplit = lambda h: (h[:, :H], h[:, H:]) if stacked else (h, None)  # noqa: E731
     hz, hh = hsplit(ctx["hz"].reshape(T * N, Kr)), hsplit(ctx["hh"].reshape(T * N, Kr))
     gs = column_sums(G2)
-    grads = {"zr": _weight_grad(zr, g_zr, gs[:2 * H], ctx["xz"], hz, pn, stacked),
-             "in": _weight_grad(ar_in, g_in, gs[3 * H:], ctx["xi"], None, pn, stacked),
+    grads = {"zr": _weight_grad(zr, g_zr, gs[:2 * H], ctx["xz"][1], hz, pn, stacked),
+             "in": _weight_grad(ar_in, g_in, gs[3 * H:], ctx["xi"][1], None, pn, stacked),
              "hn": _weight_grad(hn, g_hn, gs[2 * H:3 * H], hh, None, pn, stacked)}
     _to_params(layer, grads, I, H)
     dx = _input_grad(g_zr, zr, ctx["xz"], sc["x_zr"], I, stacked)
