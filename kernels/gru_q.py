@@ -275,7 +275,8 @@ def gru_q_backward(dhs, h0, F, wzrT, whnT, sx_zr, sx_hn, pn, stacked, G, dh0):
     dhs (T, N, H) dL/dh_t (real h = code/128); F the forward's saved (T, N, NF, H); wzrT (2H, Ca), whnT (H, Ca)
     float32: the h rows' weights transposed ([Wpᵀ | Wnᵀ] when stacked), columns padded (Ca ≥ Kr, a multiple of
     LANES).
-    Outputs: G (T, N, 4H) = [dL/d acc_zr (2H) | dL/d acc_hn (H) | dL/d acc_in (H)], dh0 (N, H).
+    Outputs: G (T, N, ldg) with ldg ≥ 4H: [dL/d acc_zr (2H) | dL/d acc_hn (H) | dL/d acc_in (H)] (columns
+    past 4H untouched), dh0 (N, H).
     """
     T, N, H = dhs.shape
     Ca = wzrT.shape[1]
@@ -284,7 +285,7 @@ def gru_q_backward(dhs, h0, F, wzrT, whnT, sx_zr, sx_hn, pn, stacked, G, dh0):
     a2 = np.empty((N, Ca), np.float32)
     gf, wz, wh = G.reshape(G.size), wzrT.reshape(wzrT.size), whnT.reshape(whnT.size)
     a1f, a2f = a1.reshape(a1.size), a2.reshape(a2.size)
-    H4 = 4 * H
+    H4 = G.shape[2]
     for t in range(T - 1, -1, -1):
         for b in range(N):
             _back_row(dh[b], dhs[t, b], F[t, b], G[t, b], H)

@@ -170,20 +170,34 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
     return y, ctx, stats
 
 
-def _weight_grad(a, g, gsum, xs, hs, pn, stacked):
-    """dL/dW (O, K) of one array (straight-through, masked by the weight clip) from g (M, O) = dL/d(accumulator)
-    and its column sums gsum (O,); the A operands: xs, hs (positive/signed codes, negative codes or None) of the
-    x and h columns."""
+def _parts(A, n, stacked):
+    """The tile operands (array, first column, columns) of codes A (M, n or 2n): (pos, neg) when stacked,
+    else (signed codes, None); float32 (codes up to 255 are exact)."""
+    A = A.astype(f32, copy=False)
+    return ((A, 0, n), (A, n, n)) if stacked else ((A, 0, n), None)
+
+
+def _at_g(part, G2, g0, O):
+    """X[:, c0:c0+n]ᵀ @ G2[:, g0:g0+O] -> (n, O) float32, on the tile (`at_b`). G2 (M, ldg) needs the
+    readable columns the tile's padded width asks for (the caller's slack)."""
+    X, c0, n = part
+    C = np.empty((n, -(-O // K.LANES) * K.LANES), f32)
+    K.at_b(X.reshape(X.size), c0, X.shape[1], n, X.shape[0], G2.reshape(G2.size), g0, G2.shape[1], C)
+    return C[:, :O]
+
+
+def _weight_grad(a, G2, g0, O, gsum, xs, hs, stacked):
+    """dL/dW (O, K) and dL/db (O,) of one array (straight-through, masked by the weight clip) from its block
+    G2[:, g0:g0+O] of dL/d(accumulator) and the block's column sums gsum (O,); xs, hs: the `_parts` of the
+    x and h input columns (hs None for an array without them)."""
     parts = [p for p in (xs, hs) if p is not None]
-    O = g.shape[1]
-    Kin = sum(p[0].shape[1] for p in parts)
-    gT = g.T
+    Kin = sum(p[0][2] for p in parts)
 
     def prod(i):
         out, c = np.empty((O, Kin), f32), 0
         for p in parts:
-            out[:, c:c + p[i].shape[1]] = gT @ p[i].astype(f32, copy=False)
-            c += p[i].shape[1]
+            out[:, c:c + p[i][2]] = _at_g(p[i], G2, g0, O).T
+            c += p[i][2]
         return out
     dwq = prod(0)
     if a["noisy"]:
@@ -213,21 +227,24 @@ def qgru_backward(layer, dy, ctx):
     H = layer.hidden_size
     arr, sc, pn, stacked = ctx["arr"], ctx["sc"], ctx["pn"], ctx["stacked"]
     zr, ar_in, hn = arr["zr"], arr["in"], arr["hn"]
-    G = np.empty((T, N, 4 * H), f32)
+    # G rows: [zr | hn | in] gradients plus zero slack, so that each block's tile reads (padded to LANES
+    # columns) stay inside its row
+    G = np.empty((T, N, 3 * H + -(-H // K.LANES) * K.LANES), f32)
+    G[:, :, 4 * H:] = 0
     dh0 = np.empty((N, H), f32)
     wT = lambda a, I0: _padded(np.concatenate([a["wp"][I0:].T, a["wn"][I0:].T], 1) if stacked  # noqa: E731
                                else a["wp"][I0:].T, f32)
     K.gru_q_backward(np.ascontiguousarray(dy.transpose(1, 0, 2), dtype=f32), ctx["h0q"], ctx["F"], wT(zr, I), wT(hn, 0),
                      float(sc["x_zr"]), float(sc["x_hn"]), pn, stacked, G, dh0, n=N * T * H)
-    G2 = G.reshape(T * N, 4 * H)  # column blocks: BLAS takes the row stride
-    g_zr, g_hn, g_in = G2[:, :2 * H], G2[:, 2 * H:3 * H], G2[:, 3 * H:]
+    G2 = G.reshape(T * N, G.shape[2])
+    g_zr, g_in = G2[:, :2 * H], G2[:, 3 * H:4 * H]  # column blocks: BLAS takes the row stride
     Kr = ctx["hz"].shape[2]
-    hsplit = lambda h: (h[:, :H], h[:, H:]) if stacked else (h, None)  # noqa: E731
-    hz, hh = hsplit(ctx["hz"].reshape(T * N, Kr)), hsplit(ctx["hh"].reshape(T * N, Kr))
     gs = column_sums(G2)
-    grads = {"zr": _weight_grad(zr, g_zr, gs[:2 * H], ctx["xz"][1], hz, pn, stacked),
-             "in": _weight_grad(ar_in, g_in, gs[3 * H:], ctx["xi"][1], None, pn, stacked),
-             "hn": _weight_grad(hn, g_hn, gs[2 * H:3 * H], hh, None, pn, stacked)}
+    grads = {"zr": _weight_grad(zr, G2, 0, 2 * H, gs[:2 * H], _parts(ctx["xz"][0], I, stacked),
+                                _parts(ctx["hz"].reshape(T * N, Kr), H, stacked), stacked),
+             "in": _weight_grad(ar_in, G2, 3 * H, H, gs[3 * H:4 * H], _parts(ctx["xi"][0], I, stacked), None, stacked),
+             "hn": _weight_grad(hn, G2, 2 * H, H, gs[2 * H:3 * H], _parts(ctx["hh"].reshape(T * N, Kr), H, stacked),
+                                None, stacked)}
     _to_params(layer, grads, I, H)
     dx = _input_grad(g_zr, zr, ctx["xz"], sc["x_zr"], I, stacked)
     dx += _input_grad(g_in, ar_in, ctx["xi"], sc["x_in"], I, stacked)
