@@ -267,32 +267,59 @@ def _through_codes(hp, a1, a2, sx_zr, sx_hn, pn, stacked, H, dh):
             dh[k] += (fz * a1[k] if (uz >= z0) & (uz <= c255) else z0) + (fh * a2[k] if (uh >= z0) & (uh <= c255) else z0)
 
 
+@numba.njit(**OPTIONS)
+def _x_grad(d, mask, sx, stacked, half, n, first, dx):
+    """dx (+)= dL/dx through one array's x input codes: d the row of dL/d(codes) ([pos | neg] blocks at 0
+    and `half` when stacked); mask the `quantize_input` factors: stacked: +1 the pos code (d code/dx = sx),
+    -1 the neg code (-sx), 0 clipped; else any nonzero passes sx (signed codes pos - neg)."""
+    f4 = np.float32
+    s = f4(sx)
+    z0 = f4(0.0)
+    for i in range(n):
+        m = mask[i]
+        if stacked:
+            v = d[i] * s if m > 0 else (d[half + i] * -s if m < 0 else z0)
+        else:
+            v = d[i] * s if m != 0 else z0
+        dx[i] = v if first else dx[i] + v
+
+
 @kernel
-def gru_q_backward(dhs, h0, F, wzrT, whnT, sx_zr, sx_hn, pn, stacked, G, dh0):
+def gru_q_backward(dhs, h0, F, wzrT, whnT, wzxT, wixT, mz, mi, sx_zr, sx_hn, sxz, sxi, pn, stacked, G, dx, dh0):
     """Straight-through backward through time of `gru_q_forward` (all gradients in real units, float32),
     time-major like it.
 
     dhs (T, N, H) dL/dh_t (real h = code/128); F the forward's saved (T, N, NF, H); wzrT (2H, Ca), whnT (H, Ca)
     float32: the h rows' weights transposed ([Wpᵀ | Wnᵀ] when stacked), columns padded (Ca ≥ Kr, a multiple of
-    LANES).
+    LANES); wzxT (2H, Cx), wixT (H, Cx) the x rows' weights transposed, each block padded to Ip columns
+    ([Wpᵀ | Wnᵀ] when stacked: Cx = 2Ip, else Ip); mz, mi (T, N, I) int8 the x codes' straight-through masks
+    of the zr and in arrays (`quantize_input`), sxz, sxi their input scales.
     Outputs: G (T, N, ldg) with ldg ≥ 4H: [dL/d acc_zr (2H) | dL/d acc_hn (H) | dL/d acc_in (H)] (columns
-    past 4H untouched), dh0 (N, H).
+    past 4H untouched), dx (T, N, I) float32, dh0 (N, H).
     """
     T, N, H = dhs.shape
-    Ca = wzrT.shape[1]
+    I = dx.shape[2]
+    Ca, Cx = wzrT.shape[1], wzxT.shape[1]
+    half = Cx // 2
     dh = np.zeros((N, H), np.float32)
-    a1 = np.empty((N, Ca), np.float32)
-    a2 = np.empty((N, Ca), np.float32)
+    a1, a2 = np.empty((N, Ca), np.float32), np.empty((N, Ca), np.float32)
+    e1, e2 = np.empty((N, Cx), np.float32), np.empty((N, Cx), np.float32)
     gf, wz, wh = G.reshape(G.size), wzrT.reshape(wzrT.size), whnT.reshape(whnT.size)
-    a1f, a2f = a1.reshape(a1.size), a2.reshape(a2.size)
+    wzx, wix = wzxT.reshape(wzxT.size), wixT.reshape(wixT.size)
+    a1f, a2f, e1f, e2f = a1.reshape(a1.size), a2.reshape(a2.size), e1.reshape(e1.size), e2.reshape(e2.size)
     H4 = G.shape[2]
     for t in range(T - 1, -1, -1):
         for b in range(N):
             _back_row(dh[b], dhs[t, b], F[t, b], G[t, b], H)
-        acc_rows(N, Ca, gf, t * N * H4, H4, 2 * H, wz, Ca, a1f, 0, Ca, False)  # a1 = dL/d acc_zr @ W_zr,hᵀ
-        acc_rows(N, Ca, gf, t * N * H4 + 2 * H, H4, H, wh, Ca, a2f, 0, Ca, False)
+        g0 = t * N * H4
+        acc_rows(N, Ca, gf, g0, H4, 2 * H, wz, Ca, a1f, 0, Ca, False)  # a1 = dL/d acc_zr @ W_zr,hᵀ
+        acc_rows(N, Ca, gf, g0 + 2 * H, H4, H, wh, Ca, a2f, 0, Ca, False)
+        acc_rows(N, Cx, gf, g0, H4, 2 * H, wzx, Cx, e1f, 0, Cx, False)  # dL/d(x codes) of the zr array
+        acc_rows(N, Cx, gf, g0 + 3 * H, H4, H, wix, Cx, e2f, 0, Cx, False)  # and of the in array
         for b in range(N):
             _through_codes(F[t - 1, b, HQ] if t > 0 else h0[b], a1[b], a2[b], sx_zr, sx_hn, pn, stacked, H, dh[b])
+            _x_grad(e1[b], mz[t, b], sxz, stacked, half, I, True, dx[t, b])
+            _x_grad(e2[b], mi[t, b], sxi, stacked, half, I, False, dx[t, b])
     for b in range(N):
         for j in range(H):
             dh0[b, j] = dh[b, j]

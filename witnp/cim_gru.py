@@ -210,17 +210,6 @@ def _weight_grad(a, G2, g0, O, gsum, xs, hs, stacked):
     return dW, db.astype(f32)
 
 
-def _input_grad(g, a, xs, sx, I, stacked):
-    """dL/dx (M, I) through one array's input codes: g (M, O) dL/d(accumulator), xs the codes' (.., mask)."""
-    mask = xs[2]
-    dxp = g @ a["wp"][:I].astype(f32).T
-    if stacked:  # Xp = R(clip(relu(x)·sx)), Xn = R(clip(relu(-x)·sx)): dXn/dx = -sx
-        dxn = g @ a["wn"][:I].astype(f32).T
-        return np.where(mask > 0, dxp * f32(sx), np.where(mask < 0, dxn * f32(-sx), f32(0)))
-    # signed codes pos - neg: d/dx = sx on either branch inside the clip
-    return np.where(mask != 0, dxp * f32(sx), f32(0))
-
-
 def qgru_backward(layer, dy, ctx):
     """dy (N, T, H) float32 -> dx (N, T, I), dh0 (N, H); adds the parameter gradients into layer.grads."""
     N, T, I = ctx["x_shape"]
@@ -232,12 +221,17 @@ def qgru_backward(layer, dy, ctx):
     G = np.empty((T, N, 3 * H + -(-H // K.LANES) * K.LANES), f32)
     G[:, :, 4 * H:] = 0
     dh0 = np.empty((N, H), f32)
-    wT = lambda a, I0: _padded(np.concatenate([a["wp"][I0:].T, a["wn"][I0:].T], 1) if stacked  # noqa: E731
-                               else a["wp"][I0:].T, f32)
-    K.gru_q_backward(np.ascontiguousarray(dy.transpose(1, 0, 2), dtype=f32), ctx["h0q"], ctx["F"], wT(zr, I), wT(hn, 0),
-                     float(sc["x_zr"]), float(sc["x_hn"]), pn, stacked, G, dh0, n=N * T * H)
+    dx = np.empty((T, N, I), f32)
+
+    def wT(a, r0, r1, blocks):  # rows r0:r1 of Wp (and Wn when stacked) transposed: (O, K) with padded blocks
+        parts = [a["wp"][r0:r1].T] + ([a["wn"][r0:r1].T] if stacked else [])
+        return np.concatenate([_padded(p, f32) for p in parts], 1) if blocks else _padded(np.concatenate(parts, 1), f32)
+    mz, mi = ctx["xz"][2].reshape(T, N, I), ctx["xi"][2].reshape(T, N, I)
+    K.gru_q_backward(np.ascontiguousarray(dy.transpose(1, 0, 2), dtype=f32), ctx["h0q"], ctx["F"],
+                     wT(zr, I, I + H, False), wT(hn, 0, H, False), wT(zr, 0, I, True), wT(ar_in, 0, I, True), mz, mi,
+                     float(sc["x_zr"]), float(sc["x_hn"]), float(sc["x_zr"]), float(sc["x_in"]), pn, stacked, G, dx,
+                     dh0, n=N * T * H)
     G2 = G.reshape(T * N, G.shape[2])
-    g_zr, g_in = G2[:, :2 * H], G2[:, 3 * H:4 * H]  # column blocks: BLAS takes the row stride
     Kr = ctx["hz"].shape[2]
     gs = column_sums(G2)
     grads = {"zr": _weight_grad(zr, G2, 0, 2 * H, gs[:2 * H], _parts(ctx["xz"][0], I, stacked),
@@ -246,11 +240,9 @@ def qgru_backward(layer, dy, ctx):
              "hn": _weight_grad(hn, G2, 2 * H, H, gs[2 * H:3 * H], _parts(ctx["hh"].reshape(T * N, Kr), H, stacked),
                                 None, stacked)}
     _to_params(layer, grads, I, H)
-    dx = _input_grad(g_zr, zr, ctx["xz"], sc["x_zr"], I, stacked)
-    dx += _input_grad(g_in, ar_in, ctx["xi"], sc["x_in"], I, stacked)
     h128 = ctx["h0"].astype(np.float64) * 128.0  # h0 enters as clip(R(h0·128), -128, 127)
     dh0_real = np.where((h128 >= -128) & (h128 <= 127), dh0, 0.0)
-    return np.ascontiguousarray(dx.reshape(T, N, I).transpose(1, 0, 2), dtype=f32), dh0_real.astype(f32)
+    return np.ascontiguousarray(dx.transpose(1, 0, 2)), dh0_real.astype(f32)
 
 
 def _to_params(layer, grads, I, H):
