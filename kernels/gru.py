@@ -3,87 +3,95 @@
 torch's GRUCell, gate order r, z, n: with gi = W_ih x + b_ih (precomputed for every step by one GEMM) and
 gh = W_hh h + b_hh,
     r = σ(gi_r + gh_r),  z = σ(gi_z + gh_z),  n = tanh(gi_n + r ⊙ gh_n),  h' = (1 - z) ⊙ n + z ⊙ h.
-Each step's recurrent product runs over the whole batch with the weight row outermost, so a row of W is
-loaded once per step and reused by every batch row (the products are a small GEMM, not N matrix-vector
-products); the inner loops are contiguous and vectorize. Steps are sequential, so there is no prange.
-Weight gradients are left to the caller as large matrix products over the saved per-step gate gradients.
+Time-major like the quantized recurrence (`gru_q`): each step's rows are one contiguous block. Each step's
+recurrent product (batch rows x H x 3H) runs on the register tile of `tile`, into a scratch row block;
+the gates run per batch row. Weight gradients are left to the caller as large matrix products over the
+saved per-step gate gradients.
 """
 import math
 
+import numba
 import numpy as np
 
-from ._jit import kernel
+from ._jit import OPTIONS, kernel
+from .gru_q import acc_rows
 
 __all__ = ["gru_forward", "gru_backward"]
 
 
+@numba.njit(**OPTIONS)
+def _gates(gi, gh, hp, H, bhh, h, r, z, n, ghn):
+    """One batch row: gi (3H,) input projection, gh (3H,) W_hh h (bias bhh added here), hp (H,) h -> h', r,
+    z, n and the n part of W_hh h + b_hh."""
+    one = np.float32(1.0)
+    for j in range(H):
+        rr = one / (one + np.float32(math.exp(-(gi[j] + gh[j] + bhh[j]))))
+        zz = one / (one + np.float32(math.exp(-(gi[H + j] + gh[H + j] + bhh[H + j]))))
+        gn = gh[2 * H + j] + bhh[2 * H + j]
+        nn = np.float32(math.tanh(gi[2 * H + j] + rr * gn))
+        r[j], z[j], n[j], ghn[j] = rr, zz, nn, gn
+        h[j] = (one - zz) * nn + zz * hp[j]
+
+
 @kernel
 def gru_forward(gi, whhT, bhh, h0, hs, r, z, n, ghn):
-    """gi (N, T, 3H) float32 (W_ih x + b_ih), whhT (H, 3H) = W_hhᵀ, bhh (3H,), h0 (N, H).
+    """gi (T, N, 3H) float32 (W_ih x + b_ih), whhT (H, C3) = W_hhᵀ with columns padded to C3 (a multiple of
+    LANES), bhh (3H,), h0 (N, H).
 
-    Outputs (preallocated): hs (N, T, H) hidden states, r, z, n (N, T, H) gates, ghn (N, T, H) = (W_hh h + b_hh)_n.
+    Outputs (preallocated, time-major): hs (T, N, H) hidden states, r, z, n (T, N, H) gates, ghn (T, N, H) =
+    (W_hh h + b_hh)_n.
     """
-    N, T, H3 = gi.shape
+    T, N, H3 = gi.shape
     H = H3 // 3
-    h = h0.copy()
-    gh = np.empty((N, H3), np.float32)
-    one = np.float32(1.0)
+    C3 = whhT.shape[1]
+    gh = np.empty((N, C3), np.float32)
+    ghf, wf, hsf, h0f = gh.reshape(gh.size), whhT.reshape(whhT.size), hs.reshape(hs.size), h0.reshape(h0.size)
     for t in range(T):
+        if t == 0:
+            acc_rows(N, C3, h0f, 0, H, H, wf, C3, ghf, 0, C3, False)
+        else:
+            acc_rows(N, C3, hsf, (t - 1) * N * H, H, H, wf, C3, ghf, 0, C3, False)
         for b in range(N):
-            for j in range(H3):
-                gh[b, j] = bhh[j]
-        for k in range(H):  # gh += h @ W_hhᵀ: row k of W_hhᵀ reused by every batch row
-            for b in range(N):
-                hk = h[b, k]
-                for j in range(H3):
-                    gh[b, j] += hk * whhT[k, j]
-        for b in range(N):
-            for j in range(H):
-                rr = one / (one + np.float32(math.exp(-(gi[b, t, j] + gh[b, j]))))
-                zz = one / (one + np.float32(math.exp(-(gi[b, t, H + j] + gh[b, H + j]))))
-                nn = np.float32(math.tanh(gi[b, t, 2 * H + j] + rr * gh[b, 2 * H + j]))
-                r[b, t, j] = rr
-                z[b, t, j] = zz
-                n[b, t, j] = nn
-                ghn[b, t, j] = gh[b, 2 * H + j]
-                hs[b, t, j] = (one - zz) * nn + zz * h[b, j]
-            for j in range(H):
-                h[b, j] = hs[b, t, j]
+            _gates(gi[t, b], gh[b], hs[t - 1, b] if t > 0 else h0[b], H, bhh, hs[t, b], r[t, b], z[t, b], n[t, b],
+                   ghn[t, b])
     return hs
+
+
+@numba.njit(**OPTIONS)
+def _gate_grads(dh, dy, hp, r, z, n, ghn, H, dgi, dgh):
+    """One batch row of a backward step: dh (H,) in: dL/dh' from later steps, out: the direct path g·z;
+    dy (H,) from the output; dgi, dgh (3H,) out."""
+    one = np.float32(1.0)
+    for j in range(H):
+        g = dh[j] + dy[j]
+        rr, zz, nn = r[j], z[j], n[j]
+        dnp = g * (one - zz) * (one - nn * nn)
+        drp = dnp * ghn[j] * rr * (one - rr)
+        dzp = g * (hp[j] - nn) * zz * (one - zz)
+        dgi[j], dgi[H + j], dgi[2 * H + j] = drp, dzp, dnp
+        dgh[j], dgh[H + j], dgh[2 * H + j] = drp, dzp, dnp * rr
+        dh[j] = g * zz
 
 
 @kernel
 def gru_backward(dhs, dhT, whh, h0, hs, r, z, n, ghn, dgi, dgh, dh0):
-    """Backward through time of `gru_forward`.
+    """Backward through time of `gru_forward` (time-major).
 
-    dhs (N, T, H) dL/dh_t from the outputs, dhT (N, H) dL/dh_T from the last state, whh (3H, H) = W_hh.
-    Outputs: dgi (N, T, 3H) = dL/dgi (gate pre-activations of the input projection), dgh (N, T, 3H) = dL/dgh
+    dhs (T, N, H) dL/dh_t from the outputs, dhT (N, H) dL/dh_T from the last state, whh (3H, Hp) = W_hh with
+    columns padded to Hp (a multiple of LANES).
+    Outputs: dgi (T, N, 3H) = dL/dgi (gate pre-activations of the input projection), dgh (T, N, 3H) = dL/dgh
     (of W_hh h + b_hh), dh0 (N, H).
     """
-    N, T, H = dhs.shape
-    one = np.float32(1.0)
-    dh = dhT.copy()
+    T, N, H = dhs.shape
+    Hp = whh.shape[1]
+    dh = np.zeros((N, Hp), np.float32)
+    dh[:, :H] = dhT
+    dhf, wf, dghf = dh.reshape(dh.size), whh.reshape(whh.size), dgh.reshape(dgh.size)
     for t in range(T - 1, -1, -1):
         for b in range(N):
-            for j in range(H):
-                g = dh[b, j] + dhs[b, t, j]
-                hp = hs[b, t - 1, j] if t > 0 else h0[b, j]
-                rr, zz, nn = r[b, t, j], z[b, t, j], n[b, t, j]
-                dnp = g * (one - zz) * (one - nn * nn)
-                drp = dnp * ghn[b, t, j] * rr * (one - rr)
-                dzp = g * (hp - nn) * zz * (one - zz)
-                dgi[b, t, j] = drp
-                dgi[b, t, H + j] = dzp
-                dgi[b, t, 2 * H + j] = dnp
-                dgh[b, t, j] = drp
-                dgh[b, t, H + j] = dzp
-                dgh[b, t, 2 * H + j] = dnp * rr
-                dh[b, j] = g * zz
-        for j in range(3 * H):  # dh += dgh @ W_hh: row j of W_hh reused by every batch row
-            for b in range(N):
-                gj = dgh[b, t, j]
-                for k in range(H):
-                    dh[b, k] += gj * whh[j, k]
+            _gate_grads(dh[b], dhs[t, b], hs[t - 1, b] if t > 0 else h0[b], r[t, b], z[t, b], n[t, b], ghn[t, b], H,
+                        dgi[t, b], dgh[t, b])
+        acc_rows(N, Hp, dghf, t * N * 3 * H, 3 * H, 3 * H, wf, Hp, dhf, 0, Hp, True)  # dh += dgh[t] @ W_hh
     for b in range(N):
         for j in range(H):
             dh0[b, j] = dh[b, j]

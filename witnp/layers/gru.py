@@ -15,6 +15,7 @@ import numpy as np
 from .. import cim_gru
 from .. import kernels as K
 from ..config import LayerConfig
+from ..conv_ops import column_sums
 from ..noise import noise_model
 from ..quant import ScaleObserver
 from ..rng import init_rng, noise_rng
@@ -23,6 +24,14 @@ from .base import Layer, check_array, check_finite, check_grad
 __all__ = ["GRU", "GRUCell"]
 
 f32 = np.float32
+
+
+def _pad_cols(a):
+    """a (K, O) float32 -> (K, O') with zero columns up to a multiple of LANES (the register tile's blocks)."""
+    k, o = a.shape
+    out = np.zeros((k, -(-o // K.LANES) * K.LANES), np.float32)
+    out[:, :o] = a
+    return out
 
 
 ARRAY_SCALES = ("x_zr", "weight_zr", "y_zr", "x_in", "weight_in", "x_hn", "weight_hn", "y_n")
@@ -115,33 +124,35 @@ class _GRUBase(Layer):
         return (self.params["bias_ih"], self.params["bias_hh"]) if self.has_bias else (z, z)
 
     def _run(self, x, h0):
-        """x (N, T, I), h0 (N, H) float32 -> hs (N, T, H) and the ctx of the recurrence."""
+        """x (N, T, I), h0 (N, H) float32 -> hs (N, T, H) and the ctx of the recurrence (time-major inside)."""
         N, T, _ = x.shape
         H = self.hidden_size
         b_ih, b_hh = self._biases()
-        gi = (x.reshape(N * T, -1) @ self.params["weight_ih"].T + b_ih).reshape(N, T, 3 * H).astype(np.float32)
-        hs, r, z, n, ghn = (np.empty((N, T, H), np.float32) for _ in range(5))
-        K.gru_forward(gi, np.ascontiguousarray(self.params["weight_hh"].T), b_hh, h0, hs, r, z, n, ghn,
-                      n=N * T * H)
-        return hs, {"x": x, "h0": h0, "hs": hs, "r": r, "z": z, "n": n, "ghn": ghn}
+        xt = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.float32).reshape(T * N, -1)
+        gi = (xt @ self.params["weight_ih"].T + b_ih).reshape(T, N, 3 * H).astype(np.float32, copy=False)
+        hs, r, z, n, ghn = (np.empty((T, N, H), np.float32) for _ in range(5))
+        K.gru_forward(gi, _pad_cols(self.params["weight_hh"].T), b_hh, h0, hs, r, z, n, ghn, n=N * T * H)
+        return np.ascontiguousarray(hs.transpose(1, 0, 2)), {"xt": xt, "h0": h0, "hs": hs, "r": r, "z": z, "n": n,
+                                                            "ghn": ghn}
 
     def _back(self, dhs, dhT, c):
-        """Gradients: adds into grads; returns dx (N, T, I), dh0 (N, H)."""
-        x, h0, hs = c["x"], c["h0"], c["hs"]
-        N, T, H = hs.shape
-        dgi, dgh = np.empty((N, T, 3 * H), np.float32), np.empty((N, T, 3 * H), np.float32)
+        """Gradients: adds into grads; dhs (N, T, H), dhT (N, H); returns dx (N, T, I), dh0 (N, H)."""
+        xt, h0, hs = c["xt"], c["h0"], c["hs"]
+        T, N, H = hs.shape
+        dgi, dgh = np.empty((T, N, 3 * H), np.float32), np.empty((T, N, 3 * H), np.float32)
         dh0 = np.empty((N, H), np.float32)
-        K.gru_backward(dhs, dhT, self.params["weight_hh"], h0, hs, c["r"], c["z"], c["n"], c["ghn"], dgi, dgh, dh0,
+        K.gru_backward(np.ascontiguousarray(dhs.transpose(1, 0, 2), dtype=np.float32), dhT,
+                       _pad_cols(self.params["weight_hh"]), h0, hs, c["r"], c["z"], c["n"], c["ghn"], dgi, dgh, dh0,
                        n=N * T * H)
-        dgi2, dgh2 = dgi.reshape(N * T, 3 * H), dgh.reshape(N * T, 3 * H)
-        hprev = np.concatenate([h0[:, None], hs[:, :-1]], axis=1).reshape(N * T, H)
-        self.grads["weight_ih"] += dgi2.T @ x.reshape(N * T, -1)
+        dgi2, dgh2 = dgi.reshape(T * N, 3 * H), dgh.reshape(T * N, 3 * H)
+        hprev = np.concatenate([h0[None], hs[:-1]]).reshape(T * N, H)
+        self.grads["weight_ih"] += dgi2.T @ xt
         self.grads["weight_hh"] += dgh2.T @ hprev
         if self.has_bias:
-            self.grads["bias_ih"] += dgi2.sum(axis=0)
-            self.grads["bias_hh"] += dgh2.sum(axis=0)
-        dx = (dgi2 @ self.params["weight_ih"]).reshape(x.shape)
-        return dx.astype(np.float32), dh0
+            self.grads["bias_ih"] += column_sums(dgi2)
+            self.grads["bias_hh"] += column_sums(dgh2)
+        dx = (dgi2 @ self.params["weight_ih"]).reshape(T, N, -1)
+        return np.ascontiguousarray(dx.transpose(1, 0, 2), dtype=np.float32), dh0
 
     def _h0(self, h, N):
         H = self.hidden_size
@@ -216,5 +227,5 @@ class GRUCell(_GRUBase):
         if ctx.get("quant"):
             dx, dh = cim_gru.qgru_backward(self, g[:, None, :], ctx)
         else:
-            dx, dh = self._back(np.zeros_like(ctx["hs"]), g, ctx)
+            dx, dh = self._back(np.zeros_like(ctx["h0"])[:, None], g, ctx)
         return dx[:, 0], dh
