@@ -135,15 +135,18 @@ NF = 7
 
 
 @numba.njit(**OPTIONS)
-def _factors(zr, nq, hp, d2, dn, ch, mh, mi, off, ones, kfz, kfr, kfh, cin, H, Fr):
-    """h' codes and the backward factors of one batch row into Fr (NF, H) (see the field list above)."""
+def _factors(zr, nq, hp, d2, dn, ch, mh, mi, off, ones, kfz, kfr, kfh, cin, H, Fr, y):
+    """h' codes and the backward factors of one batch row into Fr (NF, H) (see the field list above), and
+    the real h' = code/128 into y (H,)."""
     f4 = np.float32
     q = f4(1 / 128)
     for j in range(H):
         z = zr[j]
         # z in [0, ones] and n, hp in [-128, 127]: the sum lies within ones·[-128, 127] (exact in float32),
         # so h' needs no clip to Q7 and passes every gradient
-        Fr[HQ, j] = np.floor(((ones - z) * nq[j] + z * hp[j]) * q)
+        hq = np.floor(((ones - z) * nq[j] + z * hp[j]) * q)
+        Fr[HQ, j] = hq
+        y[j] = hq * q
         Fr[FD, j] = z * q
         Fr[FZ, j] = (hp[j] - nq[j]) * kfz * d2[j]
         Fr[FW, j] = (ones - z) * q * dn[j]
@@ -163,7 +166,7 @@ def _bias_rows(acc, bias, N, C):
 
 @kernel
 def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, kzr, kin, khn, czr, chn, cin, sy_n,
-                  yb, pn, stacked, ones, lut_sig, lut_tanh, dsig, dtanh, track, F, hz, hh, amax_acc):
+                  yb, pn, stacked, ones, lut_sig, lut_tanh, dsig, dtanh, track, F, hz, hh, amax_acc, y):
     """One call for the whole sequence, time-major (each step's rows are one contiguous block, which the
     hardware prefetchers follow; batch-major rows at a stride of T rows ran the step 5x slower). The three
     arrays' accumulators live in per-step scratch rows, x part included, so they never go to memory.
@@ -182,7 +185,8 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, 
     Outputs: F (T, N, NF, H) float32: field HQ the h' codes, FZ..FD the backward factors (see above), with
     the straight-through masks of every clip folded in; hz, hh (T, N, Kr) dt: the h input codes (the A rows
     of the recurrent products, and of the weight gradients); amax_acc (3,) float64: max |accumulator| of the
-    zr, hn and in arrays over the sequence, when `track` (auto-scale statistics).
+    zr, hn and in arrays over the sequence, when `track` (auto-scale statistics); y (N, T, H) float32 the
+    real h' (codes/128), batch-major like the layer's output.
     """
     T, N, Kx = xz.shape
     Cz, Ci, Ch = wzx.shape[1], wix.shape[1], whn.shape[1]
@@ -221,7 +225,7 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, 
             _n_pre(cn, ch, zr[H:], off, lo, hi, H, cs, ms)
             _lookup(cs, H, lut_tanh, dtanh, ms, nq, dn)
             _factors(zr, nq, F[t - 1, b, HQ] if t > 0 else h0[b], d2, dn, ch, mh, mi, off, f4(ones), kfz, kfr, kfh,
-                     f4(cin), H, F[t, b])
+                     f4(cin), H, F[t, b], y[b, t])
             if t + 1 < T:
                 _h_codes(F[t, b, HQ], H, sx_zr, sx_hn, pn, stacked, hz[t + 1, b], hh[t + 1, b])
     return F
@@ -289,15 +293,15 @@ def gru_q_backward(dhs, h0, F, wzrT, whnT, wzxT, wixT, mz, mi, sx_zr, sx_hn, sxz
     """Straight-through backward through time of `gru_q_forward` (all gradients in real units, float32),
     time-major like it.
 
-    dhs (T, N, H) dL/dh_t (real h = code/128); F the forward's saved (T, N, NF, H); wzrT (2H, Ca), whnT (H, Ca)
+    dhs (N, T, H) dL/dh_t (real h = code/128), batch-major like the layer's output; F the forward's saved (T, N, NF, H); wzrT (2H, Ca), whnT (H, Ca)
     float32: the h rows' weights transposed ([Wpᵀ | Wnᵀ] when stacked), columns padded (Ca ≥ Kr, a multiple of
     LANES); wzxT (2H, Cx), wixT (H, Cx) the x rows' weights transposed, each block padded to Ip columns
     ([Wpᵀ | Wnᵀ] when stacked: Cx = 2Ip, else Ip); mz, mi (T, N, I) int8 the x codes' straight-through masks
     of the zr and in arrays (`quantize_input`), sxz, sxi their input scales.
     Outputs: G (T, N, ldg) with ldg ≥ 4H: [dL/d acc_zr (2H) | dL/d acc_hn (H) | dL/d acc_in (H)] (columns
-    past 4H untouched), dx (T, N, I) float32, dh0 (N, H).
+    past 4H untouched), dx (N, T, I) float32 (batch-major), dh0 (N, H).
     """
-    T, N, H = dhs.shape
+    N, T, H = dhs.shape
     I = dx.shape[2]
     Ca, Cx = wzrT.shape[1], wzxT.shape[1]
     half = Cx // 2
@@ -310,7 +314,7 @@ def gru_q_backward(dhs, h0, F, wzrT, whnT, wzxT, wixT, mz, mi, sx_zr, sx_hn, sxz
     H4 = G.shape[2]
     for t in range(T - 1, -1, -1):
         for b in range(N):
-            _back_row(dh[b], dhs[t, b], F[t, b], G[t, b], H)
+            _back_row(dh[b], dhs[b, t], F[t, b], G[t, b], H)
         g0 = t * N * H4
         acc_rows(N, Ca, gf, g0, H4, 2 * H, wz, Ca, a1f, 0, Ca, False)  # a1 = dL/d acc_zr @ W_zr,hᵀ
         acc_rows(N, Ca, gf, g0 + 2 * H, H4, H, wh, Ca, a2f, 0, Ca, False)
@@ -318,8 +322,8 @@ def gru_q_backward(dhs, h0, F, wzrT, whnT, wzxT, wixT, mz, mi, sx_zr, sx_hn, sxz
         acc_rows(N, Cx, gf, g0 + 3 * H, H4, H, wix, Cx, e2f, 0, Cx, False)  # and of the in array
         for b in range(N):
             _through_codes(F[t - 1, b, HQ] if t > 0 else h0[b], a1[b], a2[b], sx_zr, sx_hn, pn, stacked, H, dh[b])
-            _x_grad(e1[b], mz[t, b], sxz, stacked, half, I, True, dx[t, b])
-            _x_grad(e2[b], mi[t, b], sxi, stacked, half, I, False, dx[t, b])
+            _x_grad(e1[b], mz[t, b], sxz, stacked, half, I, True, dx[b, t])
+            _x_grad(e2[b], mi[t, b], sxi, stacked, half, I, False, dx[b, t])
     for b in range(N):
         for j in range(H):
             dh0[b, j] = dh[b, j]

@@ -143,12 +143,13 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
     Kr = 2 * H if stacked else H
     hz, hh = np.empty((T, N, Kr), dt), np.empty((T, N, Kr), dt)
     amax_acc = np.zeros(3)
+    y = np.empty((N, T, H), f32)
     brow = lambda a: _padded(a["bias"][None, :], dt)[0]  # noqa: E731
     K.gru_q_forward(xz[0].reshape(T, N, -1), xi[0].reshape(T, N, -1), h0q, _wrows(zr, 0, I, stacked, dt),
                     _wrows(ar_in, 0, I, stacked, dt), _wrows(zr, I, I + H, stacked, dt), _wrows(hn, 0, H, stacked, dt),
                     brow(zr), brow(ar_in), brow(hn), float(sc["x_zr"]), float(sc["x_hn"]), zr["k"], ar_in["k"],
                     hn["k"], zr["c"], hn["c"], ar_in["c"], float(sc["y_n"]), yb, pn, stacked, ones, *tabs,
-                    bool(want_stats) and not noisy, F, hz, hh, amax_acc, n=N * T * H)
+                    bool(want_stats) and not noisy, F, hz, hh, amax_acc, y, n=N * T * H)
     hq = F[:, :, K.gru_q.HQ]  # (T, N, H)
     ctx = dict(x_shape=x.shape, h0=h0, h0q=h0q, hq=hq, F=F, hz=hz, hh=hh, arr=arr, xz=xz, xi=xi, sc=dict(sc),
                pn=pn, stacked=stacked, amax_acc=amax_acc)
@@ -165,8 +166,6 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
                  "weight_hn": amax(arrays["hn"][0]),
                  "y_zr": f32(f32(c0["amax_acc"][0] * zr["k"]) / sc["y_zr"]),
                  "y_n": f32(max(f32(c0["amax_acc"][2] * ar_in["k"]), f32(c0["amax_acc"][1] * hn["k"])) / sc["y_n"])}
-    y = np.empty((N, T, H), f32)
-    np.multiply(hq.transpose(1, 0, 2), f32(1 / 128), out=y)
     return y, ctx, stats
 
 
@@ -221,13 +220,13 @@ def qgru_backward(layer, dy, ctx):
     G = np.empty((T, N, 3 * H + -(-H // K.LANES) * K.LANES), f32)
     G[:, :, 4 * H:] = 0
     dh0 = np.empty((N, H), f32)
-    dx = np.empty((T, N, I), f32)
+    dx = np.empty((N, T, I), f32)
 
     def wT(a, r0, r1, blocks):  # rows r0:r1 of Wp (and Wn when stacked) transposed: (O, K) with padded blocks
         parts = [a["wp"][r0:r1].T] + ([a["wn"][r0:r1].T] if stacked else [])
         return np.concatenate([_padded(p, f32) for p in parts], 1) if blocks else _padded(np.concatenate(parts, 1), f32)
     mz, mi = ctx["xz"][2].reshape(T, N, I), ctx["xi"][2].reshape(T, N, I)
-    K.gru_q_backward(np.ascontiguousarray(dy.transpose(1, 0, 2), dtype=f32), ctx["h0q"], ctx["F"],
+    K.gru_q_backward(np.ascontiguousarray(dy, dtype=f32), ctx["h0q"], ctx["F"],
                      wT(zr, I, I + H, False), wT(hn, 0, H, False), wT(zr, 0, I, True), wT(ar_in, 0, I, True), mz, mi,
                      float(sc["x_zr"]), float(sc["x_hn"]), float(sc["x_zr"]), float(sc["x_in"]), pn, stacked, G, dx,
                      dh0, n=N * T * H)
@@ -242,7 +241,7 @@ def qgru_backward(layer, dy, ctx):
     _to_params(layer, grads, I, H)
     h128 = ctx["h0"].astype(np.float64) * 128.0  # h0 enters as clip(R(h0·128), -128, 127)
     dh0_real = np.where((h128 >= -128) & (h128 <= 127), dh0, 0.0)
-    return np.ascontiguousarray(dx.transpose(1, 0, 2)), dh0_real.astype(f32)
+    return dx, dh0_real.astype(f32)
 
 
 def _to_params(layer, grads, I, H):
