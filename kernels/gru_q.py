@@ -184,7 +184,7 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, 
         code + 2^(yb-1).
     Outputs: F (T, N, NF, H) float32: field HQ the h' codes, FZ..FD the backward factors (see above), with
     the straight-through masks of every clip folded in; hz, hh (T, N, Kr) dt: the h input codes (the A rows
-    of the recurrent products, and of the weight gradients); amax_acc (3,) float64: max |accumulator| of the
+    of the recurrent products, and of the weight gradients; one array when sx_zr = sx_hn); amax_acc (3,) float64: max |accumulator| of the
     zr, hn and in arrays over the sequence, when `track` (auto-scale statistics); y (N, T, H) float32 the
     real h' (codes/128), batch-major like the layer's output.
     """
@@ -214,8 +214,8 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, 
         acc_rows(N, Cz, hzf, t * N * Kr, Kr, Kr, wzf, Cz, azf, 0, Cz, True)
         acc_rows(N, Ci, xif, t * N * Kx, Kx, Kx, wixf, Ci, aif, 0, Ci, False)
         _bias_rows(ai, bin_, N, Ci)
-        ah[:] = 0.0
-        _bias_rows(ah, bhn, N, Ch)
+        for b in range(N):
+            ah[b] = bhn
         acc_rows(N, Ch, hhf, t * N * Kr, Kr, Kr, whf, Ch, ahf, 0, Ch, True)
         for b in range(N):
             amax_acc[0] = max(amax_acc[0], _out_codes(az[b], kzr, lo, hi, off, 2 * H, ci2, m2, track))

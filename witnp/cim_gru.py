@@ -141,7 +141,10 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
     tabs = [t.astype(f32) for t in luts(yb, ones, sc["y_zr"], sc["y_n"])]
     F = np.empty((T, N, K.gru_q.NF, H), f32)
     Kr = 2 * H if stacked else H
-    hz, hh = np.empty((T, N, Kr), dt), np.empty((T, N, Kr), dt)
+    hz = np.empty((T, N, Kr), dt)
+    # equal input scales give the zr and hn arrays the same h codes: one array (the kernel's second write of
+    # each row then repeats the first)
+    hh = hz if sc["x_zr"] == sc["x_hn"] else np.empty((T, N, Kr), dt)
     amax_acc = np.zeros(3)
     y = np.empty((N, T, H), f32)
     brow = lambda a: _padded(a["bias"][None, :], dt)[0]  # noqa: E731
