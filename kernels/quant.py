@@ -178,17 +178,6 @@ def quantize_bias(b, wq, P, s, bias_d, N, split, ba, bmask, bd):
         bmask[o] = np.uint8((pre >= lo) & (pre <= hi))
 
 
-@numba.njit(inline="always", **OPTIONS)  # inlined in Numba's IR: the row loops stay one loop body
-def _requant1(a, ng, has_neg, bias, div, mul, lo, hi, lo2, hi2, outdiv):
-    """One accumulator (see `requant`): returns (y, mask)."""
-    u = np.float32(a + bias) / div
-    if has_neg:
-        u = u + np.float32(ng) / div
-    v = u * mul
-    q = np.rint(min(max(v, lo), hi))
-    return min(max(q, lo2), hi2) / outdiv, np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
-
-
 @kernel
 def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
     """Requantize accumulators (chip.md §2, §4):
@@ -204,29 +193,22 @@ def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
     """
     R, C = acc.shape
     has_neg = neg.shape[0] > 0
-    div, mul, lo, hi = np.float32(div), np.float32(mul), np.float32(lo), np.float32(hi)
-    lo2, hi2, outdiv = np.float32(lo2), np.float32(hi2), np.float32(outdiv)
+    div = np.float32(div)
+    mul = np.float32(mul)
+    lo = np.float32(lo)
+    hi = np.float32(hi)
+    lo2 = np.float32(lo2)
+    hi2 = np.float32(hi2)
+    outdiv = np.float32(outdiv)
     for r in prange(R):
         for c in range(C):
-            y[r, c], mask[r, c] = _requant1(acc[r, c], neg[r, c] if has_neg else 0.0, has_neg, bias[c], div, mul, lo,
-                                            hi, lo2, hi2, outdiv)
-
-
-@kernel
-def requant_nchw(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
-    """`requant` of a convolution's channels-last accumulators, written channels-first: acc, neg (B·P, C)
-    rows (b, p) for P = Ho·Wo pixels; y (B, C, P) float32 and mask (B, C, P) uint8 out. Saves the separate
-    NHWC -> NCHW copy of the output, and leaves the mask in the order of the output gradient."""
-    B, C, P = y.shape
-    has_neg = neg.shape[0] > 0
-    div, mul, lo, hi = np.float32(div), np.float32(mul), np.float32(lo), np.float32(hi)
-    lo2, hi2, outdiv = np.float32(lo2), np.float32(hi2), np.float32(outdiv)
-    for b in prange(B):
-        for c in range(C):  # reads down a column of the image's (P, C) block, which stays in cache
-            for p in range(P):
-                r = b * P + p
-                y[b, c, p], mask[b, c, p] = _requant1(acc[r, c], neg[r, c] if has_neg else 0.0, has_neg, bias[c],
-                                                      div, mul, lo, hi, lo2, hi2, outdiv)
+            u = np.float32(acc[r, c] + bias[c]) / div
+            if has_neg:
+                u = u + np.float32(neg[r, c]) / div
+            v = u * mul
+            q = np.rint(min(max(v, lo), hi))
+            mask[r, c] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
+            y[r, c] = min(max(q, lo2), hi2) / outdiv
 
 
 @kernel

@@ -74,14 +74,6 @@ def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
     y[...] = np.clip(q, f32(lo2), f32(hi2)) / f32(outdiv)
 
 
-def requant_nchw(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
-    B, C, P = y.shape
-    yr, mr = np.empty((B * P, C), np.float32), np.empty((B * P, C), np.uint8)
-    requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, yr, mr)
-    y[...] = yr.reshape(B, P, C).transpose(0, 2, 1)
-    mask[...] = mr.reshape(B, P, C).transpose(0, 2, 1)
-
-
 def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask):
     yd = np.rint((accd.astype(np.float64) + biasd[None, :]).astype(np.float32) / f32(G))
     s = yl + yd

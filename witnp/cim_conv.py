@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
-from .conv_ops import (channel_sums, conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc,
+from .conv_ops import (column_sums, conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc,
                        wmat_conv, wmat_convT, wmat_from_conv, wmat_from_convT)
 from .cim import amax, checked_gain, noisy_bias, weight_codes
 from .quant import shift_offset
@@ -90,13 +90,13 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
         div, mul, bound = P, f32(sy), (max(abs(xlo), xhi), 128)
     ctx["pad"] = pad
     pos, neg = _accumulate(xq, xn, wa, wna, geo, transposed, co, pad, bound)
+    y = np.empty(pos.shape, np.float32)
+    ymask = np.empty(pos.shape, np.uint8)
+    K.requant(pos, neg if neg is not None else _EMPTY, bias_term, div, mul, ylo, yhi, lo2, hi2, sy, y, ymask,
+              n=y.size)
+    ctx["ymask"] = ymask
     B = x.shape[0]
     Ho, Wo = geo.convT_out(*x.shape[2:]) if transposed else geo.conv_out(*x.shape[2:])
-    y = np.empty((B, co, Ho, Wo), np.float32)  # requantized straight into NCHW, the mask too (dy's order)
-    ymask = np.empty((B, co, Ho, Wo), np.uint8)
-    K.requant_nchw(pos, neg if neg is not None else _EMPTY, bias_term, div, mul, ylo, yhi, lo2, hi2, sy,
-                   y.reshape(B, co, -1), ymask.reshape(B, co, -1), n=y.size)
-    ctx["ymask"] = ymask
     ctx["y_nhwc"] = (B, Ho, Wo, co)
     stats = None
     if want_stats:  # max|x|, max|W| (raw) and max|u| of the noiseless accumulator, u = pos/P + neg/P
@@ -106,7 +106,7 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
         if neg is not None:
             u = u + neg.astype(np.float32) / P
         stats = {"x": amax(x), "weight": amax(W), "y": amax(u)}
-    return y, ctx, stats
+    return to_nchw(y.reshape(B, Ho, Wo, co)), ctx, stats
 
 
 def _accumulate(xq, xn, wa, wna, geo, transposed, co, pad, bound):
@@ -128,19 +128,16 @@ def qconv_backward(dy, ctx):
     co = ctx["co"]
     noisy, pn, transposed = ctx["noisy"], ctx["pn"], ctx["transposed"]
     P, G, sy = ctx["P"], ctx["G"], f32(ctx["sy"])
-    B, Ho, Wo, _ = ctx["y_nhwc"]
-    ga_nchw = np.empty((B * co, Ho * Wo), np.float32)  # masked in NCHW, then one layout change (padded for ConvT)
-    if K.scale_masked(np.ascontiguousarray(dy, dtype=np.float32).reshape(B * co, -1), ctx["ymask"].reshape(B * co, -1),
-                      (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P), ga_nchw, False, n=ga_nchw.size):
+    g2 = to_nhwc(dy).reshape(-1, co)
+    ga = np.empty(g2.shape, np.float32)
+    if K.scale_masked(g2, ctx["ymask"], (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P), ga, False,
+                      n=ga.size):
         raise ValueError(f"{ctx['owner']}: dy contains NaN or inf value(s); expected finite numbers")
-    ga_nchw = ga_nchw.reshape(B, co, Ho, Wo)
-    geo = ctx["geo"]
-    ga = to_nhwc(ga_nchw, (geo.ph, geo.pw) if transposed else (0, 0))
     wa = ctx.get("wa", ctx["wq"])
     dwq, dxq = _branch_backward(ga, ctx["xq"], ctx["pad"], wa, ctx)
     if noisy:
         dwq = dwq * ctx["w_factor"]
-    gba = channel_sums(ga_nchw) * (ctx["b_factor"] if noisy else f32(128))
+    gba = column_sums(ga) * (ctx["b_factor"] if noisy else f32(128))
     gba = np.where(ctx["bmask"] != 0, gba, f32(0)).astype(np.float32)
     if ctx["s"] and not transposed:  # Shift: the bias code holds -s·ΣWq/128
         dwq = dwq - (gba * f32(ctx["s"] / 128.0))[:, None]
@@ -165,7 +162,6 @@ def qconv_backward(dy, ctx):
 
 
 def _branch_backward(ga, xq, pad, wa, ctx):
-    """ga: the masked output gradient, NHWC (ConvT: already padded by (ph, pw))."""
     if ctx["transposed"]:
-        return convT_backward(ga, xq, wa, ctx["geo"], padded=True)
-    return conv_backward(ga.reshape(-1, ctx["co"]), xq, wa, ctx["geo"], pad, padded=True)
+        return convT_backward(ga.reshape(ctx["y_nhwc"]), xq, wa, ctx["geo"])
+    return conv_backward(ga, xq, wa, ctx["geo"], pad, padded=True)

@@ -87,24 +87,6 @@ def test_requant(B, O, f64, div, mul, yb, outdiv, neg, clip8, seed):
                         acc, negs, bias, div, mul, lo, hi, lo2, hi2, outdiv))
 
 
-@settings(max_examples=40, deadline=None)
-@given(B=st.integers(1, 3), P=st.integers(1, 9), O=st.integers(1, 5), f64=st.booleans(), neg=st.booleans(),
-       clip8=st.booleans(), seed=st.integers(0, 1000))
-def test_requant_nchw(B, P, O, f64, neg, clip8, seed):
-    """Channels-last accumulator rows (b, p) in, channels-first (b, c, p) out: the twin is requant then a
-    transpose."""
-    rng = np.random.default_rng(seed)
-    dt = np.float64 if f64 else np.float32
-    acc = rng.integers(-300000, 300000, (B * P, O)).astype(dt)
-    negs = rng.integers(-300000, 1, (B * P, O)).astype(dt) if neg else np.empty((0, 0), dt)
-    bias = (128 * rng.integers(-500, 500, O)).astype(np.float64)
-    lo2, hi2 = (-128, 127) if clip8 else (-512, 511)
-    res = run_all(K.requant_nchw, lambda: [np.empty((B, O, P), np.float32), np.empty((B, O, P), np.uint8)],
-                  acc, negs, bias, 1024.0, 16.0, -512, 511, lo2, hi2, 16.0)
-    assert_same(res)
-    assert res[0][2][0].shape == (B, O, P)
-
-
 @settings(max_examples=30, deadline=None)
 @given(B=st.integers(1, 6), O=st.integers(1, 7), G=st.sampled_from([1, 3, 256, 1000]), seed=st.integers(0, 999))
 def test_combine_split(B, O, G, seed):
