@@ -8,9 +8,10 @@ is read as vectors. Rows go in chunks so that each chunk of A and B stays in L2 
 it; chunk partial sums add in float32, like a blocked sgemm's.
 """
 import numpy as np
+from numba import prange
 
 from ._jit import kernel
-from .tile import rows_fma
+from .tile import LANES, rows_fma
 
 __all__ = ["at_b"]
 
@@ -26,7 +27,11 @@ def at_b(A, a0, lda, ka, R, Bm, b0, ldb, C):
     readable columns from b0 (columns past the caller's block land in C's padding columns only)."""
     nc = C.shape[1]
     Cf = C.reshape(C.size)
+    nb = (nc + 2 * LANES - 1) // (2 * LANES)
     for r0 in range(0, R, _CHUNK):
-        rows_fma(ka, nc, A, a0 + r0 * lda, 1, _OFF0, 1, lda, min(_CHUNK, R - r0), Bm, b0 + r0 * ldb, ldb, Cf, 0, nc,
-                 r0 > 0)
+        nr = min(_CHUNK, R - r0)
+        for i in prange(nb):  # column blocks of C are independent: the parallel twin splits them
+            cb = i * 2 * LANES
+            rows_fma(ka, min(2 * LANES, nc - cb), A, a0 + r0 * lda, 1, _OFF0, 1, lda, nr, Bm, b0 + r0 * ldb + cb, ldb,
+                     Cf, cb, nc, r0 > 0)
     return C
