@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 from ._jit import OPTIONS, kernel
-from .gru_q import acc_rows
+from .tile import acc_rows
 
 __all__ = ["gru_forward", "gru_backward"]
 

@@ -21,43 +21,11 @@ The float64 case (sums past 2^24) runs the same products as plain loops (`acc_ro
 """
 import numba
 import numpy as np
-from numba import types
-from numba.extending import overload
 
 from ._jit import OPTIONS, kernel
-from .tile import rows_fma
+from .tile import acc_rows
 
-__all__ = ["gru_q_forward", "gru_q_backward", "acc_rows"]
-
-_OFF0 = np.zeros(1, np.int64)
-
-
-def acc_rows(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
-    """For p < n, o < ncols (flat 1-D arrays):
-        Cm[c0 + p·ldc + o] (+)= Σ_{k < nk} A[a0 + p·ps + k] · Bm[k·ldb + o]
-    float32 arrays: the register tile (ncols a multiple of LANES); any other dtype: loops in order k."""
-    raise NotImplementedError("acc_rows runs only inside compiled kernels")
-
-
-@overload(acc_rows)
-def _acc_rows(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
-    if all(a.dtype == types.float32 for a in (A, Bm, Cm)):
-        def tiled(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
-            rows_fma(n, ncols, A, a0, ps, _OFF0, 1, 1, nk, Bm, 0, ldb, Cm, c0, ldc, accum)
-        return tiled
-
-    def loops(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
-        for p in range(n):
-            c = c0 + p * ldc
-            if not accum:
-                for o in range(ncols):
-                    Cm[c + o] = 0
-            for k in range(nk):
-                a = A[a0 + p * ps + k]
-                for o in range(ncols):
-                    Cm[c + o] += a * Bm[k * ldb + o]
-    return loops
-
+__all__ = ["gru_q_forward", "gru_q_backward"]
 
 # The step's element-wise work runs per batch row in short passes over contiguous rows, each touching few
 # arrays, so that LLVM vectorizes the arithmetic ones (an all-in-one loop body ran scalar at ~50 ns per

@@ -23,14 +23,15 @@ on-disk cache is keyed by the host CPU, so a cached binary never meets the other
 """
 import llvmlite.binding as llb
 import numba
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ._jit import OPTIONS
 
-__all__ = ["LANES", "tile_fma", "rows_fma"]
+__all__ = ["LANES", "lanes_up", "pad_cols", "tile_fma", "rows_fma", "acc_rows"]
 
 LANES = 16 if "+avx512f" in llb.get_host_cpu_features().flatten().split(",") else 8
 
@@ -150,3 +151,46 @@ def rows_fma(n, ncols, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, 
             tile_fma(mr, nv, A, a0 + p * ps, ps, offs, nko, si, nki, Bm, b0 + cb, ldb, Cm, c0 + p * ldc + cb, ldc,
                      accum)
             p += mr
+
+
+_OFF0 = np.zeros(1, np.int64)  # a one-entry offset table: a plain (not tap-indexed) reduction
+
+
+def acc_rows(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
+    """For p < n, o < ncols (flat 1-D arrays):
+        Cm[c0 + p·ldc + o] (+)= Σ_{k < nk} A[a0 + p·ps + k] · Bm[k·ldb + o]
+    float32 arrays: the register tile (ncols a multiple of LANES); any other dtype (the float64 fallback
+    past the 2^24 bound): loops in order k."""
+    raise NotImplementedError("acc_rows runs only inside compiled kernels")
+
+
+@overload(acc_rows)
+def _acc_rows(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
+    if all(a.dtype == types.float32 for a in (A, Bm, Cm)):
+        def tiled(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
+            rows_fma(n, ncols, A, a0, ps, _OFF0, 1, 1, nk, Bm, 0, ldb, Cm, c0, ldc, accum)
+        return tiled
+
+    def loops(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
+        for p in range(n):
+            c = c0 + p * ldc
+            if not accum:
+                for o in range(ncols):
+                    Cm[c + o] = 0
+            for k in range(nk):
+                a = A[a0 + p * ps + k]
+                for o in range(ncols):
+                    Cm[c + o] += a * Bm[k * ldb + o]
+    return loops
+
+
+def lanes_up(n):
+    """n rounded up to a multiple of LANES: the column count the tile works in."""
+    return -(-n // LANES) * LANES
+
+
+def pad_cols(a, dtype=np.float32):
+    """a (K, O) -> a new (K, lanes_up(O)) array of `dtype`, zero in the added columns (a tile's B operand)."""
+    out = np.zeros((a.shape[0], lanes_up(a.shape[1])), dtype)
+    out[:, :a.shape[1]] = a
+    return out

@@ -7,15 +7,13 @@ tile reaches about 100: A's entries are broadcast down the tile rows (one cache 
 is read as vectors. Rows go in chunks so that each chunk of A and B stays in L2 while every tile passes over
 it; chunk partial sums add in float32, like a blocked sgemm's.
 """
-import numpy as np
 from numba import prange
 
 from ._jit import kernel
-from .tile import LANES, rows_fma
+from .tile import _OFF0, LANES, rows_fma
 
 __all__ = ["at_b"]
 
-_OFF0 = np.zeros(1, np.int64)
 _CHUNK = 128  # rows per pass: 128 rows of a 192-column A and a 256-column B are 224 KB
 
 

@@ -85,30 +85,20 @@ def _array(owner, name, W, b, cfg, sx, sw, noise, rng, yscale, dt=np.float64):
 
 
 def _xcodes(x2, sx, xb, pn, stacked, dt):
-    """Input codes of x2 (M, K) float32 for one array: (A, parts, mask). A (M, Ka) dt is the tile's operand:
+    """Input codes of x2 (M, K) float32 for one array: (A, mask). A (M, Ka) dt is the tile's operand:
     [pos | neg] (Ka = 2K) when `stacked`, else the signed codes pos - neg (without noise Wn = -Wp, and FALSE
-    has no negative branch); parts = (pos, neg) views of A, or (A, None); mask (M, K) int8 is the
-    straight-through factor of `quantize_input`."""
+    has no negative branch); mask (M, K) int8 is the straight-through factor of `quantize_input`."""
     M, Kin = x2.shape
     xa = np.empty((M, 2 * Kin if stacked else Kin), f32)
     mask = np.empty((M, Kin), np.int8)
     K.quantize_input(x2, sx, 0.0, 0, (1 << xb) - 1, pn, stacked, False, xa, _EMPTY, mask, n=x2.size)
-    A = xa.astype(dt, copy=False)
-    return A, ((A[:, :Kin], A[:, Kin:]) if stacked else (A, None)), mask
-
-
-def _padded(a, dt):
-    """a (K, O) -> (K, O') of dtype dt with zero columns up to O' = a multiple of LANES (the tile's blocks)."""
-    k, o = a.shape
-    out = np.zeros((k, -(-o // K.LANES) * K.LANES), dt)
-    out[:, :o] = a
-    return out
+    return xa.astype(dt, copy=False), mask
 
 
 def _wrows(a, r0, r1, stacked, dt):
     """Rows r0:r1 (K, O) of an array's weights, [Wp; Wn] when stacked, with padded columns."""
     wp = a["wp"][r0:r1]
-    return _padded(np.concatenate([wp, a["wn"][r0:r1]]) if stacked else wp, dt)
+    return K.pad_cols(np.concatenate([wp, a["wn"][r0:r1]]) if stacked else wp, dt)
 
 
 def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
@@ -147,7 +137,7 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
     hh = hz if sc["x_zr"] == sc["x_hn"] else np.empty((T, N, Kr), dt)
     amax_acc = np.zeros(3)
     y = np.empty((N, T, H), f32)
-    brow = lambda a: _padded(a["bias"][None, :], dt)[0]  # noqa: E731
+    brow = lambda a: K.pad_cols(a["bias"][None, :], dt)[0]  # noqa: E731
     K.gru_q_forward(xz[0].reshape(T, N, -1), xi[0].reshape(T, N, -1), h0q, _wrows(zr, 0, I, stacked, dt),
                     _wrows(ar_in, 0, I, stacked, dt), _wrows(zr, I, I + H, stacked, dt), _wrows(hn, 0, H, stacked, dt),
                     brow(zr), brow(ar_in), brow(hn), float(sc["x_zr"]), float(sc["x_hn"]), zr["k"], ar_in["k"],
@@ -183,7 +173,7 @@ def _at_g(part, G2, g0, O):
     """X[:, c0:c0+n]ᵀ @ G2[:, g0:g0+O] -> (n, O) float32, on the tile (`at_b`). G2 (M, ldg) needs the
     readable columns the tile's padded width asks for (the caller's slack)."""
     X, c0, n = part
-    C = np.empty((n, -(-O // K.LANES) * K.LANES), f32)
+    C = np.empty((n, K.lanes_up(O)), f32)
     K.at_b(X.reshape(X.size), c0, X.shape[1], n, X.shape[0], G2.reshape(G2.size), g0, G2.shape[1], C)
     return C[:, :O]
 
@@ -220,15 +210,15 @@ def qgru_backward(layer, dy, ctx):
     zr, ar_in, hn = arr["zr"], arr["in"], arr["hn"]
     # G rows: [zr | hn | in] gradients plus zero slack, so that each block's tile reads (padded to LANES
     # columns) stay inside its row
-    G = np.empty((T, N, 3 * H + -(-H // K.LANES) * K.LANES), f32)
+    G = np.empty((T, N, 3 * H + K.lanes_up(H)), f32)
     G[:, :, 4 * H:] = 0
     dh0 = np.empty((N, H), f32)
     dx = np.empty((N, T, I), f32)
 
     def wT(a, r0, r1, blocks):  # rows r0:r1 of Wp (and Wn when stacked) transposed: (O, K) with padded blocks
         parts = [a["wp"][r0:r1].T] + ([a["wn"][r0:r1].T] if stacked else [])
-        return np.concatenate([_padded(p, f32) for p in parts], 1) if blocks else _padded(np.concatenate(parts, 1), f32)
-    mz, mi = ctx["xz"][2].reshape(T, N, I), ctx["xi"][2].reshape(T, N, I)
+        return np.concatenate([K.pad_cols(p, f32) for p in parts], 1) if blocks else K.pad_cols(np.concatenate(parts, 1), f32)
+    mz, mi = ctx["xz"][1].reshape(T, N, I), ctx["xi"][1].reshape(T, N, I)
     K.gru_q_backward(np.ascontiguousarray(dy, dtype=f32), ctx["h0q"], ctx["F"],
                      wT(zr, I, I + H, False), wT(hn, 0, H, False), wT(zr, 0, I, True), wT(ar_in, 0, I, True), mz, mi,
                      float(sc["x_zr"]), float(sc["x_hn"]), float(sc["x_zr"]), float(sc["x_in"]), pn, stacked, G, dx,

@@ -18,15 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
-from .kernels.tile import LANES
+from .kernels.tile import lanes_up as _up
 
 __all__ = ["padded_input", "conv2d", "conv_transpose", "conv2d_dw"]
 
 f32 = np.float32
-
-
-def _up(n):
-    return -(-n // LANES) * LANES
 
 
 def _pad(x, top, bottom, left, right, fill=0.0):

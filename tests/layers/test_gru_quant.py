@@ -136,3 +136,18 @@ def test_quantized_config_refusals():
         wn.GRU(3, 4, config=qcfg(x_quant_bits=10))
     with pytest.raises(ValueError, match="scale_ones=100"):
         wn.GRU(3, 4, config=qcfg(), scale_ones=100)
+
+
+@pytest.mark.parametrize("neg", ["PN", "FALSE"])
+def test_past_the_float32_bound_runs_float64_and_stays_exact(neg):
+    """I + H > 514: an accumulator could pass 2^24, so the recurrence runs in float64 (plain-loop products
+    instead of the float32 tile); it must still equal the integer reference and give finite gradients."""
+    rng = np.random.default_rng(5)
+    g = wn.GRU(520, 8, config=qcfg(neg, scale_x=256, scale_weight=512, scale_y=16), rng=rng)
+    x = rng.normal(size=(2, 3, 520)).astype(np.float32)
+    h0 = (rng.normal(size=(2, 8)) * 0.6).astype(np.float32)
+    y, ctx = g.forward((x, h0), train=True)
+    assert ctx["hz"].dtype == np.float64
+    np.testing.assert_array_equal(y * 128, integer_reference(g, x, h0).astype(np.float32))
+    dx, dh0 = g.backward(np.ones_like(y), ctx)
+    assert np.isfinite(dx).all() and np.isfinite(g.grads["weight_ih"]).all() and dx.shape == x.shape

@@ -26,14 +26,6 @@ __all__ = ["GRU", "GRUCell"]
 f32 = np.float32
 
 
-def _pad_cols(a):
-    """a (K, O) float32 -> (K, O') with zero columns up to a multiple of LANES (the register tile's blocks)."""
-    k, o = a.shape
-    out = np.zeros((k, -(-o // K.LANES) * K.LANES), np.float32)
-    out[:, :o] = a
-    return out
-
-
 ARRAY_SCALES = ("x_zr", "weight_zr", "y_zr", "x_in", "weight_in", "x_hn", "weight_hn", "y_n")
 
 
@@ -131,7 +123,7 @@ class _GRUBase(Layer):
         xt = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.float32).reshape(T * N, -1)
         gi = (xt @ self.params["weight_ih"].T + b_ih).reshape(T, N, 3 * H).astype(np.float32, copy=False)
         hs, r, z, n, ghn = (np.empty((T, N, H), np.float32) for _ in range(5))
-        K.gru_forward(gi, _pad_cols(self.params["weight_hh"].T), b_hh, h0, hs, r, z, n, ghn, n=N * T * H)
+        K.gru_forward(gi, K.pad_cols(self.params["weight_hh"].T), b_hh, h0, hs, r, z, n, ghn, n=N * T * H)
         return np.ascontiguousarray(hs.transpose(1, 0, 2)), {"xt": xt, "h0": h0, "hs": hs, "r": r, "z": z, "n": n,
                                                             "ghn": ghn}
 
@@ -142,7 +134,7 @@ class _GRUBase(Layer):
         dgi, dgh = np.empty((T, N, 3 * H), np.float32), np.empty((T, N, 3 * H), np.float32)
         dh0 = np.empty((N, H), np.float32)
         K.gru_backward(np.ascontiguousarray(dhs.transpose(1, 0, 2), dtype=np.float32), dhT,
-                       _pad_cols(self.params["weight_hh"]), h0, hs, c["r"], c["z"], c["n"], c["ghn"], dgi, dgh, dh0,
+                       K.pad_cols(self.params["weight_hh"]), h0, hs, c["r"], c["z"], c["n"], c["ghn"], dgi, dgh, dh0,
                        n=N * T * H)
         dgi2, dgh2 = dgi.reshape(T * N, 3 * H), dgh.reshape(T * N, 3 * H)
         hprev = np.concatenate([h0[None], hs[:-1]]).reshape(T * N, H)
