@@ -14,7 +14,6 @@ import numpy as np
 
 from . import kernels as K
 from .cim import amax, checked_gain, noisy_bias, weight_codes
-from .conv_ops import column_sums
 from .quant import pow2_exponent
 
 __all__ = ["array_params", "qgru_forward", "qgru_backward", "luts"]
@@ -214,6 +213,7 @@ def qgru_backward(layer, dy, ctx):
     G[:, :, 4 * H:] = 0
     dh0 = np.empty((N, H), f32)
     dx = np.empty((N, T, I), f32)
+    gs = np.empty(4 * H, f32)
 
     def wT(a, r0, r1, blocks):  # rows r0:r1 of Wp (and Wn when stacked) transposed: (O, K) with padded blocks
         parts = [a["wp"][r0:r1].T] + ([a["wn"][r0:r1].T] if stacked else [])
@@ -221,11 +221,10 @@ def qgru_backward(layer, dy, ctx):
     mz, mi = ctx["xz"][1].reshape(T, N, I), ctx["xi"][1].reshape(T, N, I)
     K.gru_q_backward(np.ascontiguousarray(dy, dtype=f32), ctx["h0q"], ctx["F"],
                      wT(zr, I, I + H, False), wT(hn, 0, H, False), wT(zr, 0, I, True), wT(ar_in, 0, I, True), mz, mi,
-                     float(sc["x_zr"]), float(sc["x_hn"]), float(sc["x_zr"]), float(sc["x_in"]), pn, stacked, G, dx,
-                     dh0, n=N * T * H)
+                     float(sc["x_zr"]), float(sc["x_hn"]), float(sc["x_zr"]), float(sc["x_in"]), pn, stacked, G, gs,
+                     dx, dh0, n=N * T * H)
     G2 = G.reshape(T * N, G.shape[2])
     Kr = ctx["hz"].shape[2]
-    gs = column_sums(G2)
     grads = {"zr": _weight_grad(zr, G2, 0, 2 * H, gs[:2 * H], _parts(ctx["xz"][0], I, stacked),
                                 _parts(ctx["hz"].reshape(T * N, Kr), H, stacked), stacked),
              "in": _weight_grad(ar_in, G2, 3 * H, H, gs[3 * H:4 * H], _parts(ctx["xi"][0], I, stacked), None, stacked),
