@@ -23,6 +23,7 @@ import numba
 import numpy as np
 
 from ._jit import OPTIONS, kernel
+from .gather import lookup2
 from .tile import acc_rows
 
 __all__ = ["gru_q_forward", "gru_q_backward"]
@@ -47,18 +48,6 @@ def _out_codes(acc, k, lo, hi, off, n, ci, m, track):
         for j in range(n):
             mx = max(mx, abs(np.float64(acc[j])))
     return mx
-
-
-@numba.njit(**OPTIONS)
-def _lookup(ci, n, lut, dlut, m, val, der):
-    """val = lut[ci], der = dlut[ci]·m over n entries (the gathers, scalar). The tables have 2^yb entries
-    and every ci lies in [0, 2^yb): masking the index changes nothing but lets the compiler drop the
-    negative-index wraparound (measured: the forward kernel 2% faster)."""
-    mk = np.uint32(lut.size - 1)
-    for j in range(n):
-        c = np.uint32(ci[j]) & mk
-        val[j] = lut[c]
-        der[j] = dlut[c] * m[j]
 
 
 @numba.njit(**OPTIONS)
@@ -193,9 +182,9 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, 
             amax_acc[0] = max(amax_acc[0], _out_codes(az[b], kzr, lo, hi, off, 2 * H, ci2, m2, track))
             amax_acc[1] = max(amax_acc[1], _out_codes(ah[b], khn, lo, hi, off, H, ch, mh, track))
             amax_acc[2] = max(amax_acc[2], _out_codes(ai[b], kin, lo, hi, off, H, cn, mi, track))
-            _lookup(ci2, 2 * H, lut_sig, dsig, m2, zr, d2)
+            lookup2(ci2, 2 * H, lut_sig, dsig, m2, zr, d2)
             _n_pre(cn, ch, zr[H:], off, lo, hi, H, cs, ms)
-            _lookup(cs, H, lut_tanh, dtanh, ms, nq, dn)
+            lookup2(cs, H, lut_tanh, dtanh, ms, nq, dn)
             _factors(zr, nq, F[t - 1, b, HQ] if t > 0 else h0[b], d2, dn, ch, mh, mi, off, f4(ones), kfz, kfr, kfh,
                      f4(cin), H, F[t, b], y[b, t])
             if t + 1 < T:
