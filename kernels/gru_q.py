@@ -35,19 +35,22 @@ __all__ = ["gru_q_forward", "gru_q_backward"]
 @numba.njit(**OPTIONS)
 def _out_codes(acc, k, lo, hi, off, n, ci, m, track):
     """Array outputs y = R(clip(acc·k)) as table indices ci = y + off (int32), and the clip masks m (float32),
-    for the first n columns of the accumulator row acc. acc·k in float64: exact whatever acc's dtype.
-    Returns max |acc| over the n columns when `track` (a separate loop: a float max reduction does not
-    vectorize without fastmath), else 0."""
-    flo, fhi = np.float64(lo), np.float64(hi)
+    for the first n columns of the accumulator row acc. k, a power of two (sy/(sx·sw) or 1/G), comes in acc's
+    dtype: acc·k is then exact in that dtype, and float32 rows vectorize twice as wide as float64 ones.
+    Returns max |acc| over the n columns when `track`, else 0. Tracking runs only without noise, where acc
+    holds integers: the maximum is taken over int64, as a float max reduction does not vectorize without
+    fastmath."""
+    z = k - k
+    flo, fhi = z + np.float32(lo), z + np.float32(hi)
     for j in range(n):
         v = acc[j] * k
         ci[j] = np.int32(min(max(np.rint(v), flo), fhi)) + off
         m[j] = np.float32(1.0) if (v >= flo) & (v <= fhi) else np.float32(0.0)
-    mx = 0.0
+    mx = 0
     if track:
         for j in range(n):
-            mx = max(mx, abs(np.float64(acc[j])))
-    return mx
+            mx = max(mx, abs(np.int64(acc[j])))
+    return np.float64(mx)
 
 
 @numba.njit(**OPTIONS)
@@ -139,8 +142,8 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, 
     wzx (Kx, Cz), wix (Kx, Ci): the x rows of the zr and in arrays; wzr (Kr, Cz), whn (Kr, Ch): the h rows of
         the zr and hn arrays ([Wp; Wn] when stacked), all dt with zero padding columns; bzr (Cz,), bin_ (Ci,),
         bhn (Ch,) dt: the bias terms.
-    kzr, kin, khn: output = accumulator·k (sy/(sx·sw) without noise, 1/G with noise); czr, chn, cin:
-        d(real output)/d(accumulator) (1/(sx·sw), or 1/(G·sy) with noise); sy_n the scale of n_pre.
+    kzr, kin, khn: output = accumulator·k (sy/(sx·sw) without noise, 1/G with noise: powers of two); czr, chn,
+        cin: d(real output)/d(accumulator) (1/(sx·sw), or 1/(G·sy) with noise); sy_n the scale of n_pre.
     lut_sig, lut_tanh, dsig (σ'), dtanh (tanh', 0 where the LUT output clips): float32 (2^yb,), index
         code + 2^(yb-1).
     Outputs: F (T, N, NF, H) float32: field HQ the h' codes, FZ..FD the backward factors (see above), with
@@ -167,6 +170,8 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, 
                                       np.empty(H, np.int32), np.empty(H, f4), np.empty(H, f4), np.empty(H, f4))
     kfz, kfr, kfh = f4(ones / 16384.0 * czr), f4(ones / 128.0 / sy_n * czr), f4(chn / 128.0)
     amax_acc[:] = 0.0
+    kk = np.empty(3, dt)  # the output factors in the accumulators' dtype (powers of two: exact)
+    kk[0], kk[1], kk[2] = kzr, khn, kin
     for b in range(N):
         _h_codes(h0[b], H, sx_zr, sx_hn, pn, stacked, hz[0, b], hh[0, b])
     for t in range(T):
@@ -179,9 +184,9 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, 
             ah[b] = bhn
         acc_rows(N, Ch, hhf, t * N * Kr, Kr, Kr, whf, Ch, ahf, 0, Ch, True)
         for b in range(N):
-            amax_acc[0] = max(amax_acc[0], _out_codes(az[b], kzr, lo, hi, off, 2 * H, ci2, m2, track))
-            amax_acc[1] = max(amax_acc[1], _out_codes(ah[b], khn, lo, hi, off, H, ch, mh, track))
-            amax_acc[2] = max(amax_acc[2], _out_codes(ai[b], kin, lo, hi, off, H, cn, mi, track))
+            amax_acc[0] = max(amax_acc[0], _out_codes(az[b], kk[0], lo, hi, off, 2 * H, ci2, m2, track))
+            amax_acc[1] = max(amax_acc[1], _out_codes(ah[b], kk[1], lo, hi, off, H, ch, mh, track))
+            amax_acc[2] = max(amax_acc[2], _out_codes(ai[b], kk[2], lo, hi, off, H, cn, mi, track))
             lookup2(ci2, 2 * H, lut_sig, dsig, m2, zr, d2)
             _n_pre(cn, ch, zr[H:], off, lo, hi, H, cs, ms)
             lookup2(cs, H, lut_tanh, dtanh, ms, nq, dn)

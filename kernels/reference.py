@@ -169,13 +169,14 @@ def shift_round(v, k):
 
 
 def gru_q_int(xz, xi, h0q, wzr, win, whn, bzr, bin_, bhn, e_zr, e_in, e_hn, k_zr, k_hn, yb, pn, ones, lut_sig,
-              lut_tanh):
+              lut_tanh, amax=None):
     """The quantized GRU cell with integers only (docs/gru.md), step by step: the integer reference.
 
     xz, xi: (pos, neg) int64 input codes of x for the zr and in arrays, (N, T, I) each (neg zeros for FALSE);
     h0q (N, H) Q7 codes; w* int8 weight codes (O, K) (zr: K = I + H); b* int64 bias terms (128·Bq);
     e_*: log2(sy) - log2(sx) - log2(sw) of each array; k_zr, k_hn: log2(sx) - 7 of the h input codes.
-    Returns hq (N, T, H) int64.
+    Returns hq (N, T, H) int64. amax: a dict that, when given, receives max |accumulator| of each array
+    over the sequence ("zr", "in", "hn"; the auto-scale statistics).
     """
     N, T, I = xz[0].shape
     H = h0q.shape[1]
@@ -190,17 +191,24 @@ def gru_q_int(xz, xi, h0q, wzr, win, whn, bzr, bin_, bhn, e_zr, e_in, e_hn, k_zr
                     np.clip(shift_round(np.maximum(-hv, 0), k), 0, 255))
         return np.clip(shift_round(hv, k), 0, 255), np.zeros_like(hv)
 
-    y_in = np.clip(shift_round((xi[0] - xi[1]) @ win.T + bin_, e_in), lo, hi)
+    seen = {"zr": 0, "in": 0, "hn": 0}
+
+    def acc(name, a):
+        seen[name] = max(seen[name], int(np.abs(a).max(initial=0)))
+        return a
+    y_in = np.clip(shift_round(acc("in", (xi[0] - xi[1]) @ win.T + bin_), e_in), lo, hi)
     for t in range(T):
         hp, hn = codes(h, k_zr)
         inp = np.concatenate([xz[0][:, t] - xz[1][:, t], hp - hn], axis=1)
-        yzr = np.clip(shift_round(inp @ wzr.T + bzr, e_zr), lo, hi)
+        yzr = np.clip(shift_round(acc("zr", inp @ wzr.T + bzr), e_zr), lo, hi)
         z, r = lut_sig[yzr[:, :H] + off], lut_sig[yzr[:, H:] + off]
         hp2, hn2 = codes(h, k_hn)
-        yhn = np.clip(shift_round((hp2 - hn2) @ whn.T + bhn, e_hn), lo, hi)
+        yhn = np.clip(shift_round(acc("hn", (hp2 - hn2) @ whn.T + bhn), e_hn), lo, hi)
         n = lut_tanh[np.clip(y_in[:, t] + ((r * yhn) >> 7), lo, hi) + off]
         h = np.clip(((ones - z) * n + z * h) >> 7, -128, 127)
         out[:, t] = h
+    if amax is not None:
+        amax.update(seen)
     return out
 
 

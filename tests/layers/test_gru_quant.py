@@ -25,8 +25,8 @@ def qcfg(neg="PN", yb=8, **kw):
     return wn.LayerConfig(**base)
 
 
-def integer_reference(g, x, h0):
-    """Quantize once (x codes, weight and bias codes), then integers only."""
+def integer_reference(g, x, h0, amax=None):
+    """Quantize once (x codes, weight and bias codes), then integers only. amax: see `gru_q_int`."""
     sc = g.scales
     H = g.hidden_size
     arrays = cim_gru.array_params(g.params, H, g.has_bias)
@@ -48,7 +48,7 @@ def integer_reference(g, x, h0):
     b = {n: (128 * a[n]["ba"].astype(np.int64)) for n in a}
     return gru_q_int(xcodes(sc["x_zr"]), xcodes(sc["x_in"]), h0q, a["zr"]["wq"], a["in"]["wq"], a["hn"]["wq"],
                      b["zr"], b["in"], b["hn"], e["zr"], e["in"], e["hn"], int(math.log2(sc["x_zr"])) - 7,
-                     int(math.log2(sc["x_hn"])) - 7, g.config.y_quant_bits, pn, g.scale_ones, ls, lt)
+                     int(math.log2(sc["x_hn"])) - 7, g.config.y_quant_bits, pn, g.scale_ones, ls, lt, amax)
 
 
 @settings(max_examples=40, deadline=None)
@@ -65,6 +65,27 @@ def test_integer_reference_equals_training_forward(N, T, I, H, neg, yb, ones, sx
     y, _ = g.forward((x, h0), train=True)
     hq = integer_reference(g, x, h0)
     np.testing.assert_array_equal(y * 128, hq.astype(np.float32))
+
+
+@settings(max_examples=20, deadline=None)
+@given(T=st.integers(1, 5), I=st.integers(1, 5), H=st.integers(1, 20), neg=st.sampled_from(["PN", "FALSE"]),
+       sx=st.sampled_from([16, 64]), sw=st.sampled_from([32, 128]), seed=st.integers(0, 10 ** 6))
+def test_auto_scale_statistics_are_the_accumulator_maxima(T, I, H, neg, sx, sw, seed):
+    """The y statistics the observer records are max |accumulator| of each array over the sequence (tracked
+    inside the kernel) times sy/(sx·sw), over sy: checked against the integer reference's accumulators."""
+    rng = np.random.default_rng(seed)
+    g = wn.GRU(I, H, config=qcfg(neg, scale_x=sx, scale_weight=sw), rng=rng)
+    x = (rng.normal(size=(3, T, I)) * 2).astype(np.float32)
+    h0 = (rng.normal(size=(3, H)) * 0.6).astype(np.float32)
+    sc = g.scales
+    _, _, stats = cim_gru.qgru_forward(g, x, h0, sc, None, None, want_stats=True)
+    amax = {}
+    integer_reference(g, x, h0, amax)
+    assert amax["zr"] > 0 and amax["hn"] + amax["in"] > 0
+    k = {n: sc["y_zr" if n == "zr" else "y_n"] / (sc["x_" + n] * sc["weight_" + n]) for n in amax}
+    v = {n: np.float32(amax[n] * k[n]) for n in amax}
+    assert stats["y_zr"] == np.float32(v["zr"] / sc["y_zr"])
+    assert stats["y_n"] == np.float32(max(v["in"], v["hn"]) / sc["y_n"])
 
 
 def test_noise_is_replayable_and_drawn_in_the_documented_order():
