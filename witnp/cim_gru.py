@@ -212,7 +212,7 @@ def qgru_backward(layer, dy, ctx):
     G = np.empty((T, N, 3 * H + K.lanes_up(H)), f32)
     G[:, :, 4 * H:] = 0
     dh0 = np.empty((N, H), f32)
-    dx = np.empty((N, T, I), f32)
+    dx = np.empty((T, N, I), f32)
     gs = np.empty(4 * H, f32)
 
     def wT(a, r0, r1, blocks):  # rows r0:r1 of Wp (and Wn when stacked) transposed: (O, K) with padded blocks
@@ -233,7 +233,7 @@ def qgru_backward(layer, dy, ctx):
     _to_params(layer, grads, I, H)
     h128 = ctx["h0"].astype(np.float64) * 128.0  # h0 enters as clip(R(h0·128), -128, 127)
     dh0_real = np.where((h128 >= -128) & (h128 <= 127), dh0, 0.0)
-    return dx, dh0_real.astype(f32)
+    return np.ascontiguousarray(dx.transpose(1, 0, 2)), dh0_real.astype(f32)
 
 
 def _to_params(layer, grads, I, H):
