@@ -4,17 +4,67 @@ NumPy's strided copy of a (B, C, H, W) <-> (B, H, W, C) transpose ran at ~3 GB/s
 B32 x 32ch x 32x32 tensor); these loops keep one image in cache and run several times faster. Padding is
 fused into the NCHW -> NHWC copy because every direct convolution wants a padded input.
 Each prange iteration writes one (image, row) of the output only.
+
+`nchw_to_nhwc_f32`, for C-contiguous float32 (the conv inputs and output gradients), moves 8 x 8 blocks
+through registers (`_t8x8`, LLVM IR shuffles: 8 vector loads along w, 8 vector stores along c), where the scalar
+loop reads one element per channel row. Measured on one core, as the conv layers call it (medians, three
+alternating runs): 0.26 ms against 0.43 for B32 16ch 32x32 with padding 1, 0.63 against 0.74 for B32 32ch
+32x32, 0.039 against 0.075 for the vendor demo's B10 10ch 30x30. The same blocks made NHWC -> NCHW slower
+at 16 channels (0.35 ms against 0.28: its scalar loop already writes whole rows), so
+that direction keeps its loop.
 """
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
 
 from ._jit import kernel
 
-__all__ = ["nchw_to_nhwc", "nhwc_to_nchw"]
+__all__ = ["nchw_to_nhwc", "nchw_to_nhwc_f32", "nhwc_to_nchw"]
+
+# shufflevector masks of the 8 x 8 transpose network (LLVM lowers them to unpack, shuffle and 128-bit
+# permutes): interleave pairs of rows, then pairs of pairs, then the two 128-bit halves
+_S1 = ((0, 8, 1, 9, 4, 12, 5, 13), (2, 10, 3, 11, 6, 14, 7, 15))
+_S2 = ((0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15))
+_S3 = ((0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15))
+
+
+@intrinsic
+def _t8x8(typingctx, src, s0, lds, dst, d0, ldd):
+    """dst[d0 + j·ldd + i] = src[s0 + i·lds + j] for i, j < 8: an 8 x 8 block, transposed (1-D float32
+    arrays; the caller keeps every index in bounds)."""
+    if any(getattr(t, "dtype", None) != types.float32 or t.ndim != 1 for t in (src, dst)):
+        return None
+    sig = types.void(src, s0, lds, dst, d0, ldd)
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        sp = context.make_array(tys[0])(context, builder, args[0]).data
+        dp = context.make_array(tys[3])(context, builder, args[3]).data
+        s0_, lds_, d0_, ldd_ = (context.cast(builder, args[i], tys[i], types.int64) for i in (1, 2, 4, 5))
+        i64, vt = ir.IntType(64), ir.VectorType(ir.FloatType(), 8)
+
+        def row(p, base, ld, i):
+            return builder.bitcast(builder.gep(p, [builder.add(base, builder.mul(ld, ir.Constant(i64, i)))]),
+                                   vt.as_pointer())
+
+        def shuf(a, b, m):
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), 8), list(m)))
+
+        r = [builder.load(row(sp, s0_, lds_, i), align=4) for i in range(8)]
+        t = [shuf(r[i], r[i + 1], m) for i in range(0, 8, 2) for m in _S1]
+        u = [shuf(t[a], t[a + 2], m) for a in (0, 1, 4, 5) for m in _S2]
+        o = [shuf(u[j], u[j + 4], m) for m in _S3 for j in range(4)]
+        for j in range(8):
+            builder.store(o[j], row(dp, d0_, ldd_, j), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @kernel
 def nchw_to_nhwc(x, top, left, fill, out):
-    """x (B, C, H, W) -> out (B, Hp, Wp, C): x[b, :, h, w] at out[b, top + h, left + w, :], `fill` elsewhere."""
+    """x (B, C, H, W) -> out (B, Hp, Wp, C): x[b, :, h, w] at out[b, top + h, left + w, :], `fill` elsewhere.
+    Any dtype and layout (a strided view, say): element by element."""
     B, C, H, W = x.shape
     Hp, Wp = out.shape[1], out.shape[2]
     fill = out.dtype.type(fill)
@@ -30,6 +80,41 @@ def nchw_to_nhwc(x, top, left, fill, out):
             else:
                 for c in range(C):
                     out[b, hp, wp, c] = x[b, c, h, w]
+    return out
+
+
+@kernel
+def nchw_to_nhwc_f32(x, top, left, fill, out):
+    """`nchw_to_nhwc` for C-contiguous float32 x and out, in 8 x 8 register blocks (see the module
+    docstring)."""
+    B, C, H, W = x.shape
+    Hp, Wp = out.shape[1], out.shape[2]
+    xf, of = x.reshape(x.size), out.reshape(out.size)
+    fill = out.dtype.type(fill)
+    C8, W8 = C - C % 8, W - W % 8
+    for bh in prange(B * Hp):
+        b = bh // Hp
+        h = bh % Hp - top
+        o0 = bh * Wp * C
+        if h < 0 or h >= H:
+            for i in range(Wp * C):
+                of[o0 + i] = fill
+            continue
+        for i in range(left * C):
+            of[o0 + i] = fill
+        for i in range((left + W) * C, Wp * C):
+            of[o0 + i] = fill
+        x0 = (b * C * H + h) * W
+        ob = o0 + left * C
+        for c0 in range(0, C8, 8):
+            for w0 in range(0, W8, 8):
+                _t8x8(xf, x0 + c0 * H * W + w0, H * W, of, ob + w0 * C + c0, C)
+            for w in range(W8, W):
+                for c in range(c0, c0 + 8):
+                    of[ob + w * C + c] = xf[x0 + c * H * W + w]
+        for c in range(C8, C):
+            for w in range(W):
+                of[ob + w * C + c] = xf[x0 + c * H * W + w]
     return out
 
 

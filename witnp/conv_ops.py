@@ -56,7 +56,8 @@ def to_nhwc(a, pad_hw=(0, 0), fill=0.0):
     B, C, H, W = a.shape
     ph, pw = pad_hw
     out = np.empty((B, H + 2 * ph, W + 2 * pw, C), a.dtype)
-    K.nchw_to_nhwc(np.ascontiguousarray(a), ph, pw, fill, out, n=out.size)
+    fn = K.nchw_to_nhwc_f32 if a.dtype == np.float32 else K.nchw_to_nhwc  # register blocks for float32
+    fn(np.ascontiguousarray(a), ph, pw, fill, out, n=out.size)
     return out
 
 

@@ -29,3 +29,26 @@ def test_nhwc_to_nchw(twin):
     np.testing.assert_array_equal(out, x.transpose(0, 3, 1, 2))
     np.testing.assert_array_equal(to_nchw(x), out)
     np.testing.assert_array_equal(to_nchw(to_nhwc(out)), out)
+
+
+@pytest.mark.parametrize("twin", ["serial", "parallel"])
+@pytest.mark.parametrize("shape", [(2, 8, 3, 8), (2, 19, 4, 21), (1, 16, 2, 7), (1, 7, 2, 16)])
+def test_nchw_to_nhwc_blocks_and_tails(twin, shape):
+    """`nchw_to_nhwc_f32`'s 8 x 8 register blocks and their channel and column tails against NumPy; the
+    element loop of `nchw_to_nhwc` (a strided view, float64) on the same data."""
+    B, C, H, W = shape
+    x = np.random.default_rng(C * W).normal(size=shape).astype(np.float32)
+    want = np.full((B, H + 2, W + 3, C), -1.0, np.float32)
+    want[:, 1:1 + H, 2:2 + W] = x.transpose(0, 2, 3, 1)
+    out = np.full(want.shape, np.nan, np.float32)
+    getattr(K.nchw_to_nhwc_f32, twin)(x, 1, 2, -1.0, out)
+    np.testing.assert_array_equal(out, want)
+    padded = np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-1.0)
+    np.testing.assert_array_equal(to_nhwc(x, (1, 1), -1.0), padded)  # the wrapper's float32 path
+    view = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # NHWC data seen as NCHW
+    out2 = np.full(want.shape, np.nan, np.float32)
+    getattr(K.nchw_to_nhwc, twin)(view, 1, 2, -1.0, out2)
+    np.testing.assert_array_equal(out2, want)
+    out3 = np.full(want.shape, np.nan)
+    getattr(K.nchw_to_nhwc, twin)(x.astype(np.float64), 1, 2, -1.0, out3)
+    np.testing.assert_array_equal(out3, want)
