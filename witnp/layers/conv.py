@@ -162,15 +162,17 @@ class Conv2d(_ConvBase):
 
     def _float_forward(self, x, W, b):
         B = x.shape[0]
-        xh = to_nhwc(x)
-        acc, (Ho, Wo) = conv_forward(xh, wmat_conv(W), self.geo)
+        # one padded channels-last copy, shared by the forward and the weight gradient (conv2d would
+        # otherwise pad its own copy, and conv2d_dw another)
+        xh = to_nhwc(x, (self.geo.ph, self.geo.pw))
+        acc, (Ho, Wo) = conv_forward(xh, wmat_conv(W), self.geo, padded=True)
         if b is not None:
             acc += b
         return to_nchw(acc.reshape(B, Ho, Wo, -1)), {"kind": "float", "x": xh, "W": W}
 
     def _float_backward(self, g, ctx):
         g2 = to_nhwc(g).reshape(-1, self.out_channels)
-        dw, dx = conv_backward(g2, ctx["x"], wmat_conv(ctx["W"]), self.geo)
+        dw, dx = conv_backward(g2, ctx["x"], wmat_conv(ctx["W"]), self.geo, padded=True)
         db = column_sums(g2) if "bias" in self.params else None
         return to_nchw(dx), wmat_from_conv(dw, ctx["W"].shape), db
 
