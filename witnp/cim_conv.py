@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
-from .conv_ops import (column_sums, conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc,
+from .conv_ops import (conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc,
                        wmat_conv, wmat_convT, wmat_from_conv, wmat_from_convT)
 from .cim import amax, checked_gain, noisy_bias, weight_codes
 from .quant import shift_offset
@@ -128,16 +128,19 @@ def qconv_backward(dy, ctx):
     co = ctx["co"]
     noisy, pn, transposed = ctx["noisy"], ctx["pn"], ctx["transposed"]
     P, G, sy = ctx["P"], ctx["G"], f32(ctx["sy"])
-    g2 = to_nhwc(dy).reshape(-1, co)
-    ga = np.empty(g2.shape, np.float32)
-    if K.scale_masked(g2, ctx["ymask"], (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P), ga, False,
+    B, _, Ho, Wo = dy.shape
+    # dy through the output clip, channels-last, and its per-row channel sums (the bias gradient): one pass
+    ga = np.empty((B * Ho * Wo, co), np.float32)
+    rows = np.empty((B * Ho, co), np.float32)
+    if K.grad_to_nhwc(np.ascontiguousarray(dy, dtype=np.float32), ctx["ymask"],
+                      (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P), ga.reshape(B, Ho, Wo, co), rows,
                       n=ga.size):
         raise ValueError(f"{ctx['owner']}: dy contains NaN or inf value(s); expected finite numbers")
     wa = ctx.get("wa", ctx["wq"])
     dwq, dxq = _branch_backward(ga, ctx["xq"], ctx["pad"], wa, ctx)
     if noisy:
         dwq = dwq * ctx["w_factor"]
-    gba = column_sums(ga) * (ctx["b_factor"] if noisy else f32(128))
+    gba = rows.sum(axis=0, dtype=np.float32) * (ctx["b_factor"] if noisy else f32(128))
     gba = np.where(ctx["bmask"] != 0, gba, f32(0)).astype(np.float32)
     if ctx["s"] and not transposed:  # Shift: the bias code holds -s·ΣWq/128
         dwq = dwq - (gba * f32(ctx["s"] / 128.0))[:, None]

@@ -52,3 +52,22 @@ def test_nchw_to_nhwc_blocks_and_tails(twin, shape):
     out3 = np.full(want.shape, np.nan)
     getattr(K.nchw_to_nhwc, twin)(x.astype(np.float64), 1, 2, -1.0, out3)
     np.testing.assert_array_equal(out3, want)
+
+
+@pytest.mark.parametrize("twin", ["serial", "parallel"])
+@pytest.mark.parametrize("shape", [(2, 8, 3, 8), (2, 19, 4, 21), (1, 5, 2, 3)])
+def test_grad_to_nhwc_masks_scales_and_sums(twin, shape):
+    """The fused output-gradient pass equals transpose, masked scale and per-row sums done apart; it counts
+    non-finite values."""
+    B, C, H, W = shape
+    rng = np.random.default_rng(C + W)
+    g = rng.normal(size=shape).astype(np.float32)
+    mask = (rng.random((B * H * W, C)) > 0.3).astype(np.uint8)
+    out = np.full((B, H, W, C), np.nan, np.float32)
+    rows = np.full((B * H, C), np.nan, np.float32)
+    assert getattr(K.grad_to_nhwc, twin)(g, mask, 0.25, out, rows) == 0
+    want = np.where(mask != 0, g.transpose(0, 2, 3, 1).reshape(-1, C) * np.float32(0.25), 0).astype(np.float32)
+    np.testing.assert_array_equal(out.reshape(-1, C), want)
+    np.testing.assert_allclose(rows, want.reshape(B * H, W, C).sum(axis=1), rtol=1e-6, atol=1e-6)
+    g[0, 0, 0, 0], g[-1, -1, -1, -1] = np.nan, -np.inf
+    assert getattr(K.grad_to_nhwc, twin)(g, mask, 0.25, out, rows) == 2

@@ -226,3 +226,14 @@ class TestBadInput:
         x[0, 0, 1, 1] = np.nan
         with pytest.raises(ValueError, match="Conv2d: x contains NaN or inf"):
             wn.Conv2d(1, 1, 3, config=cfg)(x)
+
+    @pytest.mark.parametrize("cls", [wn.Conv2d, wn.ConvTranspose2d])
+    def test_nan_gradient_quantized(self, cls):
+        """The quantized backward counts non-finite dy in its layout pass (the layer skips its own check)."""
+        cfg = wn.LayerConfig(use_quantization=True, use_auto_scale=False)
+        layer = cls(2, 3, 3, config=cfg)
+        y, ctx = layer.forward(np.ones((2, 2, 5, 5), np.float32), train=True)
+        dy = np.ones_like(y)
+        dy[1, 2, -1, -1] = np.inf
+        with pytest.raises(ValueError, match=f"{cls.__name__}: dy contains NaN or inf"):
+            layer.backward(dy, ctx)
