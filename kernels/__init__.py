@@ -6,7 +6,7 @@ from ._jit import Kernel, kernel, set_parallel_threshold
 from .activations import gelu, gelu_grad
 from .conv import im2row, row2im
 from .direct_conv import conv_dw_rows, conv_rows
-from .layout import grad_to_nhwc, nchw_to_nhwc, nchw_to_nhwc_f32, nhwc_to_nchw
+from .layout import grad_to_nhwc, nchw_to_nhwc, nchw_to_nhwc_f32, nhwc_to_nchw, pad_nhwc
 from .gemm import exact_block, matmul_exact
 from .gru import gru_backward, gru_forward
 from .gru_q import gru_q_backward, gru_q_forward
@@ -16,4 +16,4 @@ from .quant import (combine_split, input_grad, quantize_bias, quantize_input, qu
                     scale_masked)
 
 __all__ = ["LANES", "lanes_up", "pad_cols", "at_b", "Kernel", "kernel", "set_parallel_threshold", "exact_block", "matmul_exact", "quantize_input",
-           "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked", "im2row", "row2im", "conv_rows", "conv_dw_rows", "nchw_to_nhwc", "nchw_to_nhwc_f32", "grad_to_nhwc", "nhwc_to_nchw", "gelu", "gelu_grad", "gru_forward", "gru_backward", "gru_q_forward", "gru_q_backward"]
+           "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked", "im2row", "row2im", "conv_rows", "conv_dw_rows", "nchw_to_nhwc", "nchw_to_nhwc_f32", "grad_to_nhwc", "nhwc_to_nchw", "pad_nhwc", "gelu", "gelu_grad", "gru_forward", "gru_backward", "gru_q_forward", "gru_q_backward"]

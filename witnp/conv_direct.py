@@ -28,8 +28,7 @@ f32 = np.float32
 def _pad(x, top, bottom, left, right, fill=0.0):
     B, H, W, C = x.shape
     out = np.empty((B, H + top + bottom, W + left + right, C), f32)
-    # the layout kernel on an NCHW view of the NHWC data: a plain padded copy, channels read contiguously
-    K.nchw_to_nhwc(np.asarray(x, dtype=f32).transpose(0, 3, 1, 2), top, left, fill, out, n=out.size)
+    K.pad_nhwc(np.ascontiguousarray(x, dtype=f32), top, left, fill, out, n=out.size)
     return out
 
 

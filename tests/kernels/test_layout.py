@@ -71,3 +71,14 @@ def test_grad_to_nhwc_masks_scales_and_sums(twin, shape):
     np.testing.assert_allclose(rows, want.reshape(B * H, W, C).sum(axis=1), rtol=1e-6, atol=1e-6)
     g[0, 0, 0, 0], g[-1, -1, -1, -1] = np.nan, -np.inf
     assert getattr(K.grad_to_nhwc, twin)(g, mask, 0.25, out, rows) == 2
+
+
+@pytest.mark.parametrize("twin", ["serial", "parallel"])
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 3, 1)])
+def test_pad_nhwc(twin, pads):
+    top, bottom, left, right = pads
+    x = np.random.default_rng(sum(pads)).normal(size=(2, 5, 7, 3)).astype(np.float32)
+    want = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=4.0)
+    out = np.full(want.shape, np.nan, np.float32)
+    getattr(K.pad_nhwc, twin)(x, top, left, 4.0, out)
+    np.testing.assert_array_equal(out, want)
