@@ -97,6 +97,18 @@ def _fill(of, o0, n, v):
         of[u0 + np.uint64(i)] = v
 
 
+@numba.njit(**OPTIONS)
+def _pad_row(of, o0, Wp, W, C, left, h, H, fill):
+    """The padding of one padded channels-last row at of[o0:o0 + Wp·C] (all of it when the image row h lies
+    outside [0, H)). Returns whether the row takes data, at o0 + left·C."""
+    if h < 0 or h >= H:
+        _fill(of, o0, Wp * C, fill)
+        return False
+    _fill(of, o0, left * C, fill)
+    _fill(of, o0 + (left + W) * C, (Wp - left - W) * C, fill)
+    return True
+
+
 @kernel
 def nchw_to_nhwc_f32(x, top, left, fill, out):
     """`nchw_to_nhwc` for C-contiguous float32 x and out, in 8 x 8 register blocks (see the module
@@ -106,15 +118,9 @@ def nchw_to_nhwc_f32(x, top, left, fill, out):
     xf, of = x.reshape(x.size), out.reshape(out.size)
     fill = out.dtype.type(fill)
     for bh in prange(B * Hp):
-        b = bh // Hp
-        h = bh % Hp - top
-        o0 = bh * Wp * C
-        if h < 0 or h >= H:
-            _fill(of, o0, Wp * C, fill)
-            continue
-        _fill(of, o0, left * C, fill)
-        _fill(of, o0 + (left + W) * C, (Wp - left - W) * C, fill)
-        _row_blocks(xf, (b * C * H + h) * W, C, H * W, W, of, o0 + left * C)
+        b, h = bh // Hp, bh % Hp - top
+        if _pad_row(of, bh * Wp * C, Wp, W, C, left, h, H, fill):
+            _row_blocks(xf, (b * C * H + h) * W, C, H * W, W, of, (bh * Wp + left) * C)
     return out
 
 
@@ -199,15 +205,9 @@ def pad_nhwc(x, top, left, fill, out):
     xf, of = x.reshape(x.size), out.reshape(out.size)
     fill = out.dtype.type(fill)
     for bh in prange(B * Hp):
-        b = bh // Hp
-        h = bh % Hp - top
-        o0 = bh * Wp * C
-        if h < 0 or h >= H:
-            _fill(of, o0, Wp * C, fill)
-            continue
-        _fill(of, o0, left * C, fill)
-        _fill(of, o0 + (left + W) * C, (Wp - left - W) * C, fill)
-        s0, d0 = np.uint64((b * H + h) * W * C), np.uint64(o0 + left * C)
-        for i in range(W * C):
-            of[d0 + np.uint64(i)] = xf[s0 + np.uint64(i)]
+        b, h = bh // Hp, bh % Hp - top
+        if _pad_row(of, bh * Wp * C, Wp, W, C, left, h, H, fill):
+            s0, d0 = np.uint64((b * H + h) * W * C), np.uint64((bh * Wp + left) * C)
+            for i in range(W * C):
+                of[d0 + np.uint64(i)] = xf[s0 + np.uint64(i)]
     return out
