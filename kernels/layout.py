@@ -143,7 +143,8 @@ def _row_blocks(xf, x0, C, HW, W, of, o0):
 @numba.njit(**OPTIONS)
 def _mask_scale_row(of, mf, o0, W, C, c, rs):
     """of[o0:o0 + W·C] = of·c where mf != 0, else 0; rs (C,) = the sums over the W pixels. Returns the
-    count of non-finite values. Indices are unsigned: a signed flat index keeps Numba's negative-index
+    count of non-finite values. (`quant.scale_masked` on the row's views, plus the sums, took twice as long
+    as this loop: 2.3 ms against 1.1 for B32 32ch 32x32.) Indices are unsigned: a signed flat index keeps Numba's negative-index
     wraparound in the loop, which blocked vectorization (3.9 ms against 0.38 for B32 32ch 32x32)."""
     zero = np.float32(0.0)
     nb = 0
