@@ -56,22 +56,39 @@ def torch_available():
     return importlib.util.find_spec("torch") is not None
 
 
+def keep_freed_memory():
+    """witnp.memory.keep_freed_memory, loaded from its file so the torch worker does not import witnp
+    (and Numba's LLVM) beside torch. Both sides run with it: the comparison is of the code, not of malloc."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "witnp", "memory.py")
+    spec = importlib.util.spec_from_file_location("_witnp_memory", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.keep_freed_memory()
+
+
 def bench_main(script, witnp_worker, torch_worker, report, repeat=30):
     """Command line shared by the benchmarks: workers print JSON; the parent runs them per thread count,
-    alternating sides over --rounds, and hands the medians to report(threads, witnp, torch or {})."""
+    alternating sides over --rounds, and hands the medians to report(threads, witnp, torch or {}).
+    Workers keep freed memory (`witnp.memory`, as the witnp command does) unless --glibc-malloc."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", default=f"1,{os.cpu_count()}", help="thread counts, 1 first")
     ap.add_argument("--repeat", type=int, default=repeat, help="timed runs per figure (at least)")
     ap.add_argument("--rounds", type=int, default=3, help="worker runs per side, alternating; medians kept")
     ap.add_argument("--worker", choices=["witnp", "torch"])
+    ap.add_argument("--glibc-malloc", action="store_true",
+                    help="leave glibc's malloc thresholds as they are in both workers (default: keep freed memory)")
     a = ap.parse_args()
     if a.worker:
+        if not a.glibc_malloc:
+            keep_freed_memory()
         print(json.dumps((witnp_worker if a.worker == "witnp" else torch_worker)(a.repeat)))
         return
     have_torch = torch_available()
     for t in sorted({int(v) for v in a.threads.split(",")}):
-        sides = {s: ["--worker", s, "--repeat", str(a.repeat)] for s in (("witnp", "torch") if have_torch
-                                                                          else ("witnp",))}
+        extra = ["--glibc-malloc"] if a.glibc_malloc else []
+        sides = {s: ["--worker", s, "--repeat", str(a.repeat)] + extra for s in (("witnp", "torch") if have_torch
+                                                                                  else ("witnp",))}
         res = interleaved(script, sides, t, a.rounds)
         print(f"\n== {t} thread(s): forward+backward, median ms ==")
         report(t, res["witnp"], res.get("torch", {}))

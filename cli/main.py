@@ -40,6 +40,8 @@ def friendly(fn):
 def main(ctx, debug):
     """Train and deploy neural networks for analog compute-in-memory chips (WTM2101 class)."""
     ctx.ensure_object(dict)["debug"] = debug
+    if os.environ.get("WITNP_KEEP_FREED_MEMORY", "1") != "0":
+        wn.keep_freed_memory()  # steps reuse freed pages instead of faulting in new ones (witnp/memory.py)
 
 
 def _load_dataset(data):

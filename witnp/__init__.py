@@ -11,6 +11,7 @@ from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers_all
 from .hdf5 import ModelFileError, load, load_checkpoint, save
 from .losses import CrossEntropyLoss, MSELoss
+from .memory import keep_freed_memory
 from .noise import register_noise_model
 from .rng import manual_seed
 from .vendor import WitinConv2d, WitinConvTranspose2d, WitinLinear
@@ -22,4 +23,4 @@ __all__ = ["LayerConfig", "HandleNegInType", "NoiseModel", "PRESETS", "preset", 
            "save", "load", "load_checkpoint", "ModelFileError",
            "WitinLinear", "WitinConv2d",
            "WitinConvTranspose2d", "manual_seed",
-           "register_noise_model", "__version__"] + list(_layers_all)
+           "register_noise_model", "keep_freed_memory", "__version__"] + list(_layers_all)
