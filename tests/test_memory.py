@@ -3,9 +3,11 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import witnp as wn
+from witnp import memory
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
@@ -59,3 +61,25 @@ def test_keep_freed_memory_on_off_accepted():
 def test_keep_freed_memory_other_libc_is_a_no_op(monkeypatch):
     monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))
     assert wn.keep_freed_memory() is False
+
+
+@pytest.mark.parametrize("shape, dtype", [((32768, 32), np.float32), ((4, 64, 65), np.uint8), (70000, np.int8),
+                                          ((2, 3), np.float64), ((0, 5), np.float32)])
+def test_empty_shape_dtype_alignment(shape, dtype):
+    a = memory.empty(shape, dtype)
+    assert a.shape == (shape if isinstance(shape, tuple) else (shape,)) and a.dtype == dtype
+    assert a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % 16 == 0
+    if a.nbytes >= 64 << 10:
+        assert a.ctypes.data % 64 == 0
+    a[...] = 1  # the whole extent is writable memory of its own
+    assert memory.zeros(shape, dtype).sum() == 0
+
+
+def test_empty_consecutive_arrays_get_different_colours():
+    # the case it exists for: equal power-of-two blocks allocated one after the other
+    arrs = [memory.empty((32768, 32)) for _ in range(64)]
+    colours = [a.ctypes.data % 4096 for a in arrs]
+    for c0, c1 in zip(colours, colours[1:]):
+        d = (c1 - c0) % 4096
+        assert 1024 <= d <= 3072
+    assert len(set(colours)) == 64

@@ -22,6 +22,7 @@ from . import kernels as K
 from .conv_ops import (conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc,
                        wmat_conv, wmat_convT, wmat_from_conv, wmat_from_convT)
 from .cim import amax, checked_gain, noisy_bias, weight_codes
+from .memory import empty
 from .quant import shift_offset
 
 __all__ = ["qconv_forward", "qconv_backward"]
@@ -49,8 +50,8 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     else:
         xlo, xhi = 0, (1 << xb) - 1
     n = x.size
-    xa = np.empty((1, 2 * n if pn else n), np.float32)
-    xmask = np.empty((1, n), np.int8)  # NCHW order, like x and dx
+    xa = empty((1, 2 * n if pn else n))
+    xmask = empty((1, n), np.int8)  # NCHW order, like x and dx
     if K.quantize_input(np.ascontiguousarray(x, dtype=np.float32).reshape(1, n), sx, s, xlo, xhi, pn, pn, False,
                         xa, _EMPTY, xmask, n=n):
         raise ValueError(f"{owner}: x contains NaN or inf value(s); expected finite numbers")
@@ -90,8 +91,8 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
         div, mul, bound = P, f32(sy), (max(abs(xlo), xhi), 128)
     ctx["pad"] = pad
     pos, neg = _accumulate(xq, xn, wa, wna, geo, transposed, co, pad, bound)
-    y = np.empty(pos.shape, np.float32)
-    ymask = np.empty(pos.shape, np.uint8)
+    y = empty(pos.shape)
+    ymask = empty(pos.shape, np.uint8)
     K.requant(pos, neg if neg is not None else _EMPTY, bias_term, div, mul, ylo, yhi, lo2, hi2, sy, y, ymask,
               n=y.size)
     ctx["ymask"] = ymask
@@ -130,7 +131,7 @@ def qconv_backward(dy, ctx):
     P, G, sy = ctx["P"], ctx["G"], f32(ctx["sy"])
     B, _, Ho, Wo = dy.shape
     # dy through the output clip, channels-last, and its per-row channel sums (the bias gradient): one pass
-    ga = np.empty((B * Ho * Wo, co), np.float32)
+    ga = empty((B * Ho * Wo, co))
     rows = np.empty((B * Ho, co), np.float32)
     if K.grad_to_nhwc(np.ascontiguousarray(dy, dtype=np.float32), ctx["ymask"],
                       (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P), ga.reshape(B, Ho, Wo, co), rows,
@@ -147,7 +148,7 @@ def qconv_backward(dy, ctx):
     dW = np.zeros(dwq.shape, np.float32)
     K.scale_masked(np.ascontiguousarray(dwq, dtype=np.float32), ctx["wmask"], ctx["sw"], dW, True, n=dW.size)
     n = int(np.prod(ctx["x_shape"]))
-    dxa = np.empty((1, 2 * n if pn else n), np.float32)  # NCHW, like xmask
+    dxa = empty((1, 2 * n if pn else n))  # NCHW, like xmask
     to_nchw(dxq, dxa[0, :n].reshape(ctx["x_shape"]))
     if pn:
         wna = ctx.get("wna", ctx["wneg"])
@@ -157,7 +158,7 @@ def qconv_backward(dy, ctx):
         K.scale_masked(np.ascontiguousarray(dwn, dtype=np.float32), ctx["wnmask"], -ctx["sw"], dW, True,
                        n=dW.size)  # Wneg = R(clip(-W·sw)): d/dW = -sw
         to_nchw(dxn, dxa[0, n:].reshape(ctx["x_shape"]))
-    dx = np.empty((1, n), np.float32)
+    dx = empty((1, n))
     K.input_grad(dxa, ctx["xmask"], ctx["sx"], pn, dx, n=n)
     db = (gba * (P / f32(128))).astype(np.float32) if ctx["has_bias"] else None
     unperm = wmat_from_convT if transposed else wmat_from_conv

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import kernels as K
 from .kernels.tile import lanes_up as _up
+from .memory import empty
 
 __all__ = ["padded_input", "conv2d", "conv_transpose", "conv2d_dw"]
 
@@ -27,7 +28,7 @@ f32 = np.float32
 
 def _pad(x, top, bottom, left, right, fill=0.0):
     B, H, W, C = x.shape
-    out = np.empty((B, H + top + bottom, W + left + right, C), f32)
+    out = empty((B, H + top + bottom, W + left + right, C))
     K.pad_nhwc(np.ascontiguousarray(x, dtype=f32), top, left, fill, out, n=out.size)
     return out
 
@@ -78,7 +79,7 @@ def conv2d(x, wmat, geo, pad=0.0, padded=False, out_hw=None):
     b, oh = np.divmod(np.arange(B * Ho, dtype=np.int64), Ho)
     arow = (b * Hp + oh * geo.sh) * Wp * C
     crow = (b * Ho + oh) * Wo * ldc
-    out = np.empty((B * Ho * Wo, ldc), f32)
+    out = empty((B * Ho * Wo, ldc))
     K.conv_rows(xp.ravel(), wb.ravel(), arow, crow, Wo, geo.sw * C, ldc, tap, cg, G, cg, wb.shape[2], out.ravel(),
                 n=out.size)
     return _unpad(out, G, og), (Ho, Wo)
@@ -113,7 +114,7 @@ def conv_transpose(x, wmat, geo, out_hw):
     left, right = span(cols, W)
     xp = _pad(x, top, bottom, left, right)
     Hp, Wp = xp.shape[1:3]
-    out = np.empty((B, Ho, Wo, ldc), f32)
+    out = empty((B, Ho, Wo, ldc))
     for rh, (ti, oi, nh) in enumerate(rows):
         for rw, (tj, oj, nw) in enumerate(cols):
             if nh <= 0 or nw <= 0:

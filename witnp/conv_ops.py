@@ -17,6 +17,7 @@ import numpy as np
 
 from . import conv_direct
 from . import kernels as K
+from .memory import empty
 
 __all__ = ["Geometry", "wmat_conv", "wmat_from_conv", "wmat_convT", "wmat_from_convT", "to_nhwc", "to_nchw",
            "column_sums", "channel_sums", "conv_forward", "conv_backward", "convT_forward", "convT_backward"]
@@ -55,7 +56,7 @@ def to_nhwc(a, pad_hw=(0, 0), fill=0.0):
     """(B, C, H, W) -> C-contiguous (B, H + 2·ph, W + 2·pw, C), padded with `fill` (pad_hw = (ph, pw))."""
     B, C, H, W = a.shape
     ph, pw = pad_hw
-    out = np.empty((B, H + 2 * ph, W + 2 * pw, C), a.dtype)
+    out = empty((B, H + 2 * ph, W + 2 * pw, C), a.dtype)
     fn = K.nchw_to_nhwc_f32 if a.dtype == np.float32 else K.nchw_to_nhwc  # register blocks for float32
     fn(np.ascontiguousarray(a), ph, pw, fill, out, n=out.size)
     return out
@@ -64,7 +65,7 @@ def to_nhwc(a, pad_hw=(0, 0), fill=0.0):
 def to_nchw(a, out=None):
     """(B, H, W, C) -> C-contiguous (B, C, H, W) (written into `out` when given)."""
     B, H, W, C = a.shape
-    out = np.empty((B, C, H, W), a.dtype) if out is None else out
+    out = empty((B, C, H, W), a.dtype) if out is None else out
     K.nhwc_to_nchw(np.ascontiguousarray(a), out, n=out.size)
     return out
 
