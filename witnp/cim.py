@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from . import kernels as K
+from .memory import empty
 from .quant import gain, shift_offset
 
 __all__ = ["array_forward", "array_backward", "weight_grad_into", "checked_gain", "weight_codes", "noisy_bias",
@@ -118,9 +119,9 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
         s = shift_offset(cfg.shift_num, sx, xb)
     concat = pn and noisy
     Ka = 2 * Kin if concat else Kin
-    xa = np.empty((B, Ka), np.float32)
-    xd = np.empty((B, Kin), np.float32) if split else _EMPTY
-    xmask = np.empty((B, Kin), np.int8)
+    xa = empty((B, Ka))
+    xd = empty((B, Kin)) if split else _EMPTY
+    xmask = empty((B, Kin), np.int8)
     bad = K.quantize_input(x, sx, s, 0, (1 << xb) - 1, pn, concat, split, xa, xd, xmask, n=x.size)
     if bad:
         raise ValueError(f"{owner}: x contains {bad} NaN or inf value(s); expected finite numbers")
@@ -145,8 +146,8 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
         bias_term = 128.0 * Ba.astype(np.float64)
         div, mul = P, f32(sy)
 
-    ya = np.empty((B, O), np.float32)
-    ymask = np.empty((B, O), np.uint8)
+    ya = empty((B, O))
+    ymask = empty((B, O), np.uint8)
     lo2, hi2 = out_clip if out_clip is not None else (ylo, yhi)
     K.requant(acc, _EMPTY, bias_term, div, mul, ylo, yhi, ylo if split else lo2, yhi if split else hi2,
               1.0 if split else sy, ya, ymask, n=acc.size)
@@ -154,8 +155,8 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     y = ya
     if split:
         accd = K.matmul_exact(xd, wq.T, (1 << (xb - 8)) - 1, 128).astype(np.float64) * 256.0
-        y = np.empty((B, O), np.float32)
-        omask = np.empty((B, O), np.uint8)
+        y = empty((B, O))
+        omask = empty((B, O), np.uint8)
         K.combine_split(ya, accd, 128.0 * Bd.astype(np.float64), G, lo2, hi2, sy, y, omask, n=y.size)
         ctx["omask"] = omask
 
@@ -182,9 +183,9 @@ def array_backward(dy: np.ndarray, ctx: dict):
     sy, P, G = f32(ctx["sy"]), ctx["P"], ctx["G"]
     wq, xa = ctx["wq"], ctx["xa"]
     # ga = dL/d(analog accumulator), gd = dL/d(digital accumulator), both (B, O)
-    ga = np.empty((B, O), np.float32)
+    ga = empty((B, O))
     if split:
-        gs = np.empty((B, O), np.float32)
+        gs = empty((B, O))
         bad = K.scale_masked(dy, ctx["omask"], f32(1) / sy, gs, False, n=gs.size)  # dL/d(yl + yd)
         K.scale_masked(gs, ctx["ymask"], (f32(1) / f32(G)) if noisy else (sy / P), ga, False, n=ga.size)
         gd = gs / f32(G)
@@ -214,7 +215,7 @@ def array_backward(dy: np.ndarray, ctx: dict):
         dxa, cat = ga @ ctx["wn"].T, concat
     else:
         dxa, cat = ga @ wq, False
-    dx = np.empty((B, Kin), np.float32)
+    dx = empty((B, Kin))
     K.input_grad(np.ascontiguousarray(dxa, dtype=np.float32), ctx["xmask"], ctx["sx"], cat, dx, n=dx.size)
     return dx, np.ascontiguousarray(dwq, dtype=np.float32), db
 

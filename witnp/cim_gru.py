@@ -14,6 +14,7 @@ import numpy as np
 
 from . import kernels as K
 from .cim import amax, checked_gain, noisy_bias, weight_codes
+from .memory import empty
 from .quant import pow2_exponent
 
 __all__ = ["array_params", "qgru_forward", "qgru_backward", "luts"]
@@ -88,8 +89,8 @@ def _xcodes(x2, sx, xb, pn, stacked, dt):
     [pos | neg] (Ka = 2K) when `stacked`, else the signed codes pos - neg (without noise Wn = -Wp, and FALSE
     has no negative branch); mask (M, K) int8 is the straight-through factor of `quantize_input`."""
     M, Kin = x2.shape
-    xa = np.empty((M, 2 * Kin if stacked else Kin), f32)
-    mask = np.empty((M, Kin), np.int8)
+    xa = empty((M, 2 * Kin if stacked else Kin))
+    mask = empty((M, Kin), np.int8)
     K.quantize_input(x2, sx, 0.0, 0, (1 << xb) - 1, pn, stacked, False, xa, _EMPTY, mask, n=x2.size)
     return xa.astype(dt, copy=False), mask
 
@@ -128,14 +129,14 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
     h0q = np.clip(np.rint(h0.astype(np.float64) * 128.0), -128, 127).astype(f32)
     ones = float(layer.scale_ones)
     tabs = [t.astype(f32) for t in luts(yb, ones, sc["y_zr"], sc["y_n"])]
-    F = np.empty((T, N, K.gru_q.NF, H), f32)
+    F = empty((T, N, K.gru_q.NF, H))
     Kr = 2 * H if stacked else H
-    hz = np.empty((T, N, Kr), dt)
+    hz = empty((T, N, Kr), dt)
     # equal input scales give the zr and hn arrays the same h codes: one array (the kernel's second write of
     # each row then repeats the first)
-    hh = hz if sc["x_zr"] == sc["x_hn"] else np.empty((T, N, Kr), dt)
+    hh = hz if sc["x_zr"] == sc["x_hn"] else empty((T, N, Kr), dt)
     amax_acc = np.zeros(3)
-    y = np.empty((N, T, H), f32)
+    y = empty((N, T, H))
     brow = lambda a: K.pad_cols(a["bias"][None, :], dt)[0]  # noqa: E731
     K.gru_q_forward(xz[0].reshape(T, N, -1), xi[0].reshape(T, N, -1), h0q, _wrows(zr, 0, I, stacked, dt),
                     _wrows(ar_in, 0, I, stacked, dt), _wrows(zr, I, I + H, stacked, dt), _wrows(hn, 0, H, stacked, dt),
@@ -209,10 +210,10 @@ def qgru_backward(layer, dy, ctx):
     zr, ar_in, hn = arr["zr"], arr["in"], arr["hn"]
     # G rows: [zr | hn | in] gradients plus zero slack, so that each block's tile reads (padded to LANES
     # columns) stay inside its row
-    G = np.empty((T, N, 3 * H + K.lanes_up(H)), f32)
+    G = empty((T, N, 3 * H + K.lanes_up(H)))
     G[:, :, 4 * H:] = 0
     dh0 = np.empty((N, H), f32)
-    dx = np.empty((T, N, I), f32)
+    dx = empty((T, N, I))
     gs = np.empty(4 * H, f32)
 
     def wT(a, r0, r1, blocks):  # rows r0:r1 of Wp (and Wn when stacked) transposed: (O, K) with padded blocks

@@ -16,6 +16,7 @@ from .. import cim_gru
 from .. import kernels as K
 from ..config import LayerConfig
 from ..conv_ops import column_sums
+from ..memory import empty
 from ..noise import noise_model
 from ..quant import ScaleObserver
 from ..rng import init_rng, noise_rng
@@ -122,7 +123,7 @@ class _GRUBase(Layer):
         b_ih, b_hh = self._biases()
         xt = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.float32).reshape(T * N, -1)
         gi = (xt @ self.params["weight_ih"].T + b_ih).reshape(T, N, 3 * H).astype(np.float32, copy=False)
-        hs, r, z, n, ghn = (np.empty((T, N, H), np.float32) for _ in range(5))
+        hs, r, z, n, ghn = (empty((T, N, H)) for _ in range(5))
         K.gru_forward(gi, K.pad_cols(self.params["weight_hh"].T), b_hh, h0, hs, r, z, n, ghn, n=N * T * H)
         return np.ascontiguousarray(hs.transpose(1, 0, 2)), {"xt": xt, "h0": h0, "hs": hs, "r": r, "z": z, "n": n,
                                                             "ghn": ghn}
@@ -131,7 +132,7 @@ class _GRUBase(Layer):
         """Gradients: adds into grads; dhs (N, T, H), dhT (N, H); returns dx (N, T, I), dh0 (N, H)."""
         xt, h0, hs = c["xt"], c["h0"], c["hs"]
         T, N, H = hs.shape
-        dgi, dgh = np.empty((T, N, 3 * H), np.float32), np.empty((T, N, 3 * H), np.float32)
+        dgi, dgh = empty((T, N, 3 * H)), empty((T, N, 3 * H))
         dh0 = np.empty((N, H), np.float32)
         K.gru_backward(np.ascontiguousarray(dhs.transpose(1, 0, 2), dtype=np.float32), dhT,
                        K.pad_cols(self.params["weight_hh"]), h0, hs, c["r"], c["z"], c["n"], c["ghn"], dgi, dgh, dh0,
