@@ -107,3 +107,13 @@ def test_the_gru_example_trains_exports_and_runs_on_integers(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["eval", str(out / "best.h5"), "--data", "digits_rows", "--integer"])
     assert r.exit_code == 0 and "bit-identical to the quantized model: True" in r.output, r.output
+
+
+@pytest.mark.parametrize("env, calls", [({}, 1), ({"WITNP_KEEP_FREED_MEMORY": "0"}, 0)])
+def test_cli_keeps_freed_memory_unless_told_not_to(monkeypatch, env, calls):
+    seen = []
+    monkeypatch.setattr(wn, "keep_freed_memory", lambda *a, **k: seen.append(a) or True)
+    monkeypatch.delenv("WITNP_KEEP_FREED_MEMORY", raising=False)
+    res = CliRunner().invoke(main, ["inspect", "--help"], env=env)
+    assert res.exit_code == 0, res.output
+    assert len(seen) == calls
