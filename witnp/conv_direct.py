@@ -19,7 +19,7 @@ import numpy as np
 
 from . import kernels as K
 from .kernels.tile import lanes_up as _up
-from .memory import empty
+from .memory import empty, zeros
 
 __all__ = ["padded_input", "conv2d", "conv_transpose", "conv2d_dw"]
 
@@ -144,7 +144,7 @@ def conv2d_dw(x, g, geo, pad=0.0, padded=False, out_hw=None):
         raise ValueError(f"conv2d_dw: g has {g.shape[0]} rows; expected B·Ho·Wo = {B * Ho * Wo}")
     T = geo.kh * geo.kw
     if ogp != og:
-        gp = np.zeros((g.shape[0], G, ogp), f32)
+        gp = zeros((g.shape[0], G, ogp))  # a step-sized array, like the conv outputs
         gp[:, :, :og] = g.reshape(-1, G, og)
         g = gp.reshape(-1, G * ogp)
     g = np.ascontiguousarray(g, dtype=f32)

@@ -4,9 +4,9 @@ A quantized Conv2d step allocates and frees a dozen arrays of 1-4 MB (codes, acc
 channels-last copies). glibc's malloc gives such blocks back to the kernel on free (munmap, or a trim of
 the heap top) under a threshold it adjusts as the program runs, so whether the next step gets the same
 memory back or fresh pages depends on the order of the frees. Fresh pages cost a page fault each on first
-touch, inside whichever kernel writes them first: measured on the 2-core CI machine, a B32 16->32 3x3
-QAT Conv2d step took 1,641 page faults and ~30% longer than the same step with none; requant alone went
-from 1.3 ms to 7.7 ms. The figure swings from run to run with the allocation order, not with the code.
+touch, inside whichever kernel writes them first: measured on the 2-core CI machine, one driver of a B32
+16->32 3x3 QAT Conv2d step took 1,641-2,152 page faults per step (38.8 ms) and none with the thresholds
+fixed (30.7 ms, one run each); another driver, freeing in another order, took none either way.
 
 `keep_freed_memory()` fixes both thresholds (glibc's mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD), so
 blocks up to `mmap_threshold` come from the heap and freed memory stays in the process for the next step:
@@ -18,16 +18,16 @@ On a C library other than glibc (macOS, musl) it does nothing and returns False.
 `empty()` places the large arrays of a step. malloc puts two equal blocks allocated one after the other
 exactly one block apart (plus its 16-byte header), and the blocks of a step are often a power of two in
 size (B32 x 32 x 32 x 32 float32 = 4 MiB). A kernel streaming one array into the other then reads and
-writes addresses a multiple of 128 KiB (+16 bytes) apart, which share L1 and L2 sets and the 4 KiB alias
-of the store buffer: requant of a (32768, 32) accumulator measured 7.6 ms at that distance against
-1.6 ms at 4 KiB more (the same process, the same arrays). `empty()` gives each large array its own
+writes addresses 4 MiB + 16 bytes apart: requant of a (32768, 32) accumulator measured 7.6 ms at that
+distance against 1.6 ms at 4 KiB more (the same process, the same arrays, no page faults); 16 to 64 bytes
+off a 4 MiB multiple was slow, 128 bytes or more was not. (Measured, not traced to a cause: cache-set
+conflicts and the store buffer's 4 KiB address aliasing both fit.) `empty()` gives each large array its own
 offset in a 4 KiB page (a 64-byte-aligned colour that changes from one call to the next), so no two
 arrays allocated in sequence sit at that distance.
 """
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import itertools
 import platform
 
@@ -45,10 +45,7 @@ _GLIBC_DEFAULT = 128 << 10  # both thresholds' starting values in glibc
 def _libc():
     if platform.libc_ver()[0] != "glibc":
         return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
+    return ctypes.CDLL(None)  # the process's own symbols, glibc's mallopt among them (no library search)
 
 
 def keep_freed_memory(on: bool = True, mmap_threshold: int = GLIBC_MAX_MMAP_THRESHOLD,
@@ -84,9 +81,10 @@ _colours = itertools.count()
 
 
 def empty(shape, dtype=np.float32) -> np.ndarray:
-    """np.empty(shape, dtype), C-contiguous and 64-byte aligned; arrays of 64 KiB and more start at a
+    """np.empty(shape, dtype), C-contiguous. Arrays of 64 KiB and more are 64-byte aligned and start at a
     colour (offset in a 4 KiB page) that steps by 17 cache lines per call, so consecutive allocations
-    differ by at least 1 KiB modulo 4 KiB. The array is a view of a slightly larger (+4 KiB) buffer."""
+    differ by at least 1 KiB modulo 4 KiB; each is a view of a buffer 4 KiB larger. Smaller arrays are
+    plain np.empty."""
     dt = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     nbytes = dt.itemsize
