@@ -12,7 +12,9 @@ The tile computes, for p < MR and o < NV·LANES:
     C[c0 + p·ldc + o] (+)= Σ_{ko < nko} Σ_{ki < nki} A[a0 + p·ps + offs[ko] + ki·si] · B[b0 + (ko·nki + ki)·ldb + o]
 
 A two-level reduction with a table of outer offsets is enough for every product a convolution needs:
-kernel taps x channels (forward), output rows x output columns (weight gradient).
+kernel taps x channels (forward), output rows x output columns (weight gradient). `tile_fma_tab` takes a
+table for B as well (B row b0 + boffs[ko] + ki·ldb): the channels-first convolutions of `wide`, where B is
+the image and each tap reads it at its own offset.
 
 Exactness: every product and partial sum of integer codes is an integer below 2^24 in magnitude when the
 caller has checked the bound (K·max|a|·max|b| < 2^24), so the fused multiply-add chain is exact in float32,
@@ -31,7 +33,7 @@ from numba.extending import intrinsic, overload
 
 from ._jit import OPTIONS
 
-__all__ = ["LANES", "lanes_up", "pad_cols", "tile_fma", "rows_fma", "acc_rows"]
+__all__ = ["LANES", "lanes_up", "pad_cols", "tile_fma", "tile_fma_tab", "rows_fma", "acc_rows"]
 
 LANES = 16 if "+avx512f" in llb.get_host_cpu_features().flatten().split(",") else 8
 
@@ -40,13 +42,14 @@ def _make_tile(NV, SIZES):
     """The tile intrinsic for NV column vectors: one register-resident loop per row count in SIZES, picked
     by the runtime argument mr (a row count outside SIZES does nothing)."""
     @intrinsic
-    def _tile(typingctx, mr, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum):
+    def _tile(typingctx, mr, A, a0, ps, offs, nko, si, nki, Bm, b0, boffs, ldb, Cm, c0, ldc, accum):
         if any(getattr(t, "dtype", None) != types.float32 or t.ndim != 1 for t in (A, Bm, Cm)):
             return None  # the loads below read float32: refuse any other array at typing time
-        sig = types.void(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
+        table = not isinstance(boffs, (types.NoneType, types.Omitted))
+        sig = types.void(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, boffs, ldb, Cm, c0, ldc, accum)
 
         def codegen(context, builder, signature, args):
-            mr_, A_, a0_, ps_, offs_, nko_, si_, nki_, B_, b0_, ldb_, C_, c0_, ldc_, acc_ = args
+            mr_, A_, a0_, ps_, offs_, nko_, si_, nki_, B_, b0_, boffs_, ldb_, C_, c0_, ldc_, acc_ = args
             tys = signature.args
             i64, f32 = ir.IntType(64), ir.FloatType()
             vt = ir.VectorType(f32, LANES)
@@ -57,9 +60,10 @@ def _make_tile(NV, SIZES):
 
             mr_, a0_, ps_, nko_, si_, nki_, b0_, ldb_, c0_, ldc_ = (
                 context.cast(builder, v, tys[i], types.int64)
-                for i, v in ((0, mr_), (2, a0_), (3, ps_), (5, nko_), (6, si_), (7, nki_), (9, b0_), (10, ldb_),
-                             (12, c0_), (13, ldc_)))
-            Ap, Op, Bp, Cp = ptr(1, A_), ptr(4, offs_), ptr(8, B_), ptr(11, C_)
+                for i, v in ((0, mr_), (2, a0_), (3, ps_), (5, nko_), (6, si_), (7, nki_), (9, b0_), (11, ldb_),
+                             (13, c0_), (14, ldc_)))
+            Ap, Op, Bp, Cp = ptr(1, A_), ptr(4, offs_), ptr(8, B_), ptr(12, C_)
+            BOp = ptr(10, boffs_) if table else None
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
                                                  f"llvm.fma.v{LANES}f32")
             zero = ir.Constant(vt, [0.0] * LANES)
@@ -76,9 +80,13 @@ def _make_tile(NV, SIZES):
                     off = context.cast(builder, builder.load(builder.gep(Op, [lo.index])), tys[4].dtype,
                                        types.int64)
                     abase = builder.add(a0_, off)
-                    rbase = builder.mul(lo.index, nki_)
+                    if table:  # B row b0 + boffs[ko] + ki·ldb
+                        bbase = builder.add(b0_, context.cast(builder, builder.load(builder.gep(BOp, [lo.index])),
+                                                              tys[10].dtype, types.int64))
+                    else:  # B row b0 + (ko·nki + ki)·ldb
+                        bbase = builder.add(b0_, builder.mul(builder.mul(lo.index, nki_), ldb_))
                     with cgutils.for_range(builder, nki_) as li:
-                        brow = builder.add(b0_, builder.mul(builder.add(rbase, li.index), ldb_))
+                        brow = builder.add(bbase, builder.mul(li.index, ldb_))
                         bv = [builder.load(builder.bitcast(
                             builder.gep(Bp, [builder.add(brow, ir.Constant(i64, LANES * v))]), vptr), align=4)
                             for v in range(NV)]
@@ -133,9 +141,16 @@ def tile_fma(mr, nv, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, ac
     row counts for nv (`_ROWS2`, `_ROWS1`). All arrays are 1-D float32 (offs:
     1-D int64); the caller guarantees every index is in bounds (no checks here)."""
     if nv == 2:
-        _tile2(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
+        _tile2(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, None, ldb, Cm, c0, ldc, accum)
     else:
-        _tile1(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum)
+        _tile1(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, None, ldb, Cm, c0, ldc, accum)
+
+
+@numba.njit(**OPTIONS)
+def tile_fma_tab(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, boffs, ldb, Cm, c0, ldc, accum):
+    """A 2·LANES-column tile whose B rows come from a table too: B row (ko, ki) starts at
+    b0 + boffs[ko] + ki·ldb (in `tile_fma`: b0 + (ko·nki + ki)·ldb). mr one of `_ROWS2`."""
+    _tile2(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, boffs, ldb, Cm, c0, ldc, accum)
 
 
 @numba.njit(**OPTIONS)

@@ -1,0 +1,127 @@
+"""Stride-1 Conv2d on channels-first "wide" planes (`kernels.wide`): forward, input and weight gradients.
+
+A `WidePlan` fixes, for one input shape and geometry, the row length S shared by every buffer, the plane
+lengths and the tap offset tables; the buffers it makes are sized so that every read of the kernels (which
+run whole vectors past the image edges) stays inside them and finite:
+
+    x planes    (B·C of them, ld_x long) the padded input, after a front margin m0
+    acc planes  (B·O, ld_o) the forward's accumulators: output (h, w) at h·S + w
+    g planes    (B·G·ogp, ld_g) the output gradient at row ah, column aw, zero elsewhere; ogp pads each
+                group's planes to a multiple of the dot tile's rows (the padding planes are zero)
+    dx planes   (B·C, ld_dx) the input gradient: (h, w) at h·S + w
+
+The output gradient sits ah = dh·(kh-1) - ph rows (aw columns) into its plane, so the input gradient, a
+convolution of it with the flipped kernel, reads only non-negative offsets; S is wide enough that no read
+of a kept output wraps into the next row. Weights stay in torch's (O, C/g, kh, kw) layout: the tables
+index it directly, forward and flipped.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels as K
+from .kernels.dot_tile import DC, DR
+from .kernels.tile import LANES
+from .memory import empty
+
+__all__ = ["WidePlan", "supports"]
+
+f32 = np.float32
+
+
+def _up(n, m):
+    return -(-n // m) * m
+
+
+def supports(geo) -> bool:
+    """True when `WidePlan` computes this geometry: stride 1 (any padding, dilation and groups)."""
+    return geo.sh == 1 and geo.sw == 1
+
+
+class WidePlan:
+    """Offsets and buffers of one stride-1 Conv2d on an input (B, C, H, W) with O output channels."""
+
+    def __init__(self, geo, B, C, H, W, O):
+        if not supports(geo):
+            raise ValueError(f"WidePlan: stride ({geo.sh}, {geo.sw}); expected (1, 1)")
+        kh, kw, dh, dw, ph, pw, G = geo.kh, geo.kw, geo.dh, geo.dw, geo.ph, geo.pw, geo.groups
+        self.geo, self.B, self.C, self.H, self.W, self.O = geo, B, C, H, W, O
+        self.Ho, self.Wo = Ho, Wo = geo.conv_out(H, W)
+        self.cg, self.og = cg, og = C // G, O // G
+        self.T = T = kh * kw
+        self.ah, self.aw = ah, aw = max(0, dh * (kh - 1) - ph), max(0, dw * (kw - 1) - pw)
+        self.S = S = max(W + 2 * pw, W + pw + aw)
+        two = 2 * LANES
+        self.ld_o = _up(Ho * S, two)
+        self.ld_dx = _up(H * S, two)
+        reach = (kh - 1) * dh * S + (kw - 1) * dw  # the farthest tap
+        self.m0 = _up(aw, LANES)
+        self.ld_x = _up((H + 2 * ph) * S, LANES)
+        self.x_size = self.m0 + B * C * self.ld_x + self.ld_o + reach + two
+        Hg = ah + max(Ho, H + ph)
+        self.ogp = ogp = _up(og, DR)
+        self.ld_g = _up(max(Hg * S, (ah + Ho) * S + LANES), LANES)
+        self.g_planes = B * G * ogp
+        self.g_size = self.g_planes * self.ld_g + self.ld_dx + (ph + ah) * S + pw + aw + two
+        taps = [(i, j) for i in range(kh) for j in range(kw)]
+        self.boff_f = np.array([self.m0 + i * dh * S + j * dw for i, j in taps], np.int64)
+        self.boff_dx = np.array([(ph + ah - i * dh) * S + (pw + aw - j * dw) for i, j in taps], np.int64)
+        self.aoff = np.arange(T, dtype=np.int64)
+        xo = [self.m0 + c * self.ld_x + (i * dh - ah) * S + (j * dw - aw) for c in range(cg) for i, j in taps]
+        self.Qp = _up(len(xo), DC)
+        self.xo = np.array(xo + [xo[0]] * (self.Qp - len(xo)), np.int64)  # padding columns: dropped after
+
+    # ---- buffers
+    def x_planes(self, x, fill=0.0):
+        """x (B, C, H, W) float32 -> the padded input planes (filled with `fill`: the code of a zero input)."""
+        buf = empty(self.x_size)
+        g = self.geo
+        K.to_wide(np.ascontiguousarray(x, dtype=f32), buf, self.m0, self.ld_x, self.S, g.ph, g.pw, fill)
+        return buf
+
+    def g_planes_from(self, g, mask, c):
+        """Output gradient g (B, O, Ho, Wo) float32 (·c, zero where mask (B, O, Ho, Wo) uint8 is 0; mask None
+        for no mask) -> (g planes, (B, O) plane sums, number of non-finite values of g)."""
+        buf = empty(self.g_size)
+        sums = np.empty((self.B, self.O), f32)
+        m = np.empty(0, np.uint8) if mask is None else mask
+        bad = K.grad_to_wide(np.ascontiguousarray(g, dtype=f32), m, c, buf, self.ld_g, self.S, self.ah, self.aw,
+                             self.geo.groups, self.ogp, sums)
+        buf[self.g_planes * self.ld_g:] = 0
+        return buf, sums, bad
+
+    # ---- products
+    def forward(self, xbuf, w):
+        """acc planes (B·O, ld_o) float32 of the convolution of the x planes with w (O, C/g, kh, kw) float32."""
+        out = empty(self.B * self.O * self.ld_o)
+        cg, og, T, G = self.cg, self.og, self.T, self.geo.groups
+        K.wide_conv(xbuf, 0, self.C * self.ld_x, self.ld_x, cg * self.ld_x, self.boff_f,
+                    np.ascontiguousarray(w, dtype=f32).reshape(-1), og * cg * T, cg * T, self.aoff, T, cg, G, og,
+                    out, self.O * self.ld_o, self.ld_o, self.ld_o, self.B)
+        return out
+
+    def input_grad(self, gbuf, w):
+        """dx planes (B·C, ld_dx) float32: the input gradient from the g planes and w (O, C/g, kh, kw)."""
+        out = empty(self.B * self.C * self.ld_dx)
+        cg, og, T, G = self.cg, self.og, self.T, self.geo.groups
+        K.wide_conv(gbuf, 0, G * self.ogp * self.ld_g, self.ld_g, self.ogp * self.ld_g, self.boff_dx,
+                    np.ascontiguousarray(w, dtype=f32).reshape(-1), og * cg * T, T, self.aoff, cg * T, og, G, cg,
+                    out, self.C * self.ld_dx, self.ld_dx, self.ld_dx, self.B)
+        return out
+
+    def weight_grad(self, gbuf, xbuf):
+        """dW (O, C/g, kh, kw) float32 from the g planes and the x planes."""
+        G, ogp, cg, T = self.geo.groups, self.ogp, self.cg, self.T
+        out = np.empty((G * ogp, self.Qp), f32)
+        nk = -(-self.Ho * self.S // LANES)
+        K.wide_dw(gbuf, G * ogp * self.ld_g, self.ld_g, self.ah * self.S, nk, xbuf, self.C * self.ld_x,
+                  cg * self.ld_x, self.xo, G, ogp, self.B, out)
+        dw = out.reshape(G, ogp, self.Qp)[:, :self.og, :cg * T]
+        return np.ascontiguousarray(dw).reshape(self.O, cg, self.geo.kh, self.geo.kw)
+
+    # ---- back to NCHW
+    def unplane(self, buf, ld, shape, bias=None):
+        """Wide planes -> (B, C', H', W') float32 (shape), + bias (C',) per channel when given."""
+        out = empty(shape)
+        K.from_wide(buf, 0, ld, self.S, np.empty(0, f32) if bias is None else np.asarray(bias, f32), out)
+        return out
