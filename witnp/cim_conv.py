@@ -19,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
-from .conv_ops import (conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc,
-                       wmat_conv, wmat_convT, wmat_from_conv, wmat_from_convT)
+from .conv_layouts import pick_layout
 from .cim import amax, checked_gain, noisy_bias, weight_codes
 from .memory import empty
 from .quant import shift_offset
@@ -35,7 +34,7 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
                   want_stats=False):
     """x (B, C, H, W) float32; W the weight tensor (Conv2d (Co, Ci/g, kh, kw), ConvT (Ci, Co/g, kh, kw));
     b (Co,) or None. Returns y (B, Co, Ho, Wo) float32, ctx, stats (or None). Quantizes in x's NCHW order
-    (xmask and dx share it) and multiplies channels-last."""
+    (xmask and dx share it) and multiplies in the layout `conv_layouts.pick_layout` chooses."""
     xb, yb = cfg.x_quant_bits, cfg.y_quant_bits
     mode = cfg.handle_neg_in
     pn = mode == "PN"
@@ -56,12 +55,14 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
                         xa, _EMPTY, xmask, n=n):
         raise ValueError(f"{owner}: x contains NaN or inf value(s); expected finite numbers")
     pad = float(np.rint(min(max(s, xlo), xhi)))  # the code of a zero input (padding)
-    # channels-last codes; Conv2d's already padded, shared by the forward and the weight gradient
-    pad_hw = (0, 0) if transposed else (geo.ph, geo.pw)
-    xq = to_nhwc(xa[0, :n].reshape(x.shape), pad_hw, pad)
-    xn = to_nhwc(xa[0, n:].reshape(x.shape), pad_hw, 0.0) if pn else None
+    # the layout is picked for the integer codes' bound, as the noiseless statistics below multiply them too
+    lay = pick_layout(geo, transposed, x.shape, co, (max(abs(xlo), xhi), 128))
+    bound = None if noisy else (max(abs(xlo), xhi), 128)
+    # codes in the layout's order (Conv2d's already padded), shared by the forward and the weight gradient
+    xq = lay.inputs(xa[0, :n].reshape(x.shape), pad)
+    xn = lay.inputs(xa[0, n:].reshape(x.shape), 0.0) if pn else None
     # weight and bias codes, in the product's layout
-    perm = wmat_convT if transposed else wmat_conv
+    perm = lay.perm
     w2 = perm(W)
     wq, wmask = weight_codes(owner, w2, cfg, sw)
     wneg, wnmask = weight_codes(owner, np.ascontiguousarray(-w2), cfg, sw) if pn else (None, None)
@@ -71,9 +72,9 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     bvec = b if b is not None else np.zeros(co, np.float32)
     K.quantize_bias(bvec, wq if not transposed else np.empty((co, 0), np.float32), P, s,
                     np.zeros(co, np.float32), cfg.bias_row_N, False, ba, bmask, np.zeros(co, np.float32))
-    ctx = dict(owner=owner, transposed=transposed, geo=geo, x_shape=x.shape, w_shape=W.shape, co=co, wq=wq,
+    ctx = dict(owner=owner, transposed=transposed, layout=lay, x_shape=x.shape, w_shape=W.shape, co=co, wq=wq,
                wmask=wmask, wneg=wneg, wnmask=wnmask, xq=xq, xn=xn, xmask=xmask, bmask=bmask, pn=pn,
-               noisy=noisy, s=s, sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None)
+               noisy=noisy, s=s, sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None, pad=pad)
     wa, wna = wq, wneg
     if noisy:  # draws in the weight tensor's shape, permuted like the weight (chip.md §6: E1, E2, E3)
         e1 = perm(noise.draw(rng, W.shape))
@@ -85,39 +86,28 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
             e3 = perm(noise.draw(rng, W.shape))
             wna = noise.apply(wneg, e3)
             ctx.update(wna=wna, wn_factor=noise.derivative(wneg, e3))
-        div, mul, bound = f32(G), f32(1), None
+        div, mul = f32(G), f32(1)
     else:
         bias_term = 128.0 * ba.astype(np.float64)
-        div, mul, bound = P, f32(sy), (max(abs(xlo), xhi), 128)
-    ctx["pad"] = pad
-    pos, neg = _accumulate(xq, xn, wa, wna, geo, transposed, co, pad, bound)
-    y = empty(pos.shape)
-    ymask = empty(pos.shape, np.uint8)
-    K.requant(pos, neg if neg is not None else _EMPTY, bias_term, div, mul, ylo, yhi, lo2, hi2, sy, y, ymask,
-              n=y.size)
-    ctx["ymask"] = ymask
-    B = x.shape[0]
-    Ho, Wo = geo.convT_out(*x.shape[2:]) if transposed else geo.conv_out(*x.shape[2:])
-    ctx["y_nhwc"] = (B, Ho, Wo, co)
+        div, mul = P, f32(sy)
+    pos, neg = _accumulate(lay, xq, xn, wa, wna, pad, bound)
+    y, ctx["ymask"] = lay.requant(pos, neg, bias_term, div, mul, ylo, yhi, lo2, hi2, sy)
     stats = None
     if want_stats:  # max|x|, max|W| (raw) and max|u| of the noiseless accumulator, u = pos/P + neg/P
         if noisy:
-            pos, neg = _accumulate(xq, xn, wq, wneg, geo, transposed, co, pad, (max(abs(xlo), xhi), 128))
-        u = (pos + 128.0 * ba.astype(np.float64)).astype(np.float32) / P
+            pos, neg = _accumulate(lay, xq, xn, wq, wneg, pad, (max(abs(xlo), xhi), 128))
+        bias = 128.0 * ba.astype(np.float64)[:, None, None]
+        u = (lay.nchw(pos) + bias).astype(np.float32) / P
         if neg is not None:
-            u = u + neg.astype(np.float32) / P
+            u = u + lay.nchw(neg).astype(np.float32) / P
         stats = {"x": amax(x), "weight": amax(W), "y": amax(u)}
-    return to_nchw(y.reshape(B, Ho, Wo, co)), ctx, stats
+    return y, ctx, stats
 
 
-def _accumulate(xq, xn, wa, wna, geo, transposed, co, pad, bound):
-    """pos and neg accumulators as (B·Ho·Wo, Co)."""
-    if transposed:
-        pos = convT_forward(xq, wa, geo, co, bound).reshape(-1, co)
-        neg = convT_forward(xn, wna, geo, co, bound).reshape(-1, co) if xn is not None else None
-        return pos, neg
-    pos = conv_forward(xq, wa, geo, pad, bound, padded=True)[0]
-    neg = conv_forward(xn, wna, geo, 0.0, bound, padded=True)[0] if xn is not None else None
+def _accumulate(lay, xq, xn, wa, wna, pad, bound):
+    """pos and neg accumulators, in the layout's order."""
+    pos = lay.products(xq, wa, pad, bound)
+    neg = lay.products(xn, wna, 0.0, bound) if xn is not None else None
     return pos, neg
 
 
@@ -126,46 +116,28 @@ def qconv_backward(dy, ctx):
 
     Returns dx (B, C, H, W), dW in the weight tensor's layout (already ·sw and clamp-masked), db (Co,) or None.
     """
-    co = ctx["co"]
-    noisy, pn, transposed = ctx["noisy"], ctx["pn"], ctx["transposed"]
+    noisy, pn, transposed, lay = ctx["noisy"], ctx["pn"], ctx["transposed"], ctx["layout"]
     P, G, sy = ctx["P"], ctx["G"], f32(ctx["sy"])
-    B, _, Ho, Wo = dy.shape
-    # dy through the output clip, channels-last, and its per-row channel sums (the bias gradient): one pass
-    ga = empty((B * Ho * Wo, co))
-    rows = np.empty((B * Ho, co), np.float32)
-    if K.grad_to_nhwc(np.ascontiguousarray(dy, dtype=np.float32), ctx["ymask"],
-                      (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P), ga.reshape(B, Ho, Wo, co), rows,
-                      n=ga.size):
+    # dy through the output clip, in the products' layout, and its per-channel sums (the bias gradient)
+    ga, sums, bad = lay.grad(dy, ctx["ymask"], (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P))
+    if bad:
         raise ValueError(f"{ctx['owner']}: dy contains NaN or inf value(s); expected finite numbers")
-    wa = ctx.get("wa", ctx["wq"])
-    dwq, dxq = _branch_backward(ga, ctx["xq"], ctx["pad"], wa, ctx)
+    dwq, dxq = lay.backward(ga, ctx["xq"], ctx["pad"], ctx.get("wa", ctx["wq"]))
     if noisy:
         dwq = dwq * ctx["w_factor"]
-    gba = rows.sum(axis=0, dtype=np.float32) * (ctx["b_factor"] if noisy else f32(128))
+    gba = sums * (ctx["b_factor"] if noisy else f32(128))
     gba = np.where(ctx["bmask"] != 0, gba, f32(0)).astype(np.float32)
     if ctx["s"] and not transposed:  # Shift: the bias code holds -s·ΣWq/128
         dwq = dwq - (gba * f32(ctx["s"] / 128.0))[:, None]
     dW = np.zeros(dwq.shape, np.float32)
     K.scale_masked(np.ascontiguousarray(dwq, dtype=np.float32), ctx["wmask"], ctx["sw"], dW, True, n=dW.size)
-    n = int(np.prod(ctx["x_shape"]))
-    dxa = empty((1, 2 * n if pn else n))  # NCHW, like xmask
-    to_nchw(dxq, dxa[0, :n].reshape(ctx["x_shape"]))
+    dxn = None
     if pn:
-        wna = ctx.get("wna", ctx["wneg"])
-        dwn, dxn = _branch_backward(ga, ctx["xn"], 0.0, wna, ctx)
+        dwn, dxn = lay.backward(ga, ctx["xn"], 0.0, ctx.get("wna", ctx["wneg"]))
         if noisy:
             dwn = dwn * ctx["wn_factor"]
         K.scale_masked(np.ascontiguousarray(dwn, dtype=np.float32), ctx["wnmask"], -ctx["sw"], dW, True,
                        n=dW.size)  # Wneg = R(clip(-W·sw)): d/dW = -sw
-        to_nchw(dxn, dxa[0, n:].reshape(ctx["x_shape"]))
-    dx = empty((1, n))
-    K.input_grad(dxa, ctx["xmask"], ctx["sx"], pn, dx, n=n)
+    dx = lay.input_grad(dxq, dxn, ctx["xmask"], ctx["sx"])
     db = (gba * (P / f32(128))).astype(np.float32) if ctx["has_bias"] else None
-    unperm = wmat_from_convT if transposed else wmat_from_conv
-    return dx.reshape(ctx["x_shape"]), unperm(dW, ctx["w_shape"]), db
-
-
-def _branch_backward(ga, xq, pad, wa, ctx):
-    if ctx["transposed"]:
-        return convT_backward(ga.reshape(ctx["y_nhwc"]), xq, wa, ctx["geo"])
-    return conv_backward(ga, xq, wa, ctx["geo"], pad, padded=True)
+    return dx, lay.unperm(dW, ctx["w_shape"]), db

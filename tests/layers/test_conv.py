@@ -237,3 +237,31 @@ class TestBadInput:
         dy[1, 2, -1, -1] = np.inf
         with pytest.raises(ValueError, match=f"{cls.__name__}: dy contains NaN or inf"):
             layer.backward(dy, ctx)
+
+
+@settings(max_examples=25, deadline=None)
+@given(c=conv_geometry(), neg=st.sampled_from(["FALSE", "PN", "Shift"]), noise=st.sampled_from([0, 4]))
+def test_quantized_conv2d_layouts_agree(c, neg, noise):
+    """A stride-1 Conv2d runs on wide channels-first planes, the rest channels-last: with the wide layout
+    switched off, y is the same bits and dx, dW, db agree to rounding (noise drawn from the same seed)."""
+    import witnp.conv_layouts as L
+    c["geo"]["stride"] = 1
+    cfg = wn.LayerConfig(use_quantization=True, use_auto_scale=False, scale_x=16, scale_weight=64, scale_y=8,
+                         handle_neg_in=neg, noise_level=noise)
+    rng = np.random.default_rng(c["seed"])
+    x = (rng.normal(size=(c["B"], c["ci"], c["H"], c["W"])) * 3).astype(np.float32)
+    results = []
+    for wide in (True, False):
+        layer = build(c, False, cfg)
+        old, L.supports = L.supports, (L.supports if wide else (lambda geo: False))
+        try:
+            y, ctx = layer.forward(x, train=True, rng=np.random.default_rng(7))
+            assert isinstance(ctx["layout"], L.Wide) == wide
+            dx = layer.backward(np.random.default_rng(8).normal(size=y.shape).astype(np.float32), ctx)
+        finally:
+            L.supports = old
+        results.append((y, dx, layer.grads["weight"], layer.grads["bias"]))
+    (y, *grads), (y2, *grads2) = results
+    np.testing.assert_array_equal(y, y2)
+    for a, b in zip(grads, grads2):  # float gradients summed in another order: equal up to rounding
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(b).max())))
