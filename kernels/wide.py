@@ -21,6 +21,7 @@ from numba import prange
 
 from ._jit import OPTIONS, kernel
 from .dot_tile import DC, DR, dot_fma
+from .layout import _fill
 from .tile import _ROWS2, LANES, _rows_for, tile_fma_tab
 
 __all__ = ["wide_conv", "wide_dw", "to_wide", "from_wide", "grad_to_wide", "requant_wide", "input_grad_wide"]
@@ -76,13 +77,6 @@ def _copy(dst, d0, src, s0, n):
         dst[d + np.uint64(i)] = src[s + np.uint64(i)]
 
 
-@numba.njit(**OPTIONS)
-def _fill(dst, a, b, v):
-    a = np.uint64(a)
-    for i in range(b - a):
-        dst[a + np.uint64(i)] = v
-
-
 @kernel
 def to_wide(x, out, m0, ld, S, top, left, fill):
     """x (B, C, H, W) -> wide planes: x[b, c, h, w] at out[m0 + (b·C + c)·ld + (top + h)·S + left + w],
@@ -92,14 +86,14 @@ def to_wide(x, out, m0, ld, S, top, left, fill):
     fill = out.dtype.type(fill)
     n = B * C
     _fill(out, 0, m0, fill)
-    _fill(out, m0 + n * ld, out.size, fill)
+    _fill(out, m0 + n * ld, out.size - m0 - n * ld, fill)
     for pl in prange(n):
         o0 = m0 + pl * ld
-        _fill(out, o0, o0 + top * S + left, fill)
+        _fill(out, o0, top * S + left, fill)
         for h in range(H):
             r = o0 + (top + h) * S + left
             _copy(out, r, xf, (pl * H + h) * W, W)
-            _fill(out, r + W, o0 + (top + h + 1) * S + left if h < H - 1 else o0 + ld, fill)
+            _fill(out, r + W, ((top + h + 1) * S + left if h < H - 1 else ld) - (r + W - o0), fill)
     return out
 
 
@@ -139,10 +133,10 @@ def grad_to_wide(g, mask, c, out, ld, S, top, left, groups, ogp, chsum):
         b, r = pl // (groups * ogp), pl % (groups * ogp)
         o0 = pl * ld
         if r % ogp >= og:
-            _fill(out, o0, o0 + ld, zero)
+            _fill(out, o0, ld, zero)
             continue
         o = (r // ogp) * og + r % ogp
-        _fill(out, o0, o0 + top * S + left, zero)
+        _fill(out, o0, top * S + left, zero)
         cols = np.zeros(Wo, np.float32)  # column sums: a sum along w would be a serial chain
         nb = 0
         for h in range(Ho):
@@ -162,7 +156,7 @@ def grad_to_wide(g, mask, c, out, ld, S, top, left, groups, ogp, chsum):
                     v = v * c
                     out[du + np.uint64(w)] = v
                     cols[w] += v
-            _fill(out, d + Wo, d + S if h < Ho - 1 else o0 + ld, zero)
+            _fill(out, d + Wo, (S if h < Ho - 1 else o0 + ld - d) - Wo, zero)
         chsum[b, o] = cols.sum()
         bad += nb
     return bad
