@@ -27,6 +27,27 @@ from .tile import _ROWS2, LANES, _rows_for, tile_fma_tab
 __all__ = ["wide_conv", "wide_dw", "to_wide", "from_wide", "grad_to_wide", "requant_wide", "input_grad_wide"]
 
 
+@numba.njit(**OPTIONS)
+def conv_image(X, x0, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out, o0, ldo, L):
+    """One image of `wide_conv`: for group g, row p < nrows, pixel l < L (a multiple of 2·LANES):
+        out[o0 + (g·nrows + p)·ldo + l] = Σ_t Σ_{k < nk} A[g·ag + p·ps + aoff[t] + k·si]
+                                                      · X[x0 + g·xg + boff[t] + k·ldx + l]
+    An empty tap table (a ConvTranspose2d phase that no tap reaches) writes zeros."""
+    T = boff.shape[0]
+    if T == 0:
+        for r in range(groups * nrows):
+            _fill(out, o0 + r * ldo, L, out.dtype.type(0))
+        return
+    for g in range(groups):
+        for l in range(0, L, 2 * LANES):
+            p = 0
+            while p < nrows:
+                mr = _rows_for(nrows - p, _ROWS2)
+                tile_fma_tab(mr, A, g * ag + p * ps, ps, aoff, T, si, nk, X, x0 + g * xg + l, boff, ldx, out,
+                             o0 + (g * nrows + p) * ldo + l, ldo, False)
+                p += mr
+
+
 @kernel
 def wide_conv(X, x0, ximg, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out, oimg, ldo, L, nimg):
     """For image b < nimg, group g, row p < nrows, pixel l < L (a multiple of 2·LANES):
@@ -34,16 +55,8 @@ def wide_conv(X, x0, ximg, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows
                                                           · X[x0 + b·ximg + g·xg + boff[t] + k·ldx + l]
     X, A, out: flat float32; boff, aoff (T,) int64. Each image's output planes are written in its
     iteration only (prange-safe)."""
-    T = boff.shape[0]
     for b in prange(nimg):
-        for g in range(groups):
-            for l in range(0, L, 2 * LANES):
-                p = 0
-                while p < nrows:
-                    mr = _rows_for(nrows - p, _ROWS2)
-                    tile_fma_tab(mr, A, g * ag + p * ps, ps, aoff, T, si, nk, X, x0 + b * ximg + g * xg + l, boff,
-                                 ldx, out, b * oimg + (g * nrows + p) * ldo + l, ldo, False)
-                    p += mr
+        conv_image(X, x0 + b * ximg, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out, b * oimg, ldo, L)
     return out
 
 
@@ -113,6 +126,35 @@ def from_wide(src, m0, ld, S, bias, out):
     return out
 
 
+@numba.njit(**OPTIONS)
+def _grad_plane(gf, mf, has_mask, c, out, o0, ld, S, top, left, s_img, Ho, Wo, chsum, b, o):
+    """One plane of `grad_to_wide` (source g[b, o] from gf[s_img]); returns its non-finite count."""
+    zero = np.float32(0)
+    _fill(out, o0, top * S + left, zero)
+    cols = np.zeros(Wo, np.float32)  # column sums: a sum along w would be a serial chain
+    nb = 0
+    for h in range(Ho):
+        d = o0 + (top + h) * S + left
+        s0, du = np.uint64(s_img + h * Wo), np.uint64(d)
+        if has_mask:
+            for w in range(Wo):
+                v = gf[s0 + np.uint64(w)]
+                nb += 0 if abs(v) < np.inf else 1
+                v = v * c if mf[s0 + np.uint64(w)] != 0 else zero
+                out[du + np.uint64(w)] = v
+                cols[w] += v
+        else:
+            for w in range(Wo):
+                v = gf[s0 + np.uint64(w)]
+                nb += 0 if abs(v) < np.inf else 1
+                v = v * c
+                out[du + np.uint64(w)] = v
+                cols[w] += v
+        _fill(out, d + Wo, (S if h < Ho - 1 else o0 + ld - d) - Wo, zero)
+    chsum[b, o] = cols.sum()
+    return nb
+
+
 @kernel
 def grad_to_wide(g, mask, c, out, ld, S, top, left, groups, ogp, chsum):
     """Output gradient g (B, O, Ho, Wo) -> wide planes for the products, zero outside the image:
@@ -132,33 +174,12 @@ def grad_to_wide(g, mask, c, out, ld, S, top, left, groups, ogp, chsum):
     for pl in prange(B * groups * ogp):
         b, r = pl // (groups * ogp), pl % (groups * ogp)
         o0 = pl * ld
-        if r % ogp >= og:
+        if r % ogp >= og:  # (an if/else, not `continue`: Numba's parfor lowering rejects it with the reduction)
             _fill(out, o0, ld, zero)
-            continue
-        o = (r // ogp) * og + r % ogp
-        _fill(out, o0, top * S + left, zero)
-        cols = np.zeros(Wo, np.float32)  # column sums: a sum along w would be a serial chain
-        nb = 0
-        for h in range(Ho):
-            d = o0 + (top + h) * S + left
-            s0, du = np.uint64(((b * O + o) * Ho + h) * Wo), np.uint64(d)
-            if has_mask:
-                for w in range(Wo):
-                    v = gf[s0 + np.uint64(w)]
-                    nb += 0 if abs(v) < np.inf else 1
-                    v = v * c if mf[s0 + np.uint64(w)] != 0 else zero
-                    out[du + np.uint64(w)] = v
-                    cols[w] += v
-            else:
-                for w in range(Wo):
-                    v = gf[s0 + np.uint64(w)]
-                    nb += 0 if abs(v) < np.inf else 1
-                    v = v * c
-                    out[du + np.uint64(w)] = v
-                    cols[w] += v
-            _fill(out, d + Wo, (S if h < Ho - 1 else o0 + ld - d) - Wo, zero)
-        chsum[b, o] = cols.sum()
-        bad += nb
+        else:
+            o = (r // ogp) * og + r % ogp
+            bad += _grad_plane(gf, mf, has_mask, c, out, o0, ld, S, top, left, (b * O + o) * Ho * Wo, Ho, Wo,
+                               chsum, b, o)
     return bad
 
 

@@ -21,7 +21,6 @@ import numpy as np
 from . import kernels as K
 from .conv_layouts import pick_layout
 from .cim import amax, checked_gain, noisy_bias, weight_codes
-from .memory import empty
 from .quant import shift_offset
 
 __all__ = ["qconv_forward", "qconv_backward"]
@@ -42,25 +41,20 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     G = checked_gain(owner, sx, sw, sy, "noisy forward") if noisy else None
     ylo, yhi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
     lo2, hi2 = (-128, 127) if (pn and not transposed) else (ylo, yhi)
-    # input codes, channels-last
+    # the input codes' range
     s = shift_offset(cfg.shift_num, sx, xb) if mode == "Shift" else 0.0
     if mode == "FALSE" and not transposed:
         xlo, xhi = -(1 << (xb - 1)), (1 << (xb - 1)) - 1
     else:
         xlo, xhi = 0, (1 << xb) - 1
-    n = x.size
-    xa = empty((1, 2 * n if pn else n))
-    xmask = empty((1, n), np.int8)  # NCHW order, like x and dx
-    if K.quantize_input(np.ascontiguousarray(x, dtype=np.float32).reshape(1, n), sx, s, xlo, xhi, pn, pn, False,
-                        xa, _EMPTY, xmask, n=n):
-        raise ValueError(f"{owner}: x contains NaN or inf value(s); expected finite numbers")
     pad = float(np.rint(min(max(s, xlo), xhi)))  # the code of a zero input (padding)
     # the layout is picked for the integer codes' bound, as the noiseless statistics below multiply them too
     lay = pick_layout(geo, transposed, x.shape, co, (max(abs(xlo), xhi), 128))
     bound = None if noisy else (max(abs(xlo), xhi), 128)
     # codes in the layout's order (Conv2d's already padded), shared by the forward and the weight gradient
-    xq = lay.inputs(xa[0, :n].reshape(x.shape), pad)
-    xn = lay.inputs(xa[0, n:].reshape(x.shape), 0.0) if pn else None
+    xq, xn, xmask, bad = lay.quantize(x, sx, s, xlo, xhi, pn, pad)
+    if bad:
+        raise ValueError(f"{owner}: x contains NaN or inf value(s); expected finite numbers")
     # weight and bias codes, in the product's layout
     perm = lay.perm
     w2 = perm(W)
@@ -90,12 +84,11 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     else:
         bias_term = 128.0 * ba.astype(np.float64)
         div, mul = P, f32(sy)
-    pos, neg = _accumulate(lay, xq, xn, wa, wna, pad, bound)
-    y, ctx["ymask"] = lay.requant(pos, neg, bias_term, div, mul, ylo, yhi, lo2, hi2, sy)
+    y, ctx["ymask"] = lay.forward(xq, xn, wa, wna, pad, bound, bias_term, div, mul, ylo, yhi, lo2, hi2, sy)
     stats = None
     if want_stats:  # max|x|, max|W| (raw) and max|u| of the noiseless accumulator, u = pos/P + neg/P
-        if noisy:
-            pos, neg = _accumulate(lay, xq, xn, wq, wneg, pad, (max(abs(xlo), xhi), 128))
+        # (the forward above requantized its accumulators in place; auto-scale records only its first steps)
+        pos, neg = _accumulate(lay, xq, xn, wq, wneg, pad, (max(abs(xlo), xhi), 128))
         bias = 128.0 * ba.astype(np.float64)[:, None, None]
         u = (lay.nchw(pos) + bias).astype(np.float32) / P
         if neg is not None:
@@ -122,7 +115,8 @@ def qconv_backward(dy, ctx):
     ga, sums, bad = lay.grad(dy, ctx["ymask"], (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P))
     if bad:
         raise ValueError(f"{ctx['owner']}: dy contains NaN or inf value(s); expected finite numbers")
-    dwq, dxq = lay.backward(ga, ctx["xq"], ctx["pad"], ctx.get("wa", ctx["wq"]))
+    dwq, dwn, dx = lay.grads(ga, ctx["xq"], ctx["xn"], ctx["pad"], ctx.get("wa", ctx["wq"]),
+                             ctx.get("wna", ctx["wneg"]), ctx["xmask"], ctx["sx"])
     if noisy:
         dwq = dwq * ctx["w_factor"]
     gba = sums * (ctx["b_factor"] if noisy else f32(128))
@@ -131,13 +125,10 @@ def qconv_backward(dy, ctx):
         dwq = dwq - (gba * f32(ctx["s"] / 128.0))[:, None]
     dW = np.zeros(dwq.shape, np.float32)
     K.scale_masked(np.ascontiguousarray(dwq, dtype=np.float32), ctx["wmask"], ctx["sw"], dW, True, n=dW.size)
-    dxn = None
     if pn:
-        dwn, dxn = lay.backward(ga, ctx["xn"], 0.0, ctx.get("wna", ctx["wneg"]))
         if noisy:
             dwn = dwn * ctx["wn_factor"]
         K.scale_masked(np.ascontiguousarray(dwn, dtype=np.float32), ctx["wnmask"], -ctx["sw"], dW, True,
                        n=dW.size)  # Wneg = R(clip(-W·sw)): d/dW = -sw
-    dx = lay.input_grad(dxq, dxn, ctx["xmask"], ctx["sx"])
     db = (gba * (P / f32(128))).astype(np.float32) if ctx["has_bias"] else None
     return dx, lay.unperm(dW, ctx["w_shape"]), db

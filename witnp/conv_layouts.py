@@ -25,7 +25,6 @@ __all__ = ["pick_layout", "ChannelsLast", "Wide"]
 
 f32 = np.float32
 _EMPTY = np.empty((0, 0), f32)
-_EMPTY1 = np.empty(0, f32)
 
 
 def pick_layout(geo, transposed, x_shape, co, bound):
@@ -54,6 +53,23 @@ class ChannelsLast:
     def inputs(self, codes, pad):
         """codes (B, C, H, W) -> channels-last codes (Conv2d's padded with `pad`)."""
         return to_nhwc(codes, (0, 0) if self.transposed else (self.geo.ph, self.geo.pw), pad)
+
+    def quantize(self, x, sx, s, lo, hi, pn, pad):
+        """Input codes R(clip(x·sx + s, [lo, hi])) (PN: both branches) of x (B, C, H, W) in this layout:
+        (codes, the negative branch's or None, mask (B, C, H, W) int8, number of non-finite x)."""
+        n = x.size
+        xa = empty((1, 2 * n if pn else n))
+        xmask = empty(x.shape, np.int8)  # NCHW order, like x and dx
+        bad = K.quantize_input(np.ascontiguousarray(x, dtype=f32).reshape(1, n), sx, s, lo, hi, pn, pn, False, xa,
+                               _EMPTY, xmask.reshape(1, n), n=n)
+        xq = self.inputs(xa[0, :n].reshape(x.shape), pad)
+        return xq, (self.inputs(xa[0, n:].reshape(x.shape), 0.0) if pn else None), xmask, bad
+
+    def forward(self, xq, xn, wa, wna, pad, bound, bias, div, mul, lo, hi, lo2, hi2, sy):
+        """The products of codes and weights (+ the PN branch), requantized: (y, mask) (B, Co, Ho, Wo)."""
+        pos = self.products(xq, wa, pad, bound)
+        neg = self.products(xn, wna, 0.0, bound) if xn is not None else None
+        return self.requant(pos, neg, bias, div, mul, lo, hi, lo2, hi2, sy)
 
     def products(self, xq, wa, pad, bound):
         """Accumulators (B·Ho·Wo, Co) of the layer's product of codes xq and weight matrix wa."""
@@ -86,6 +102,12 @@ class ChannelsLast:
             return convT_backward(ga.reshape(self.y_nhwc), xq, wa, self.geo)
         return conv_backward(ga, xq, wa, self.geo, pad, padded=True)
 
+    def grads(self, ga, xq, xn, pad, wa, wna, xmask, sx):
+        """(dW matrix of the codes, of the PN branch or None, dx (B, C, H, W) through the input masks)."""
+        dwq, dxq = self.backward(ga, xq, pad, wa)
+        dwn, dxn = self.backward(ga, xn, 0.0, wna) if xn is not None else (None, None)
+        return dwq, dwn, self.input_grad(dxq, dxn, xmask, sx)
+
     def input_grad(self, dpos, dneg, xmask, sx):
         """dx (B, C, H, W) = sx·(code gradient) through the input masks (`kernels.input_grad`)."""
         n = int(np.prod(self.x_shape))
@@ -113,20 +135,15 @@ class Wide:
         p = self.plan
         return wa.reshape(p.O, p.cg, p.geo.kh, p.geo.kw)
 
-    def inputs(self, codes, pad):
-        return self.plan.x_planes(codes, pad)
+    def quantize(self, x, sx, s, lo, hi, pn, pad):
+        return self.plan.quantized_planes(x, sx, s, lo, hi, pn, pad)
+
+    def forward(self, xq, xn, wa, wna, pad, bound, bias, div, mul, lo, hi, lo2, hi2, sy):
+        return self.plan.forward_requant(xq, xn, self._w(wa), None if wna is None else self._w(wna), bias, div, mul,
+                                         lo, hi, lo2, hi2, sy)
 
     def products(self, xq, wa, pad, bound):
         return self.plan.forward(xq, self._w(wa))
-
-    def requant(self, pos, neg, bias, div, mul, lo, hi, lo2, hi2, sy):
-        p = self.plan
-        shape = (p.B, p.O, p.Ho, p.Wo)
-        y = empty(shape)
-        ymask = empty(shape, np.uint8)
-        K.requant_wide(pos, _EMPTY1 if neg is None else neg, 0, p.ld_o, p.S, bias, div, mul, lo, hi, lo2, hi2, sy,
-                       y, ymask, n=y.size)
-        return y, ymask
 
     def nchw(self, acc):
         p = self.plan
@@ -136,13 +153,9 @@ class Wide:
         buf, sums, bad = self.plan.g_planes_from(dy, ymask, c)
         return buf, sums.sum(axis=0, dtype=f32), bad
 
-    def backward(self, gbuf, xq, pad, wa):
-        w = self._w(wa)
-        return self.plan.weight_grad(gbuf, xq).reshape(self.plan.O, -1), self.plan.input_grad(gbuf, w)
-
-    def input_grad(self, dpos, dneg, xmask, sx):
+    def grads(self, gbuf, xq, xn, pad, wa, wna, xmask, sx):
         p = self.plan
-        dx = empty(self.x_shape)
-        K.input_grad_wide(dpos, _EMPTY1 if dneg is None else dneg, 0, p.ld_dx, p.S, xmask.reshape(self.x_shape),
-                          sx, dx, n=dx.size)
-        return dx
+        dwq = p.weight_grad(gbuf, xq).reshape(p.O, -1)
+        dwn = p.weight_grad(gbuf, xn).reshape(p.O, -1) if xn is not None else None
+        dx = p.input_grad_masked(gbuf, self._w(wa), None if wna is None else self._w(wna), xmask, sx)
+        return dwq, dwn, dx

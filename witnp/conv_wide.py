@@ -38,6 +38,10 @@ def supports(geo) -> bool:
     return geo.sh == 1 and geo.sw == 1
 
 
+def _flat(w):
+    return np.ascontiguousarray(w, dtype=f32).reshape(-1)
+
+
 class WidePlan:
     """Offsets and buffers of one stride-1 Conv2d on an input (B, C, H, W) with O output channels."""
 
@@ -76,8 +80,19 @@ class WidePlan:
         """x (B, C, H, W) float32 -> the padded input planes (filled with `fill`: the code of a zero input)."""
         buf = empty(self.x_size)
         g = self.geo
-        K.to_wide(np.ascontiguousarray(x, dtype=f32), buf, self.m0, self.ld_x, self.S, g.ph, g.pw, fill)
+        K.to_wide(np.ascontiguousarray(x, dtype=f32), buf, self.m0, self.ld_x, self.S, g.ph, g.pw, fill, n=x.size)
         return buf
+
+    def quantized_planes(self, x, sx, shift, lo, hi, pn, fill):
+        """x (B, C, H, W) float32 -> its codes in x planes (`kernels.quantize_wide`): (planes, the PN negative
+        branch's planes or None, mask (B, C, H, W) int8, number of non-finite x)."""
+        buf = empty(self.x_size)
+        neg = empty(self.x_size) if pn else np.empty(0, f32)
+        mask = empty(x.shape, np.int8)
+        g = self.geo
+        bad = K.quantize_wide(np.ascontiguousarray(x, dtype=f32), sx, shift, lo, hi, pn, buf, neg, self.m0,
+                              self.ld_x, self.S, g.ph, g.pw, fill, mask, n=x.size)
+        return buf, (neg if pn else None), mask, bad
 
     def g_planes_from(self, g, mask, c):
         """Output gradient g (B, O, Ho, Wo) float32 (·c, zero where mask (B, O, Ho, Wo) uint8 is 0; mask None
@@ -86,7 +101,7 @@ class WidePlan:
         sums = np.empty((self.B, self.O), f32)
         m = np.empty(0, np.uint8) if mask is None else mask
         bad = K.grad_to_wide(np.ascontiguousarray(g, dtype=f32), m, c, buf, self.ld_g, self.S, self.ah, self.aw,
-                             self.geo.groups, self.ogp, sums)
+                             self.geo.groups, self.ogp, sums, n=g.size)
         buf[self.g_planes * self.ld_g:] = 0
         return buf, sums, bad
 
@@ -97,8 +112,31 @@ class WidePlan:
         cg, og, T, G = self.cg, self.og, self.T, self.geo.groups
         K.wide_conv(xbuf, 0, self.C * self.ld_x, self.ld_x, cg * self.ld_x, self.boff_f,
                     np.ascontiguousarray(w, dtype=f32).reshape(-1), og * cg * T, cg * T, self.aoff, T, cg, G, og,
-                    out, self.O * self.ld_o, self.ld_o, self.ld_o, self.B)
+                    out, self.O * self.ld_o, self.ld_o, self.ld_o, self.B, n=out.size)
         return out
+
+    def forward_requant(self, xbuf, xneg, w, wneg, bias, div, mul, lo, hi, lo2, hi2, outdiv):
+        """`forward` (+ the PN branch xneg with wneg, when given) requantized per image into (y, mask), both
+        (B, O, Ho, Wo) (float32, uint8), by `kernels.wide_conv_rq` (its docstring has the arithmetic)."""
+        shape = (self.B, self.O, self.Ho, self.Wo)
+        y, mask = empty(shape), empty(shape, np.uint8)
+        cg, og, T, G = self.cg, self.og, self.T, self.geo.groups
+        e = np.empty(0, f32)
+        K.wide_conv_rq(xbuf, e if xneg is None else xneg, self.C * self.ld_x, self.ld_x, cg * self.ld_x,
+                       self.boff_f, _flat(w), e if wneg is None else _flat(wneg), og * cg * T, cg * T, self.aoff,
+                       T, cg, G, og, self.ld_o, self.ld_o, self.S, bias, div, mul, lo, hi, lo2, hi2, outdiv,
+                       0, 0, 1, 1, self.Ho, self.Wo, y, mask, n=y.size)
+        return y, mask
+
+    def input_grad_masked(self, gbuf, w, wneg, xmask, sx):
+        """dx (B, C, H, W) float32 = sx·(the input-code gradient) through xmask (B, C, H, W) int8, from the g
+        planes with w (and wneg: PN), by `kernels.wide_conv_ig`."""
+        dx = empty((self.B, self.C, self.H, self.W))
+        cg, og, T, G = self.cg, self.og, self.T, self.geo.groups
+        K.wide_conv_ig(gbuf, G * self.ogp * self.ld_g, self.ld_g, self.ogp * self.ld_g, self.boff_dx, _flat(w),
+                       np.empty(0, f32) if wneg is None else _flat(wneg), og * cg * T, T, self.aoff, cg * T, og,
+                       G, cg, self.ld_dx, self.ld_dx, self.S, xmask, sx, dx, n=dx.size)
+        return dx
 
     def input_grad(self, gbuf, w):
         """dx planes (B·C, ld_dx) float32: the input gradient from the g planes and w (O, C/g, kh, kw)."""
@@ -106,7 +144,7 @@ class WidePlan:
         cg, og, T, G = self.cg, self.og, self.T, self.geo.groups
         K.wide_conv(gbuf, 0, G * self.ogp * self.ld_g, self.ld_g, self.ogp * self.ld_g, self.boff_dx,
                     np.ascontiguousarray(w, dtype=f32).reshape(-1), og * cg * T, T, self.aoff, cg * T, og, G, cg,
-                    out, self.C * self.ld_dx, self.ld_dx, self.ld_dx, self.B)
+                    out, self.C * self.ld_dx, self.ld_dx, self.ld_dx, self.B, n=out.size)
         return out
 
     def weight_grad(self, gbuf, xbuf):
@@ -115,7 +153,7 @@ class WidePlan:
         out = np.empty((G * ogp, self.Qp), f32)
         nk = -(-self.Ho * self.S // LANES)
         K.wide_dw(gbuf, G * ogp * self.ld_g, self.ld_g, self.ah * self.S, nk, xbuf, self.C * self.ld_x,
-                  cg * self.ld_x, self.xo, G, ogp, self.B, out)
+                  cg * self.ld_x, self.xo, G, ogp, self.B, out, n=gbuf.size)
         dw = out.reshape(G, ogp, self.Qp)[:, :self.og, :cg * T]
         return np.ascontiguousarray(dw).reshape(self.O, cg, self.geo.kh, self.geo.kw)
 
@@ -123,5 +161,5 @@ class WidePlan:
     def unplane(self, buf, ld, shape, bias=None):
         """Wide planes -> (B, C', H', W') float32 (shape), + bias (C',) per channel when given."""
         out = empty(shape)
-        K.from_wide(buf, 0, ld, self.S, np.empty(0, f32) if bias is None else np.asarray(bias, f32), out)
+        K.from_wide(buf, 0, ld, self.S, np.empty(0, f32) if bias is None else np.asarray(bias, f32), out, n=out.size)
         return out
