@@ -141,19 +141,20 @@ def _row_blocks(xf, x0, C, HW, W, of, o0):
 
 
 @numba.njit(**OPTIONS)
-def _mask_scale_row(of, mf, o0, W, C, c, rs):
-    """of[o0:o0 + W·C] = of·c where mf != 0, else 0; rs (C,) = the sums over the W pixels. Returns the
-    count of non-finite values. (`quant.scale_masked` on the row's views, plus the sums, took twice as long
-    as this loop: 2.3 ms against 1.1 for B32 32ch 32x32.) Indices are unsigned: a signed flat index keeps Numba's negative-index
-    wraparound in the loop, which blocked vectorization (3.9 ms against 0.38 for B32 32ch 32x32)."""
+def _mask_scale_row(of, mf, o0, m0, W, C, c, rs):
+    """of[o0:o0 + W·C] = of·c where mf[m0:m0 + W·C] != 0, else 0; rs (C,) = the sums over the W pixels.
+    Returns the count of non-finite values. (`quant.scale_masked` on the row's views, plus the sums, took
+    twice as long as this loop: 2.3 ms against 1.1 for B32 32ch 32x32.) Indices are unsigned: a signed flat
+    index keeps Numba's negative-index wraparound in the loop, which blocked vectorization (3.9 ms against
+    0.38 for B32 32ch 32x32)."""
     zero = np.float32(0.0)
     nb = 0
-    u0 = np.uint64(o0)
+    u0, v0 = np.uint64(o0), np.uint64(m0)
     for i in range(W * C):
         k = u0 + np.uint64(i)
         v = of[k]
         nb += 0 if abs(v) < np.inf else 1
-        of[k] = v * c if mf[k] != 0 else zero
+        of[k] = v * c if mf[v0 + np.uint64(i)] != 0 else zero
     rs[:] = zero
     for w in range(W):
         p = u0 + np.uint64(w * C)
@@ -163,23 +164,34 @@ def _mask_scale_row(of, mf, o0, W, C, c, rs):
 
 
 @kernel
-def grad_to_nhwc(g, mask, c, out, rowsum):
+def grad_to_nhwc(g, mask, c, out, rowsum, top, left):
     """The output gradient of a quantized conv into the products' layout, through the output clip, in one
-    pass over g (it was a transpose, a masked scale and a BLAS column sum, each a pass over g):
-        out[b, h, w, o] = g[b, o, h, w]·c where mask[(b·H + h)·W + w, o] != 0, else 0
-        rowsum[b·H + h, o] = Σ_w out[b, h, w, o]   (the caller sums the B·H rows: the bias gradient)
-    g (B, C, H, W) float32 C-contiguous; mask (B·H·W, C) uint8; out (B, H, W, C) float32 C-contiguous;
-    rowsum (B·H, C) float32. Returns the number of non-finite g values (callers refuse such a gradient)."""
+    pass over g (it was a transpose, a masked scale and a BLAS column sum, each a pass over g), padded with
+    zeros for the products that read it padded (ConvTranspose2d's; no separate padding pass):
+        out[b, top + h, left + w, o] = g[b, o, h, w]·c where mask[(b·H + h)·W + w, o] != 0, else 0
+        rowsum[b·H + h, o] = Σ_w out[b, top + h, left + w, o]   (the caller sums the B·H rows: the bias gradient)
+    g (B, C, H, W) float32 C-contiguous; mask (B·H·W, C) uint8; out (B, Hp, Wp, C) float32 C-contiguous,
+    zero outside the image (Hp >= top + H, Wp >= left + W); rowsum (B·H, C) float32. Returns the number of
+    non-finite g values (callers refuse such a gradient)."""
     B, C, H, W = g.shape
+    Hp, Wp = out.shape[1], out.shape[2]
     gf, of, mf = g.reshape(g.size), out.reshape(out.size), mask.reshape(mask.size)
     c = np.float32(c)
     bad = 0
-    for bh in prange(B * H):
-        b = bh // H
-        o0 = bh * W * C
-        _row_blocks(gf, (b * C * H + bh % H) * W, C, H * W, W, of, o0)
-        bad += _mask_scale_row(of, mf, o0, W, C, c, rowsum[bh])
+    for bp in prange(B * Hp):
+        bad += _grad_row(gf, mf, c, of, rowsum, bp, Hp, Wp, H, W, C, top, left)
     return bad
+
+
+@numba.njit(**OPTIONS)
+def _grad_row(gf, mf, c, of, rowsum, bp, Hp, Wp, H, W, C, top, left):
+    """Row bp (of B·Hp) of `grad_to_nhwc`; returns its non-finite count."""
+    b, h = bp // Hp, bp % Hp - top
+    if not _pad_row(of, bp * Wp * C, Wp, W, C, left, h, H, np.float32(0)):
+        return 0
+    o0 = (bp * Wp + left) * C
+    _row_blocks(gf, (b * C * H + h) * W, C, H * W, W, of, o0)
+    return _mask_scale_row(of, mf, o0, (b * H + h) * W * C, W, C, c, rowsum[b * H + h])
 
 
 @kernel

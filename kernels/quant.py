@@ -13,7 +13,7 @@ from numba import prange
 
 from ._jit import OPTIONS, kernel
 
-__all__ = ["quantize_input", "quantize_weight", "quantize_bias", "requant", "combine_split", "input_grad", "scale_masked"]
+__all__ = ["quantize_input", "quantize_weight", "quantize_bias", "requant", "requant_nchw", "combine_split", "input_grad", "input_grad_nhwc", "scale_masked"]
 
 
 @numba.njit(**OPTIONS)
@@ -212,6 +212,51 @@ def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
 
 
 @kernel
+def requant_nchw(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
+    """`requant` of channels-last accumulators with y written channels-first, in one pass (it was `requant`
+    and then a transpose of y, a second pass over the output):
+        v = (f32(acc[r, c] + bias[c])/div [+ f32(neg[r, c])/div]) · mul;  q = R(clip(v, [lo, hi]))
+        y[b, c, h, w] = clip(q, [lo2, hi2]) / outdiv,  r = (b·H + h)·W + w;  mask[r, c] = 1 where both clamps pass
+    acc, neg (B·H·W, C) float32|float64 (neg shape (0, 0): none); bias (C,) float64; y (B, C, H, W) float32
+    out; mask (B·H·W, C) uint8 out (channels-last, as the backward's `grad_to_nhwc` reads it).
+    Each (image, row) is requantized into a row buffer (contiguous: it vectorizes) and then transposed."""
+    B, C, H, W = y.shape
+    has_neg = neg.shape[0] > 0
+    div, mul, outdiv = np.float32(div), np.float32(mul), np.float32(outdiv)
+    lo, hi, lo2, hi2 = np.float32(lo), np.float32(hi), np.float32(lo2), np.float32(hi2)
+    af = acc.reshape(acc.size)
+    nf = neg.reshape(neg.size)
+    mf = mask.reshape(mask.size)
+    yf = y.reshape(y.size)
+    bt = np.empty(W * C, np.float64)  # the bias along a row, so the loop below is flat
+    for k in range(W * C):
+        bt[k] = bias[k % C]
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        t = np.empty(W * C, np.float32)
+        r0 = np.uint64(bh * W * C)
+        if has_neg:
+            for k in range(W * C):
+                u = np.float32(af[r0 + np.uint64(k)] + bt[k]) / div
+                u = u + np.float32(nf[r0 + np.uint64(k)]) / div
+                v = u * mul
+                q = np.rint(min(max(v, lo), hi))
+                mf[r0 + np.uint64(k)] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
+                t[k] = min(max(q, lo2), hi2) / outdiv
+        else:
+            for k in range(W * C):
+                v = (np.float32(af[r0 + np.uint64(k)] + bt[k]) / div) * mul
+                q = np.rint(min(max(v, lo), hi))
+                mf[r0 + np.uint64(k)] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
+                t[k] = min(max(q, lo2), hi2) / outdiv
+        for c in range(C):
+            d0 = np.uint64(((b * C + c) * H + h) * W)
+            for w in range(W):
+                yf[d0 + np.uint64(w)] = t[np.uint64(w * C + c)]
+    return y
+
+
+@kernel
 def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask):
     """Bit-split output: yd = R(f32(accd + biasd) / G) (not clipped), y = clip(yl + yd, [lo, hi]) / sy.
 
@@ -251,6 +296,38 @@ def input_grad(dxa, mask, sx, concat, dx):
             else:
                 g = dxa[b, k]
             dx[b, k] = g * sx if m != 0 else np.float32(0.0)
+    return dx
+
+
+@kernel
+def input_grad_nhwc(dpos, dneg, mask, sx, dx):
+    """`input_grad` from channels-last code gradients straight into channels-first dx, in one pass (it was a
+    transpose of each branch and then `input_grad`):
+        g = dpos[b, h, w, c], or -dneg[b, h, w, c] where mask < 0 (PN);  dx[b, c, h, w] = g·sx where mask != 0
+    dpos, dneg (B, H, W, C) float32 (dneg shape (0, 0, 0, 0): not PN); mask (B, C, H, W) int8;
+    dx (B, C, H, W) float32 out."""
+    B, C, H, W = dx.shape
+    pn = dneg.shape[0] > 0
+    sx = np.float32(sx)
+    zero = np.float32(0.0)
+    pf, nf, mf, df = dpos.reshape(dpos.size), dneg.reshape(dneg.size), mask.reshape(mask.size), dx.reshape(dx.size)
+    HW = H * W
+    for bh in prange(B * H):
+        b, h = bh // H, bh % H
+        # the row's code gradient, transposed into t (C, W) (PN: the branch the mask selects, signed), then
+        # masked and scaled in contiguous runs; unsigned indices keep the loops free of wraparound tests
+        t = np.empty(C * W, np.float32)
+        s0 = np.uint64(bh * W * C)
+        for w in range(W):
+            for c in range(C):
+                k = s0 + np.uint64(w * C + c)
+                m = mf[np.uint64(((b * C + c) * H + h) * W + w)]
+                t[np.uint64(c * W + w)] = (pf[k] if m >= 0 else -nf[k]) if pn else pf[k]
+        for c in range(C):
+            d0 = np.uint64((b * C + c) * HW + h * W)
+            t0 = np.uint64(c * W)
+            for w in range(W):
+                df[d0 + np.uint64(w)] = t[t0 + np.uint64(w)] * sx if mf[d0 + np.uint64(w)] != 0 else zero
     return dx
 
 

@@ -74,6 +74,13 @@ def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
     y[...] = np.clip(q, f32(lo2), f32(hi2)) / f32(outdiv)
 
 
+def requant_nchw(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
+    B, C, H, W = y.shape
+    rows = np.empty(acc.shape, np.float32)
+    requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, rows, mask)
+    y[...] = rows.reshape(B, H, W, C).transpose(0, 3, 1, 2)
+
+
 def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask):
     yd = np.rint((accd.astype(np.float64) + biasd[None, :]).astype(np.float32) / f32(G))
     s = yl + yd
@@ -88,6 +95,16 @@ def input_grad(dxa, mask, sx, concat, dx):
     else:
         dx[...] = np.where(mask != 0, dxa * f32(sx), f32(0))
     return dx
+
+
+def input_grad_nhwc(dpos, dneg, mask, sx, dx):
+    B, C, H, W = dx.shape
+    n = dx.size
+    pn = dneg.shape[0] > 0
+    parts = [dpos.transpose(0, 3, 1, 2).reshape(1, n)] + ([dneg.transpose(0, 3, 1, 2).reshape(1, n)] if pn else [])
+    out = np.empty((1, n), np.float32)
+    input_grad(np.concatenate(parts, axis=1), mask.reshape(1, n), sx, pn, out)
+    dx[...] = out.reshape(dx.shape)
 
 
 def scale_masked(src, mask, c, out, accumulate):

@@ -25,6 +25,7 @@ __all__ = ["pick_layout", "ChannelsLast", "Wide"]
 
 f32 = np.float32
 _EMPTY = np.empty((0, 0), f32)
+_EMPTY4 = np.empty((0, 0, 0, 0), f32)
 
 
 def pick_layout(geo, transposed, x_shape, co, bound):
@@ -79,10 +80,12 @@ class ChannelsLast:
 
     def requant(self, pos, neg, bias, div, mul, lo, hi, lo2, hi2, sy):
         """`kernels.requant` -> y (B, Co, Ho, Wo) float32 and the mask (in this layout)."""
-        y = empty(pos.shape)
+        B, Ho, Wo, co = self.y_nhwc
+        y = empty((B, co, Ho, Wo))
         ymask = empty(pos.shape, np.uint8)
-        K.requant(pos, _EMPTY if neg is None else neg, bias, div, mul, lo, hi, lo2, hi2, sy, y, ymask, n=y.size)
-        return to_nchw(y.reshape(self.y_nhwc)), ymask
+        K.requant_nchw(pos, _EMPTY if neg is None else neg, bias, div, mul, lo, hi, lo2, hi2, sy, y, ymask,
+                       n=y.size)
+        return y, ymask
 
     def nchw(self, acc):
         return to_nchw(acc.reshape(self.y_nhwc))
@@ -90,16 +93,17 @@ class ChannelsLast:
     def grad(self, dy, ymask, c):
         """dy (B, Co, Ho, Wo) through the output mask, ·c -> (the products' gradient, (Co,) sums, #non-finite)."""
         B, Ho, Wo, co = self.y_nhwc
-        ga = empty((B * Ho * Wo, co))
+        # ConvTranspose2d's products read the gradient padded by (ph, pw): written so here, zeros around
+        ph, pw = (self.geo.ph, self.geo.pw) if self.transposed else (0, 0)
+        ga = empty((B, Ho + 2 * ph, Wo + 2 * pw, co))
         rows = np.empty((B * Ho, co), f32)
-        bad = K.grad_to_nhwc(np.ascontiguousarray(dy, dtype=f32), ymask, c, ga.reshape(self.y_nhwc), rows,
-                             n=ga.size)
-        return ga, rows.sum(axis=0, dtype=f32), bad
+        bad = K.grad_to_nhwc(np.ascontiguousarray(dy, dtype=f32), ymask, c, ga, rows, ph, pw, n=ga.size)
+        return (ga if self.transposed else ga.reshape(-1, co)), rows.sum(axis=0, dtype=f32), bad
 
     def backward(self, ga, xq, pad, wa):
         """(dW matrix, input-code gradient in this layout) of one branch."""
         if self.transposed:
-            return convT_backward(ga.reshape(self.y_nhwc), xq, wa, self.geo)
+            return convT_backward(ga, xq, wa, self.geo, padded=True)
         return conv_backward(ga, xq, wa, self.geo, pad, padded=True)
 
     def grads(self, ga, xq, xn, pad, wa, wna, xmask, sx):
@@ -109,15 +113,12 @@ class ChannelsLast:
         return dwq, dwn, self.input_grad(dxq, dxn, xmask, sx)
 
     def input_grad(self, dpos, dneg, xmask, sx):
-        """dx (B, C, H, W) = sx·(code gradient) through the input masks (`kernels.input_grad`)."""
-        n = int(np.prod(self.x_shape))
-        dxa = empty((1, 2 * n if dneg is not None else n))  # NCHW, like xmask
-        to_nchw(dpos, dxa[0, :n].reshape(self.x_shape))
-        if dneg is not None:
-            to_nchw(dneg, dxa[0, n:].reshape(self.x_shape))
-        dx = empty((1, n))
-        K.input_grad(dxa, xmask.reshape(1, n), sx, dneg is not None, dx, n=n)
-        return dx.reshape(self.x_shape)
+        """dx (B, C, H, W) = sx·(code gradient) through the input masks (`kernels.input_grad_nhwc`)."""
+        dx = empty(self.x_shape)
+        c = np.ascontiguousarray
+        K.input_grad_nhwc(c(dpos, dtype=f32), _EMPTY4 if dneg is None else c(dneg, dtype=f32),
+                          xmask.reshape(self.x_shape), sx, dx, n=dx.size)
+        return dx
 
 
 class Wide:

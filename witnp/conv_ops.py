@@ -166,13 +166,14 @@ def convT_forward(x_nhwc, wmat, geo: Geometry, co: int, bound=None):
     return out
 
 
-def convT_backward(g_nhwc, x_nhwc, wmat, geo: Geometry):
+def convT_backward(g_nhwc, x_nhwc, wmat, geo: Geometry, padded=False):
     """Gradients of acc = convT(x, wmat): g_nhwc (B, Ho, Wo, Co) -> dwmat (Ci, kh·kw·Co/g), dx_nhwc (B, H, W, Ci).
+    padded: g_nhwc is already (B, Ho + 2·ph, Wo + 2·pw, Co), zero-padded (`kernels.grad_to_nhwc` writes it so).
 
     The input gradient is the Conv2d of g with the same weight matrix; the weight gradient is Conv2d's with
     the roles of input and output gradient swapped."""
     B, H, W, Ci = x_nhwc.shape
-    gp = conv_direct.padded_input(g_nhwc, geo)  # one padded copy for both products
+    gp = g_nhwc if padded else conv_direct.padded_input(g_nhwc, geo)  # one padded copy for both products
     dx, _ = conv_direct.conv2d(gp, wmat, geo, padded=True, out_hw=(H, W))
     dw = conv_direct.conv2d_dw(gp, np.ascontiguousarray(x_nhwc, dtype=np.float32).reshape(B * H * W, Ci), geo,
                                padded=True, out_hw=(H, W))

@@ -32,45 +32,26 @@ def test_nhwc_to_nchw(twin):
 
 
 @pytest.mark.parametrize("twin", ["serial", "parallel"])
-@pytest.mark.parametrize("shape", [(2, 8, 3, 8), (2, 19, 4, 21), (1, 16, 2, 7), (1, 7, 2, 16)])
-def test_nchw_to_nhwc_blocks_and_tails(twin, shape):
-    """`nchw_to_nhwc_f32`'s 8 x 8 register blocks and their channel and column tails against NumPy; the
-    element loop of `nchw_to_nhwc` (a strided view, float64) on the same data."""
-    B, C, H, W = shape
-    x = np.random.default_rng(C * W).normal(size=shape).astype(np.float32)
-    want = np.full((B, H + 2, W + 3, C), -1.0, np.float32)
-    want[:, 1:1 + H, 2:2 + W] = x.transpose(0, 2, 3, 1)
-    out = np.full(want.shape, np.nan, np.float32)
-    getattr(K.nchw_to_nhwc_f32, twin)(x, 1, 2, -1.0, out)
-    np.testing.assert_array_equal(out, want)
-    padded = np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-1.0)
-    np.testing.assert_array_equal(to_nhwc(x, (1, 1), -1.0), padded)  # the wrapper's float32 path
-    view = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # NHWC data seen as NCHW
-    out2 = np.full(want.shape, np.nan, np.float32)
-    getattr(K.nchw_to_nhwc, twin)(view, 1, 2, -1.0, out2)
-    np.testing.assert_array_equal(out2, want)
-    out3 = np.full(want.shape, np.nan)
-    getattr(K.nchw_to_nhwc, twin)(x.astype(np.float64), 1, 2, -1.0, out3)
-    np.testing.assert_array_equal(out3, want)
-
-
-@pytest.mark.parametrize("twin", ["serial", "parallel"])
 @pytest.mark.parametrize("shape", [(2, 8, 3, 8), (2, 19, 4, 21), (1, 5, 2, 3)])
-def test_grad_to_nhwc_masks_scales_and_sums(twin, shape):
-    """The fused output-gradient pass equals transpose, masked scale and per-row sums done apart; it counts
-    non-finite values."""
+@pytest.mark.parametrize("pad", [(0, 0), (1, 2)])
+def test_grad_to_nhwc_masks_scales_and_sums(twin, shape, pad):
+    """The fused output-gradient pass equals transpose, masked scale, zero padding and per-row sums done
+    apart; it counts non-finite values."""
     B, C, H, W = shape
+    ph, pw = pad
     rng = np.random.default_rng(C + W)
     g = rng.normal(size=shape).astype(np.float32)
     mask = (rng.random((B * H * W, C)) > 0.3).astype(np.uint8)
-    out = np.full((B, H, W, C), np.nan, np.float32)
+    out = np.full((B, H + 2 * ph, W + 2 * pw, C), np.nan, np.float32)
     rows = np.full((B * H, C), np.nan, np.float32)
-    assert getattr(K.grad_to_nhwc, twin)(g, mask, 0.25, out, rows) == 0
+    assert getattr(K.grad_to_nhwc, twin)(g, mask, 0.25, out, rows, ph, pw) == 0
     want = np.where(mask != 0, g.transpose(0, 2, 3, 1).reshape(-1, C) * np.float32(0.25), 0).astype(np.float32)
-    np.testing.assert_array_equal(out.reshape(-1, C), want)
+    full = np.zeros_like(out)
+    full[:, ph:ph + H, pw:pw + W] = want.reshape(B, H, W, C)
+    np.testing.assert_array_equal(out, full)
     np.testing.assert_allclose(rows, want.reshape(B * H, W, C).sum(axis=1), rtol=1e-6, atol=1e-6)
     g[0, 0, 0, 0], g[-1, -1, -1, -1] = np.nan, -np.inf
-    assert getattr(K.grad_to_nhwc, twin)(g, mask, 0.25, out, rows) == 2
+    assert getattr(K.grad_to_nhwc, twin)(g, mask, 0.25, out, rows, ph, pw) == 2
 
 
 @pytest.mark.parametrize("twin", ["serial", "parallel"])

@@ -88,6 +88,23 @@ def test_requant(B, O, f64, div, mul, yb, outdiv, neg, clip8, seed):
 
 
 @settings(max_examples=30, deadline=None)
+@given(B=st.integers(1, 3), C=st.integers(1, 7), H=st.integers(1, 4), W=st.integers(1, 9), f64=st.booleans(),
+       neg=st.booleans(), seed=st.integers(0, 999))
+def test_requant_nchw(B, C, H, W, f64, neg, seed):
+    """requant with y transposed to (B, C, H, W) on the way out; the mask stays (B·H·W, C)."""
+    rng = np.random.default_rng(seed)
+    dt = np.float64 if f64 else np.float32
+    acc = rng.integers(-300000, 300000, (B * H * W, C)).astype(dt)
+    negs = rng.integers(-300000, 1, acc.shape).astype(dt) if neg else np.empty((0, 0), dt)
+    bias = (128 * rng.integers(-500, 500, C)).astype(np.float64)
+    res = run_all(K.requant_nchw, lambda: [np.full((B, C, H, W), np.nan, np.float32),
+                                          np.full((B * H * W, C), 9, np.uint8)],
+                  acc, negs, bias, 2048.0, 8.0, -128, 127, -128, 127, 8.0)
+    assert_same(res)
+    assert not np.isnan(res[0][2][0]).any() and (res[0][2][1] <= 1).all()  # written whole
+
+
+@settings(max_examples=30, deadline=None)
 @given(B=st.integers(1, 6), O=st.integers(1, 7), G=st.sampled_from([1, 3, 256, 1000]), seed=st.integers(0, 999))
 def test_combine_split(B, O, G, seed):
     rng = np.random.default_rng(seed)
@@ -96,6 +113,23 @@ def test_combine_split(B, O, G, seed):
     biasd = (128 * rng.integers(-50, 50, O)).astype(np.float64)
     assert_same(run_all(K.combine_split, lambda: [np.empty((B, O), np.float32), np.empty((B, O), np.uint8)],
                         yl, accd, biasd, G, -128, 127, 16.0))
+
+
+@pytest.mark.parametrize("pn", [False, True])
+def test_input_grad_nhwc(pn):
+    """input_grad of channels-last code gradients, dx written channels-first."""
+    rng = np.random.default_rng(5)
+    B, C, H, W = 2, 5, 3, 7
+    dpos = rng.normal(size=(B, H, W, C)).astype(np.float32)
+    dneg = rng.normal(size=dpos.shape).astype(np.float32) if pn else np.empty((0, 0, 0, 0), np.float32)
+    mask = rng.integers(-1 if pn else 0, 2, (B, C, H, W)).astype(np.int8)
+    res = run_all(K.input_grad_nhwc, lambda: [np.full((B, C, H, W), np.nan, np.float32)], dpos, dneg, mask, 0.5)
+    assert_same(res)
+    dx = res[0][2][0]
+    want = np.where(mask > 0, dpos.transpose(0, 3, 1, 2), 0) * np.float32(0.5)
+    if pn:
+        want = want - np.where(mask < 0, dneg.transpose(0, 3, 1, 2), 0) * np.float32(0.5)
+    np.testing.assert_array_equal(dx, want.astype(np.float32))
 
 
 @pytest.mark.parametrize("concat", [False, True])
