@@ -24,7 +24,7 @@ from .dot_tile import DC, DR, dot_fma
 from .layout import _fill
 from .tile import _ROWS2, LANES, _rows_for, tile_fma_tab
 
-__all__ = ["wide_conv", "wide_dw", "to_wide", "from_wide", "grad_to_wide", "requant_wide", "input_grad_wide"]
+__all__ = ["wide_conv", "wide_dw", "to_wide", "from_wide", "grad_to_wide"]
 
 
 @numba.njit(**OPTIONS)
@@ -181,54 +181,3 @@ def grad_to_wide(g, mask, c, out, ld, S, top, left, groups, ogp, chsum):
             bad += _grad_plane(gf, mf, has_mask, c, out, o0, ld, S, top, left, (b * O + o) * Ho * Wo, Ho, Wo,
                                chsum, b, o)
     return bad
-
-
-@kernel
-def requant_wide(acc, neg, m0, ld, S, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
-    """`quant.requant` on wide accumulator planes: for y (B, C, H, W) and the plane p = b·C + c,
-        u = f32(acc[m0 + p·ld + h·S + w] + bias[c]) / div (+ f32(neg[...]) / div when neg is not empty)
-        v = u·mul; q = R(clip(v, [lo, hi])); y = clip(q, [lo2, hi2]) / outdiv; mask = 1 where both clamps pass
-    acc, neg flat float32|float64 (neg shape (0,): none); bias (C,) float64; mask (B, C, H, W) uint8 out."""
-    B, C, H, W = y.shape
-    yf, mf = y.reshape(y.size), mask.reshape(mask.size)
-    has_neg = neg.shape[0] > 0
-    div, mul, outdiv = np.float32(div), np.float32(mul), np.float32(outdiv)
-    lo, hi, lo2, hi2 = np.float32(lo), np.float32(hi), np.float32(lo2), np.float32(hi2)
-    for pl in prange(B * C):
-        bc = bias[pl % C]
-        for h in range(H):
-            s0, d0 = np.uint64(m0 + pl * ld + h * S), np.uint64((pl * H + h) * W)
-            for w in range(W):
-                u = np.float32(acc[s0 + np.uint64(w)] + bc) / div
-                if has_neg:
-                    u = u + np.float32(neg[s0 + np.uint64(w)]) / div
-                v = u * mul
-                q = np.rint(min(max(v, lo), hi))
-                mf[d0 + np.uint64(w)] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
-                yf[d0 + np.uint64(w)] = min(max(q, lo2), hi2) / outdiv
-    return y
-
-
-@kernel
-def input_grad_wide(dpos, dneg, m0, ld, S, mask, sx, dx):
-    """`quant.input_grad` from wide planes: dx (B, C, H, W) float32 out, mask (B, C, H, W) int8;
-    g = dpos[m0 + (b·C + c)·ld + h·S + w], or with dneg (PN, shape (0,) otherwise) g = -dneg[same] where
-    mask < 0; dx = g·sx where mask != 0, else 0."""
-    B, C, H, W = dx.shape
-    df, mf = dx.reshape(dx.size), mask.reshape(mask.size)
-    pn = dneg.shape[0] > 0
-    sx = np.float32(sx)
-    zero = np.float32(0)
-    for pl in prange(B * C):
-        for h in range(H):
-            s0, d0 = np.uint64(m0 + pl * ld + h * S), np.uint64((pl * H + h) * W)
-            if pn:
-                for w in range(W):
-                    m = mf[d0 + np.uint64(w)]
-                    g = dpos[s0 + np.uint64(w)] if m > 0 else -dneg[s0 + np.uint64(w)]
-                    df[d0 + np.uint64(w)] = g * sx if m != 0 else zero
-            else:
-                for w in range(W):
-                    m = mf[d0 + np.uint64(w)]
-                    df[d0 + np.uint64(w)] = dpos[s0 + np.uint64(w)] * sx if m != 0 else zero
-    return dx

@@ -1,26 +1,32 @@
-"""The wide-plane passes fused with their neighbours, so that no step-sized intermediate goes through memory.
+"""The quantized stride-1 Conv2d's wide-plane passes fused, so that no step-sized intermediate goes through
+memory: one kernel quantizes, one computes the forward, one the whole backward.
 
 Measured on the QAT Conv2d B32 16->32 3x3 32x32 step (one core), the element passes around the products
-cost about as much as one of the three products: quantize + to_wide, requant_wide over the accumulator
-planes (4.3 MB written, then read back) and input_grad_wide over the dx planes. Here:
+cost about as much as one product: quantize + to_wide, requantizing the accumulator planes (4.3 MB
+written, then read back), the output-gradient planes (4.5 MB written, then read by two products) and the
+masking of the dx planes. Here:
 
     quantize_wide   the input codes go straight into the padded wide planes (the NCHW codes are never made)
     wide_conv_rq    each image's accumulator planes (O·ld floats, ~140 KB: in L2) are requantized into y
-                    right after the image's products, so the planes never leave the cache; the output may be
-                    strided (a ConvTranspose2d phase writes every s-th row and column of y)
-    wide_conv_ig    the same for the input gradient: dx through the input mask, per image
+                    right after the image's products
+    wide_backward   per image: its output-gradient planes, then the input gradient through the input mask
+                    and the weight gradient's dot products, while those planes are in cache
 
-Each gives the bits of the unfused pair (`kernels.quant`, `kernels.wide`); the tests compare them.
+The step went from 16.9 to 13.1 ms (FALSE; PN 34.1 to 25.2), medians of 40 alternating in-process runs.
+Each kernel gives the bits of the unfused passes (`kernels.quant`, `kernels.wide`); the tests compare them.
+Loops stay in the kernels' bodies: as calls (one per row, a dozen arrays passed by value) they cost
+3-6 ns a value, against about 1.
 """
 import numba
 import numpy as np
 from numba import prange
 
 from ._jit import OPTIONS, kernel
+from .dot_tile import DC, DR, dot_fma
 from .layout import _fill
-from .wide import conv_image
+from .wide import _grad_plane, conv_image
 
-__all__ = ["quantize_wide", "wide_conv_rq", "wide_conv_ig"]
+__all__ = ["quantize_wide", "wide_conv_rq", "wide_backward"]
 
 
 @numba.njit(**OPTIONS)
@@ -84,13 +90,14 @@ def quantize_wide(x, sx, shift, lo, hi, pn, outp, outn, m0, ld, S, top, left, fi
 
 
 @kernel
-def wide_conv_rq(X, Xn, ximg, ldx, xg, boff, A, An, ag, ps, aoff, si, nk, groups, nrows, ldo, L, S,
-                 bias, div, mul, lo, hi, lo2, hi2, outdiv, oy0, ox0, ys, xs, Hp, Wp, y, mask):
-    """`conv_image` on image b's planes (X from b·ximg; with Xn not empty also Xn with weights An, the PN
-    negative branch), then `quant.requant` of its planes straight into y (B, O, Ho, Wo), O = groups·nrows:
+def wide_conv_rq(X, Xn, ximg, ldx, xg, boff, A, An, ag, ps, aoff, si, nk, groups, nrows, ldo, S,
+                 bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
+    """Per image b: `wide.conv_image` of its planes (X from b·ximg; with Xn not empty also Xn with weights An,
+    the PN negative branch) over ldo pixels, then `quant.requant` of them straight into y (B, O, Ho, Wo),
+    O = groups·nrows:
         u = f32(acc[o, h·S + w] + bias[o]) / div (+ f32(neg[o, h·S + w]) / div)
-        v = u·mul; q = R(clip(v, [lo, hi])); y[b, o, oy0 + h·ys, ox0 + w·xs] = clip(q, [lo2, hi2]) / outdiv
-    for h < Hp, w < Wp; mask (B, O, Ho, Wo) uint8 out at the same places: 1 where both clamps pass.
+        v = u·mul; q = R(clip(v, [lo, hi])); y[b, o, h, w] = clip(q, [lo2, hi2]) / outdiv
+    mask (B, O, Ho, Wo) uint8 out: 1 where both clamps pass.
     X, Xn, A, An flat float32 (Xn shape (0,): no negative branch); bias (O,) float64."""
     B, O, Ho, Wo = y.shape
     yf, mf = y.reshape(y.size), mask.reshape(mask.size)
@@ -99,63 +106,89 @@ def wide_conv_rq(X, Xn, ximg, ldx, xg, boff, A, An, ag, ps, aoff, si, nk, groups
     lo, hi, lo2, hi2 = np.float32(lo), np.float32(hi), np.float32(lo2), np.float32(hi2)
     for b in prange(B):
         acc = np.empty(O * ldo, np.float32)  # this image's planes: cache-resident until requantized
-        conv_image(X, b * ximg, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, acc, 0, ldo, L)
+        conv_image(X, b * ximg, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, acc, 0, ldo, ldo)
         neg = acc
         if has_neg:
             neg = np.empty(O * ldo, np.float32)
-            conv_image(Xn, b * ximg, ldx, xg, boff, An, ag, ps, aoff, si, nk, groups, nrows, neg, 0, ldo, L)
+            conv_image(Xn, b * ximg, ldx, xg, boff, An, ag, ps, aoff, si, nk, groups, nrows, neg, 0, ldo, ldo)
         for o in range(O):
             bc = bias[o]
-            for h in range(Hp):
-                s0 = np.uint64(o * ldo + h * S)
-                d0 = ((b * O + o) * Ho + oy0 + h * ys) * Wo + ox0
+            for h in range(Ho):
+                s0, d0 = np.uint64(o * ldo + h * S), np.uint64(((b * O + o) * Ho + h) * Wo)
                 if has_neg:
-                    for w in range(Wp):
+                    for w in range(Wo):
                         u = np.float32(acc[s0 + np.uint64(w)] + bc) / div
                         u = u + neg[s0 + np.uint64(w)] / div
                         v = u * mul
                         q = np.rint(min(max(v, lo), hi))
-                        d = np.uint64(d0 + w * xs)
-                        mf[d] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
-                        yf[d] = min(max(q, lo2), hi2) / outdiv
+                        mf[d0 + np.uint64(w)] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
+                        yf[d0 + np.uint64(w)] = min(max(q, lo2), hi2) / outdiv
                 else:
-                    for w in range(Wp):
+                    for w in range(Wo):
                         v = (np.float32(acc[s0 + np.uint64(w)] + bc) / div) * mul
                         q = np.rint(min(max(v, lo), hi))
-                        d = np.uint64(d0 + w * xs)
-                        mf[d] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
-                        yf[d] = min(max(q, lo2), hi2) / outdiv
+                        mf[d0 + np.uint64(w)] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
+                        yf[d0 + np.uint64(w)] = min(max(q, lo2), hi2) / outdiv
     return y
 
 
 @kernel
-def wide_conv_ig(Gm, gimg, ldg, gg, boff, A, An, ag, ps, aoff, si, nk, groups, nrows, ldo, L, S, xmask, sx, dx):
-    """The input gradient of image b: `conv_image` of its g planes (from b·gimg) with A (and with An when
-    not empty: PN), then `quant.input_grad` straight into dx (B, C, H, W), C = groups·nrows:
-        g = dpos[c, h·S + w], or -dneg[c, h·S + w] where xmask < 0 (PN);  dx = g·sx where xmask != 0, else 0
-    xmask (B, C, H, W) int8; Gm, A, An flat float32 (An shape (0,): not PN)."""
-    B, C, H, W = dx.shape
+def wide_backward(g, mask, c, ldg, S, top, left, groups, ogp, gsize, boff, A, An, ag, ps, aoff, si, nk, nrows, ldo,
+                  L, xmask, sx, dx, X, Xn, ximg, xg, xo, gs, nkd, dw, dwn, chsum):
+    """The whole backward of a quantized stride-1 Conv2d, one image at a time, so that the image's output
+    gradient planes (~150 KB) are made, read by the input gradient and read by the weight gradient while
+    they are in cache (`grad_to_wide`, then the two products `wide_conv` and `wide_dw` went through memory):
+      1. `grad_to_wide` for image b into gp (groups·ogp planes of ldg; gsize floats, the tail zero): g·c where
+         mask != 0, chsum[b, o] its plane sums;
+      2. `wide_conv` of gp with A (and An when not empty: PN), through xmask into dx[b] (`quant.input_grad`);
+      3. `wide_dw` of gp against image b of X (and Xn: PN): dw (dwn) accumulate over the images in order.
+    g, mask (B, O, Ho, Wo) float32, uint8 (mask shape (0,): none); dx, xmask (B, C, H, W) float32, int8;
+    dw, dwn (groups·ogp, Qp) float32 out (dwn shape (0, 0) unless PN). Returns the number of non-finite g."""
+    B, O, Ho, Wo = g.shape
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    og = O // groups
+    gf, gm = g.reshape(g.size), mask.reshape(mask.size)
+    has_mask = gm.shape[0] > 0
     df, mf = dx.reshape(dx.size), xmask.reshape(xmask.size)
     pn = An.shape[0] > 0
+    c = np.float32(c)
     sx = np.float32(sx)
     zero = np.float32(0)
-    for b in prange(B):
-        dp = np.empty(C * ldo, np.float32)
-        conv_image(Gm, b * gimg, ldg, gg, boff, A, ag, ps, aoff, si, nk, groups, nrows, dp, 0, ldo, L)
-        dn = dp
+    Qp = xo.shape[0]
+    nrb = ogp // DR
+    dwf, dwnf = dw.reshape(dw.size), dwn.reshape(dwn.size)
+    z = np.zeros(1, np.int64)
+    gp = np.zeros(gsize, np.float32)  # padding planes and the tail stay zero
+    dp = np.empty(C * ldo, np.float32)
+    dn = np.empty(C * ldo if pn else 0, np.float32)
+    bad = 0
+    for b in range(B):
+        for pl in prange(groups * ogp):
+            if pl % ogp < og:
+                o = (pl // ogp) * og + pl % ogp
+                bad += _grad_plane(gf, gm, has_mask, c, gp, pl * ldg, ldg, S, top, left, (b * O + o) * Ho * Wo, Ho,
+                                   Wo, chsum, b, o)
+        conv_image(gp, 0, ldg, ogp * ldg, boff, A, ag, ps, aoff, si, nk, groups, nrows, dp, 0, ldo, L)
         if pn:
-            dn = np.empty(C * ldo, np.float32)
-            conv_image(Gm, b * gimg, ldg, gg, boff, An, ag, ps, aoff, si, nk, groups, nrows, dn, 0, ldo, L)
-        for c in range(C):
+            conv_image(gp, 0, ldg, ogp * ldg, boff, An, ag, ps, aoff, si, nk, groups, nrows, dn, 0, ldo, L)
+        for ch in range(C):
             for h in range(H):
-                s0, d0 = np.uint64(c * ldo + h * S), np.uint64(((b * C + c) * H + h) * W)
+                s0, d0 = np.uint64(ch * ldo + h * S), np.uint64(((b * C + ch) * H + h) * W)
                 if pn:
                     for w in range(W):
                         m = mf[d0 + np.uint64(w)]
-                        g = dp[s0 + np.uint64(w)] if m > 0 else -dn[s0 + np.uint64(w)]
-                        df[d0 + np.uint64(w)] = g * sx if m != 0 else zero
+                        v = dp[s0 + np.uint64(w)] if m > 0 else -dn[s0 + np.uint64(w)]
+                        df[d0 + np.uint64(w)] = v * sx if m != 0 else zero
                 else:
                     for w in range(W):
                         m = mf[d0 + np.uint64(w)]
                         df[d0 + np.uint64(w)] = dp[s0 + np.uint64(w)] * sx if m != 0 else zero
-    return dx
+        for i in prange(groups * nrb):
+            gi, p = i // nrb, (i % nrb) * DR
+            for q in range(0, Qp, DC):
+                dot_fma(gp, (gi * ogp + p) * ldg + gs, ldg, z, X, b * ximg + gi * xg + gs, z, xo, q, 1, nkd, dwf,
+                        (gi * ogp + p) * Qp + q, Qp, b > 0)
+                if pn:
+                    dot_fma(gp, (gi * ogp + p) * ldg + gs, ldg, z, Xn, b * ximg + gi * xg + gs, z, xo, q, 1, nkd,
+                            dwnf, (gi * ogp + p) * Qp + q, Qp, b > 0)
+    return bad

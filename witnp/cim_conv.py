@@ -111,12 +111,12 @@ def qconv_backward(dy, ctx):
     """
     noisy, pn, transposed, lay = ctx["noisy"], ctx["pn"], ctx["transposed"], ctx["layout"]
     P, G, sy = ctx["P"], ctx["G"], f32(ctx["sy"])
-    # dy through the output clip, in the products' layout, and its per-channel sums (the bias gradient)
-    ga, sums, bad = lay.grad(dy, ctx["ymask"], (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P))
+    # dy through the output clip, the per-channel sums of that (the bias gradient), dW and dx
+    dwq, dwn, dx, sums, bad = lay.backward_all(dy, ctx["ymask"], (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P),
+                                               ctx["xq"], ctx["xn"], ctx["pad"], ctx.get("wa", ctx["wq"]),
+                                               ctx.get("wna", ctx["wneg"]), ctx["xmask"], ctx["sx"])
     if bad:
         raise ValueError(f"{ctx['owner']}: dy contains NaN or inf value(s); expected finite numbers")
-    dwq, dwn, dx = lay.grads(ga, ctx["xq"], ctx["xn"], ctx["pad"], ctx.get("wa", ctx["wq"]),
-                             ctx.get("wna", ctx["wneg"]), ctx["xmask"], ctx["sx"])
     if noisy:
         dwq = dwq * ctx["w_factor"]
     gba = sums * (ctx["b_factor"] if noisy else f32(128))

@@ -106,6 +106,14 @@ class ChannelsLast:
             return convT_backward(ga, xq, wa, self.geo, padded=True)
         return conv_backward(ga, xq, wa, self.geo, pad, padded=True)
 
+    def backward_all(self, dy, ymask, c, xq, xn, pad, wa, wna, xmask, sx):
+        """The layer's backward from dy (B, Co, Ho, Wo): (dW matrix of the codes, of the PN branch or None,
+        dx (B, C, H, W) through the input masks, (Co,) sums of the masked dy·c, number of non-finite dy)."""
+        ga, sums, bad = self.grad(dy, ymask, c)
+        if bad:
+            return None, None, None, sums, bad
+        return (*self.grads(ga, xq, xn, pad, wa, wna, xmask, sx), sums, bad)
+
     def grads(self, ga, xq, xn, pad, wa, wna, xmask, sx):
         """(dW matrix of the codes, of the PN branch or None, dx (B, C, H, W) through the input masks)."""
         dwq, dxq = self.backward(ga, xq, pad, wa)
@@ -150,13 +158,9 @@ class Wide:
         p = self.plan
         return p.unplane(acc, p.ld_o, (p.B, p.O, p.Ho, p.Wo))
 
-    def grad(self, dy, ymask, c):
-        buf, sums, bad = self.plan.g_planes_from(dy, ymask, c)
-        return buf, sums.sum(axis=0, dtype=f32), bad
-
-    def grads(self, gbuf, xq, xn, pad, wa, wna, xmask, sx):
+    def backward_all(self, dy, ymask, c, xq, xn, pad, wa, wna, xmask, sx):
         p = self.plan
-        dwq = p.weight_grad(gbuf, xq).reshape(p.O, -1)
-        dwn = p.weight_grad(gbuf, xn).reshape(p.O, -1) if xn is not None else None
-        dx = p.input_grad_masked(gbuf, self._w(wa), None if wna is None else self._w(wna), xmask, sx)
-        return dwq, dwn, dx
+        dwq, dwn, dx, sums, bad = p.backward(dy, ymask, c, xq, xn, self._w(wa), None if wna is None else
+                                             self._w(wna), xmask.reshape(self.x_shape), sx)
+        return (dwq.reshape(p.O, -1), None if dwn is None else dwn.reshape(p.O, -1), dx,
+                sums.sum(axis=0, dtype=f32), bad)

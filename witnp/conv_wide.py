@@ -124,19 +124,35 @@ class WidePlan:
         e = np.empty(0, f32)
         K.wide_conv_rq(xbuf, e if xneg is None else xneg, self.C * self.ld_x, self.ld_x, cg * self.ld_x,
                        self.boff_f, _flat(w), e if wneg is None else _flat(wneg), og * cg * T, cg * T, self.aoff,
-                       T, cg, G, og, self.ld_o, self.ld_o, self.S, bias, div, mul, lo, hi, lo2, hi2, outdiv,
-                       0, 0, 1, 1, self.Ho, self.Wo, y, mask, n=y.size)
+                       T, cg, G, og, self.ld_o, self.S, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask,
+                       n=y.size)
         return y, mask
 
-    def input_grad_masked(self, gbuf, w, wneg, xmask, sx):
-        """dx (B, C, H, W) float32 = sx·(the input-code gradient) through xmask (B, C, H, W) int8, from the g
-        planes with w (and wneg: PN), by `kernels.wide_conv_ig`."""
+    def backward(self, g, mask, c, xbuf, xneg, w, wneg, xmask, sx):
+        """The fused backward (`kernels.wide_backward`): output gradient g (B, O, Ho, Wo) float32 ·c, zero where
+        mask (uint8, same shape; None: no mask) is 0; the x planes (and xneg: PN) and w (wneg) (O, C/g, kh, kw).
+        Returns (dW (O, C/g, kh, kw), dW of the PN branch or None, dx (B, C, H, W) = sx·(input-code gradient)
+        through xmask (B, C, H, W) int8, (B, O) plane sums of the masked g·c, number of non-finite g)."""
+        G, ogp, cg, og, T, S = self.geo.groups, self.ogp, self.cg, self.og, self.T, self.S
+        g_img = G * ogp * self.ld_g  # one image's planes, then the tail the input gradient's reads reach
+        gsize = g_img + self.ld_dx + (self.geo.ph + self.ah) * S + self.geo.pw + self.aw + 2 * LANES
+        pn = xneg is not None
+        dw = np.empty((G * ogp, self.Qp), f32)
+        dwn = np.empty((G * ogp, self.Qp) if pn else (0, 0), f32)
         dx = empty((self.B, self.C, self.H, self.W))
-        cg, og, T, G = self.cg, self.og, self.T, self.geo.groups
-        K.wide_conv_ig(gbuf, G * self.ogp * self.ld_g, self.ld_g, self.ogp * self.ld_g, self.boff_dx, _flat(w),
-                       np.empty(0, f32) if wneg is None else _flat(wneg), og * cg * T, T, self.aoff, cg * T, og,
-                       G, cg, self.ld_dx, self.ld_dx, self.S, xmask, sx, dx, n=dx.size)
-        return dx
+        sums = np.empty((self.B, self.O), f32)
+        e = np.empty(0, f32)
+        bad = K.wide_backward(np.ascontiguousarray(g, dtype=f32), np.empty(0, np.uint8) if mask is None else mask, c,
+                              self.ld_g, S, self.ah, self.aw, G, ogp, gsize, self.boff_dx, _flat(w),
+                              e if wneg is None else _flat(wneg), og * cg * T, T, self.aoff, cg * T, og, cg,
+                              self.ld_dx, self.ld_dx, xmask, sx, dx, xbuf, e if xneg is None else xneg,
+                              self.C * self.ld_x, cg * self.ld_x, self.xo, self.ah * S, -(-self.Ho * S // LANES), dw,
+                              dwn, sums, n=dx.size)
+
+        def shaped(m):
+            return np.ascontiguousarray(m.reshape(G, ogp, self.Qp)[:, :og, :cg * T]).reshape(self.O, cg, self.geo.kh,
+                                                                                              self.geo.kw)
+        return shaped(dw), (shaped(dwn) if pn else None), dx, sums, bad
 
     def input_grad(self, gbuf, w):
         """dx planes (B·C, ld_dx) float32: the input gradient from the g planes and w (O, C/g, kh, kw)."""

@@ -103,34 +103,6 @@ def test_gradient_mask_scale_and_non_finite_count():
     assert p.g_planes_from(g, mask, 0.5)[2] == 2
 
 
-def test_requant_and_input_grad_match_the_row_kernels():
-    """requant_wide / input_grad_wide give the bits of requant / input_grad on the same values."""
-    geo = Geometry(3, 3, 1, 1, 1, 1)
-    rng = np.random.default_rng(3)
-    B, C, H, W = 2, 3, 4, 5
-    p = WidePlan(geo, B, C, H, W, C)
-    acc = rng.integers(-3000, 3000, B * C * p.ld_o).astype(np.float32)
-    neg = rng.integers(0, 3000, acc.size).astype(np.float32)
-    bias = rng.integers(-200, 200, C).astype(np.float64)
-    y, m = np.empty((B, C, H, W), np.float32), np.empty((B, C, H, W), np.uint8)
-    K.requant_wide(acc, neg, 0, p.ld_o, p.S, bias, 1024.0, 8.0, -128, 127, -128, 127, 8.0, y, m)
-    rows = acc.reshape(B, C, p.ld_o)[:, :, :H * p.S].reshape(B, C, H, p.S)[..., :W]
-    nrows = neg.reshape(B, C, p.ld_o)[:, :, :H * p.S].reshape(B, C, H, p.S)[..., :W]
-    flat = lambda a: np.ascontiguousarray(a.transpose(0, 2, 3, 1)).reshape(-1, C)  # noqa: E731
-    y2, m2 = np.empty((B * H * W, C), np.float32), np.empty((B * H * W, C), np.uint8)
-    K.requant(flat(rows), flat(nrows), bias, 1024.0, 8.0, -128, 127, -128, 127, 8.0, y2, m2)
-    np.testing.assert_array_equal(flat(y), y2)
-    np.testing.assert_array_equal(flat(m), m2)
-    xmask = rng.integers(-1, 2, (B, C, H, W)).astype(np.int8)
-    dx = np.empty((B, C, H, W), np.float32)
-    K.input_grad_wide(acc, neg, 0, p.ld_o, p.S, xmask, 0.25, dx)
-    n = B * C * H * W
-    dxa = np.concatenate([rows.reshape(1, n), nrows.reshape(1, n)], axis=1)
-    dx2 = np.empty((1, n), np.float32)
-    K.input_grad(np.ascontiguousarray(dxa), xmask.reshape(1, n), 0.25, True, dx2)
-    np.testing.assert_array_equal(dx.reshape(1, n), dx2)
-
-
 def test_parallel_twins_equal_serial():
     geo = Geometry(3, 3, 1, 1, 1, 1, groups=2)
     rng = np.random.default_rng(4)

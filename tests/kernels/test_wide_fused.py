@@ -46,55 +46,54 @@ def _codes(p, rng, pn):
     return xp, xn, mask, w, wn
 
 
+def _nhwc(a):  # (B, C, H, W) -> (B·H·W, C): the row kernels' layout
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).reshape(-1, a.shape[1])
+
+
 @pytest.mark.parametrize("pn,groups", [(False, 1), (True, 1), (False, 2), (True, 2)])
-def test_forward_requant_is_forward_then_requant_wide(pn, groups):
+def test_forward_requant_is_forward_then_requant(pn, groups):
     p = _plan(groups)
     rng = np.random.default_rng(1)
     xp, xn, _, w, wn = _codes(p, rng, pn)
     bias = 128.0 * rng.integers(-60, 60, p.O).astype(np.float64)
     args = (bias, 2048.0, 8.0, -128, 127, -128, 127, 8.0)  # v spans past the clip: both mask values occur
     y, m = p.forward_requant(xp, xn, w, wn, *args)
-    y2, m2 = np.empty_like(y), np.empty_like(m)
-    K.requant_wide(p.forward(xp, w), p.forward(xn, wn) if pn else E, 0, p.ld_o, p.S, *args, y2, m2)
-    np.testing.assert_array_equal(y, y2)
-    np.testing.assert_array_equal(m, m2)
+    shape = (p.B, p.O, p.Ho, p.Wo)
+    acc = _nhwc(p.unplane(p.forward(xp, w), p.ld_o, shape))
+    neg = _nhwc(p.unplane(p.forward(xn, wn), p.ld_o, shape)) if pn else np.empty((0, 0), np.float32)
+    y2, m2 = np.empty(acc.shape, np.float32), np.empty(acc.shape, np.uint8)
+    K.requant(acc, neg, *args, y2, m2)
+    np.testing.assert_array_equal(_nhwc(y), y2)
+    np.testing.assert_array_equal(_nhwc(m), m2)
     assert 0 < m.mean() < 1
 
 
-def test_strided_output_and_empty_tap_table():
-    """A ConvTranspose2d phase: every 2nd row and column of y from (1, 0), the rest untouched; a phase no tap
-    reaches gives the bias alone."""
-    p = _plan(B=1, C=2, H=4, W=5, O=3, geo=Geometry(3, 3, 1, 1, 1, 1))
-    rng = np.random.default_rng(2)
-    xp, _, _, w, _ = _codes(p, rng, False)
-    bias = 128.0 * np.arange(1, 4, dtype=np.float64)
-    y = np.full((1, 3, 9, 10), np.nan, np.float32)
-    m = np.full(y.shape, 7, np.uint8)
-    cg, og, T = p.cg, p.og, p.T
-    call = lambda boff, aoff, T, oy0, ox0: K.wide_conv_rq(  # noqa: E731
-        xp, E, p.C * p.ld_x, p.ld_x, cg * p.ld_x, boff, w.reshape(-1), E, og * cg * T, cg * p.T, aoff, T, cg, 1, og,
-        p.ld_o, p.ld_o, p.S, bias, 1.0, 1.0, -1e6, 1e6, -1e6, 1e6, 1.0, oy0, ox0, 2, 2, p.Ho, p.Wo, y, m)
-    call(p.boff_f, p.aoff, T, 1, 0)
-    full = p.unplane(p.forward(xp, w), p.ld_o, (1, 3, p.Ho, p.Wo), bias=bias.astype(np.float32))
-    np.testing.assert_array_equal(y[:, :, 1::2, 0::2], full)
-    assert np.isnan(y[:, :, 0::2]).all() and np.isnan(y[:, :, :, 1::2]).all() and (m[:, :, 0::2] == 7).all()
-    none = np.empty(0, np.int64)
-    call(none, none, 0, 0, 1)
-    np.testing.assert_array_equal(y[:, :, 0:8:2, 1::2], np.broadcast_to(bias[None, :, None, None], (1, 3, 4, 5)))
-
-
-@pytest.mark.parametrize("pn,groups", [(False, 1), (True, 1), (True, 3)])
-def test_input_grad_masked_is_input_grad_then_input_grad_wide(pn, groups):
+@pytest.mark.parametrize("pn,groups,masked", [(False, 1, False), (True, 1, True), (False, 3, True), (True, 2, False)])
+def test_backward_is_the_unfused_passes(pn, groups, masked):
+    """wide_backward = g planes (mask, scale, sums) + input gradient through the input mask + weight
+    gradient, each of them done apart; and it counts non-finite g."""
     p = _plan(groups, C=6)
     rng = np.random.default_rng(3)
-    _, _, mask, w, wn = _codes(p, rng, pn)
+    xp, xn, xmask, w, wn = _codes(p, rng, pn)
     g = rng.integers(-9, 10, (p.B, p.O, p.Ho, p.Wo)).astype(np.float32)
-    gb, _, _ = p.g_planes_from(g, None, 1.0)
-    dx = p.input_grad_masked(gb, w, wn, mask, 0.25)
-    dx2 = np.empty_like(dx)
-    K.input_grad_wide(p.input_grad(gb, w), p.input_grad(gb, wn) if pn else E, 0, p.ld_dx, p.S, mask, 0.25, dx2)
-    np.testing.assert_array_equal(dx, dx2)
-    assert (dx != 0).any() and (dx == 0).any()
+    ym = (rng.random(g.shape) > 0.3).astype(np.uint8) if masked else None
+    dw, dwn, dx, sums, bad = p.backward(g, ym, 0.5, xp, xn, w, wn, xmask, 0.25)
+    gb, sums2, _ = p.g_planes_from(g, ym, 0.5)
+    np.testing.assert_array_equal(dw, p.weight_grad(gb, xp))
+    np.testing.assert_array_equal(sums, sums2)
+    shape = (p.B, p.C, p.H, p.W)
+    parts = [p.unplane(p.input_grad(gb, w), p.ld_dx, shape)] + ([p.unplane(p.input_grad(gb, wn), p.ld_dx, shape)]
+                                                                if pn else [])
+    dx2 = np.empty((1, dx.size), np.float32)
+    K.input_grad(np.concatenate([a.reshape(1, -1) for a in parts], axis=1), xmask.reshape(1, -1), 0.25, pn, dx2)
+    np.testing.assert_array_equal(dx.reshape(1, -1), dx2)
+    if pn:
+        np.testing.assert_array_equal(dwn, p.weight_grad(gb, xn))
+    else:
+        assert dwn is None
+    assert bad == 0 and (dx != 0).any() and (dx == 0).any()
+    g[1, 2, -1, -1], g[0, 0, 0, 0] = np.nan, np.inf
+    assert p.backward(g, ym, 0.5, xp, xn, w, wn, xmask, 0.25)[4] == 2
 
 
 def test_parallel_twins_equal_serial():
@@ -109,7 +108,7 @@ def test_parallel_twins_equal_serial():
         xp, xn, mask, _ = p.quantized_planes(x, 16.0, 0.0, 0, 255, True, 0.0)
         gb, _, _ = p.g_planes_from(g, None, 1.0)
         return (xp, xn, mask, *p.forward_requant(xp, xn, w, -w, bias, 64.0, 1.0, -128, 127, -128, 127, 1.0),
-                p.input_grad_masked(gb, w, -w, mask, 0.5), p.forward(xp, w), p.weight_grad(gb, xp))
+                *p.backward(g, None, 1.0, xp, xn, w, -w, mask, 0.5), p.forward(xp, w), p.weight_grad(gb, xp))
 
     serial = run()
     old = K.set_parallel_threshold(0)
@@ -119,5 +118,5 @@ def test_parallel_twins_equal_serial():
         K.set_parallel_threshold(old)
     for a, b in zip(serial, parallel):
         np.testing.assert_array_equal(a, b)
-    for k in (K.quantize_wide, K.wide_conv_rq, K.wide_conv_ig, K.wide_conv, K.wide_dw):
+    for k in (K.quantize_wide, K.wide_conv_rq, K.wide_backward, K.wide_conv, K.wide_dw, K.grad_to_wide):
         assert k.parallel.signatures, k.__name__  # the parallel twin did run
