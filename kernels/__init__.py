@@ -16,8 +16,9 @@ from .wide import from_wide, grad_to_wide, to_wide, wide_conv, wide_dw
 from .wide_fused import quantize_wide, wide_backward, wide_conv_rq
 from .quant import (combine_split, input_grad, input_grad_nhwc, quantize_bias, quantize_input, quantize_weight, requant,
                     requant_nchw, scale_masked)
+from .quant_nhwc import quantize_nhwc
 
-__all__ = ["LANES", "lanes_up", "pad_cols", "at_b", "Kernel", "kernel", "set_parallel_threshold", "exact_block", "matmul_exact", "quantize_input",
+__all__ = ["LANES", "lanes_up", "pad_cols", "at_b", "Kernel", "kernel", "set_parallel_threshold", "exact_block", "matmul_exact", "quantize_input", "quantize_nhwc",
            "quantize_weight", "quantize_bias", "requant", "requant_nchw", "combine_split", "input_grad", "input_grad_nhwc", "scale_masked", "im2row", "row2im", "conv_rows", "conv_dw_rows", "nchw_to_nhwc", "nchw_to_nhwc_f32", "grad_to_nhwc", "nhwc_to_nchw", "pad_nhwc", "gelu", "gelu_grad", "gru_forward", "gru_backward", "gru_q_forward", "gru_q_backward",
            "wide_conv", "wide_dw", "to_wide", "from_wide", "grad_to_wide",
            "quantize_wide", "wide_conv_rq", "wide_backward"]

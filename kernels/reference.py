@@ -232,3 +232,22 @@ def gru_q_int(xz, xi, h0q, wzr, win, whn, bzr, bin_, bhn, e_zr, e_in, e_hn, k_zr
 def matmul_exact(a, b):
     """Integer-exact a @ b of integer-valued float arrays, in int64 (the definition `gemm` must meet)."""
     return a.astype(np.int64) @ b.astype(np.int64)
+
+
+def quantize_nhwc(x, sx, shift, lo, hi, pn, xp, xn, pp, pnp, top, left, fill, mask):
+    B, C, H, W = x.shape
+    n = x.size
+    xa = np.empty((1, 2 * n if pn else n), np.float32)
+    m = np.empty((1, n), np.int8)
+    bad = quantize_input(x.reshape(1, n), sx, shift, lo, hi, pn, pn, False, xa, np.empty((0, 0), np.float32), m)
+    mask[...] = m.reshape(x.shape)
+    for k, (u, p, f) in enumerate(((xp, pp, fill), (xn, pnp, 0.0))):
+        if k == 1 and not pn:
+            break
+        codes = xa[0, k * n:(k + 1) * n].reshape(x.shape).transpose(0, 2, 3, 1)
+        if u.shape[0]:
+            u[...] = codes
+        if p.shape[0]:
+            p[...] = f
+            p[:, top:top + H, left:left + W] = codes
+    return bad

@@ -21,7 +21,7 @@ from . import kernels as K
 from .kernels.tile import lanes_up as _up
 from .memory import empty, zeros
 
-__all__ = ["padded_input", "conv2d", "conv_transpose", "conv2d_dw"]
+__all__ = ["padded_input", "conv2d", "conv_transpose", "convT_padding", "conv2d_dw"]
 
 f32 = np.float32
 
@@ -91,9 +91,29 @@ def _phase_taps(k, s, p, d, r):
     return taps, [(r + p - i * d) // s for i in taps]
 
 
-def conv_transpose(x, wmat, geo, out_hw):
+def _convT_phases(geo, Ho, Wo):
+    rows = [_phase_taps(geo.kh, geo.sh, geo.ph, geo.dh, r) + ((Ho - r + geo.sh - 1) // geo.sh,) for r in range(geo.sh)]
+    cols = [_phase_taps(geo.kw, geo.sw, geo.pw, geo.dw, r) + ((Wo - r + geo.sw - 1) // geo.sw,) for r in range(geo.sw)]
+    return rows, cols
+
+
+def convT_padding(geo, H, W, out_hw):
+    """(top, bottom, left, right): the padding of the input (H, W) that `conv_transpose` reads, so that every
+    tap of every output phase lands inside it."""
+    rows, cols = _convT_phases(geo, *out_hw)
+
+    def span(phases, size):
+        lo = min([0] + [o for _, offs, n in phases if n > 0 for o in offs])
+        hi = max([size - 1] + [n - 1 + o for _, offs, n in phases if n > 0 for o in offs])
+        return -lo, hi - (size - 1)
+
+    return span(rows, H) + span(cols, W)
+
+
+def conv_transpose(x, wmat, geo, out_hw, xp=None):
     """Transposed convolution: x (B, H, W, Ci) float32, wmat (Ci, kh·kw·Co/g) float32 (taps (i, j), then the
-    group's output channels) -> acc (B, Ho, Wo, Co) float32 for the output size out_hw = (Ho, Wo)."""
+    group's output channels) -> acc (B, Ho, Wo, Co) float32 for the output size out_hw = (Ho, Wo).
+    xp: x already padded by `convT_padding` with zeros (else padded here)."""
     B, H, W, Ci = x.shape
     Ho, Wo = out_hw
     G = geo.groups
@@ -102,17 +122,13 @@ def conv_transpose(x, wmat, geo, out_hw):
     cogp = _up(cog)
     ldc = G * cogp
     w5 = wmat.reshape(G, cig, geo.kh, geo.kw, cog)
-    rows = [_phase_taps(geo.kh, geo.sh, geo.ph, geo.dh, r) + ((Ho - r + geo.sh - 1) // geo.sh,) for r in range(geo.sh)]
-    cols = [_phase_taps(geo.kw, geo.sw, geo.pw, geo.dw, r) + ((Wo - r + geo.sw - 1) // geo.sw,) for r in range(geo.sw)]
-
-    def span(phases, size):  # padding so every tap of every phase reads inside the padded input
-        lo = min([0] + [o for _, offs, n in phases if n > 0 for o in offs])
-        hi = max([size - 1] + [n - 1 + o for _, offs, n in phases if n > 0 for o in offs])
-        return -lo, hi - (size - 1)
-
-    top, bottom = span(rows, H)
-    left, right = span(cols, W)
-    xp = _pad(x, top, bottom, left, right)
+    rows, cols = _convT_phases(geo, Ho, Wo)
+    top, bottom, left, right = convT_padding(geo, H, W, out_hw)
+    want = (B, H + top + bottom, W + left + right, Ci)
+    if xp is None:
+        xp = _pad(x, top, bottom, left, right)
+    elif xp.shape != want:
+        raise ValueError(f"conv_transpose: padded input {xp.shape}; expected {want}")
     Hp, Wp = xp.shape[1:3]
     out = empty((B, Ho, Wo, ldc))
     for rh, (ti, oi, nh) in enumerate(rows):

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels as K
-from .conv_ops import (conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, to_nhwc, wmat_conv,
+from .conv_direct import convT_padding
+from .conv_ops import (conv_backward, conv_forward, convT_backward, convT_forward, to_nchw, wmat_conv,
                        wmat_convT, wmat_from_conv, wmat_from_convT)
 from .conv_wide import WidePlan, supports
 from .memory import empty
@@ -44,6 +45,7 @@ class ChannelsLast:
         B, _, H, W = x_shape
         Ho, Wo = geo.convT_out(H, W) if transposed else geo.conv_out(H, W)
         self.y_nhwc = (B, Ho, Wo, co)
+        self._xpad = (None, None)
 
     def perm(self, w):
         return wmat_convT(w) if self.transposed else wmat_conv(w)
@@ -51,31 +53,45 @@ class ChannelsLast:
     def unperm(self, m, shape):
         return wmat_from_convT(m, shape) if self.transposed else wmat_from_conv(m, shape)
 
-    def inputs(self, codes, pad):
-        """codes (B, C, H, W) -> channels-last codes (Conv2d's padded with `pad`)."""
-        return to_nhwc(codes, (0, 0) if self.transposed else (self.geo.ph, self.geo.pw), pad)
-
     def quantize(self, x, sx, s, lo, hi, pn, pad):
         """Input codes R(clip(x·sx + s, [lo, hi])) (PN: both branches) of x (B, C, H, W) in this layout:
-        (codes, the negative branch's or None, mask (B, C, H, W) int8, number of non-finite x)."""
-        n = x.size
-        xa = empty((1, 2 * n if pn else n))
+        (codes, the negative branch's or None, mask (B, C, H, W) int8, number of non-finite x). Conv2d's codes
+        come padded with `pad` (the code of a zero input); a ConvTranspose2d's unpadded (the weight gradient
+        reads them so), and the zero-padded copy its forward reads is made in the same pass and kept here
+        until the forward."""
+        B, C, H, W = x.shape
+        if self.transposed:
+            t, b, l, r = convT_padding(self.geo, H, W, self.y_nhwc[1:3])
+            fill = 0.0
+            xu = empty((B, H, W, C))
+            xnu = empty((B, H, W, C)) if pn else _EMPTY4
+        else:
+            t = b = self.geo.ph
+            l = r = self.geo.pw
+            fill = pad
+            xu = xnu = _EMPTY4
+        xp = empty((B, H + t + b, W + l + r, C))
+        xnp = empty(xp.shape) if pn else _EMPTY4
         xmask = empty(x.shape, np.int8)  # NCHW order, like x and dx
-        bad = K.quantize_input(np.ascontiguousarray(x, dtype=f32).reshape(1, n), sx, s, lo, hi, pn, pn, False, xa,
-                               _EMPTY, xmask.reshape(1, n), n=n)
-        xq = self.inputs(xa[0, :n].reshape(x.shape), pad)
-        return xq, (self.inputs(xa[0, n:].reshape(x.shape), 0.0) if pn else None), xmask, bad
+        bad = K.quantize_nhwc(np.ascontiguousarray(x, dtype=f32), sx, s, lo, hi, pn, xu, xnu, xp, xnp, t, l, fill,
+                              xmask, n=x.size)
+        if not self.transposed:
+            return xp, (xnp if pn else None), xmask, bad
+        self._xpad = (xp, xnp if pn else None)
+        return xu, (xnu if pn else None), xmask, bad
 
     def forward(self, xq, xn, wa, wna, pad, bound, bias, div, mul, lo, hi, lo2, hi2, sy):
-        """The products of codes and weights (+ the PN branch), requantized: (y, mask) (B, Co, Ho, Wo)."""
-        pos = self.products(xq, wa, pad, bound)
-        neg = self.products(xn, wna, 0.0, bound) if xn is not None else None
+        """The products of codes and weights (+ the PN branch), requantized: (y (B, Co, Ho, Wo), mask)."""
+        xpad, self._xpad = self._xpad, (None, None)  # a ConvTranspose2d's padded codes: read once, here
+        pos = self.products(xq, wa, pad, bound, xpad[0])
+        neg = self.products(xn, wna, 0.0, bound, xpad[1]) if xn is not None else None
         return self.requant(pos, neg, bias, div, mul, lo, hi, lo2, hi2, sy)
 
-    def products(self, xq, wa, pad, bound):
-        """Accumulators (B·Ho·Wo, Co) of the layer's product of codes xq and weight matrix wa."""
+    def products(self, xq, wa, pad, bound, xpad=None):
+        """Accumulators (B·Ho·Wo, Co) of the layer's product of codes xq and weight matrix wa (a
+        ConvTranspose2d's: xpad, the codes padded by `convT_padding`, when at hand)."""
         if self.transposed:
-            return convT_forward(xq, wa, self.geo, self.co, bound).reshape(-1, self.co)
+            return convT_forward(xq, wa, self.geo, self.co, bound, xpad).reshape(-1, self.co)
         return conv_forward(xq, wa, self.geo, pad, bound, padded=True)[0]
 
     def requant(self, pos, neg, bias, div, mul, lo, hi, lo2, hi2, sy):

@@ -149,14 +149,15 @@ def conv_backward(g_acc, x_nhwc, wmat, geo: Geometry, pad=0.0, padded=False):
     return dw, dx
 
 
-def convT_forward(x_nhwc, wmat, geo: Geometry, co: int, bound=None):
+def convT_forward(x_nhwc, wmat, geo: Geometry, co: int, bound=None, xpad=None):
     """x_nhwc (B, H, W, Ci), wmat (Ci, kh·kw·Co/g) -> acc_nhwc (B, Ho, Wo, Co): exact on integer codes with
-    `bound` (a direct convolution when each output's products fit float32 exactly, else float64 sums)."""
+    `bound` (a direct convolution when each output's products fit float32 exactly, else float64 sums).
+    xpad: x_nhwc padded by `conv_direct.convT_padding`, when the caller has it (the direct path reads it)."""
     B, H, W, Ci = x_nhwc.shape
     Ho, Wo = geo.convT_out(H, W)
     G = geo.groups
     if bound is None or geo.kh * geo.kw * (Ci // G) <= K.exact_block(*bound):
-        return conv_direct.conv_transpose(x_nhwc, wmat, geo, (Ho, Wo))
+        return conv_direct.conv_transpose(x_nhwc, wmat, geo, (Ho, Wo), xp=xpad)
     cig = Ci // G
     xr = x_nhwc.reshape(B * H * W, Ci)
     cols = _cat([_mm(xr[:, i * cig:(i + 1) * cig], wmat[i * cig:(i + 1) * cig], bound) for i in range(G)])

@@ -115,6 +115,36 @@ def test_combine_split(B, O, G, seed):
                         yl, accd, biasd, G, -128, 127, 16.0))
 
 
+@settings(max_examples=30, deadline=None)
+@given(B=st.integers(1, 3), C=st.integers(1, 19), H=st.integers(1, 4), W=st.integers(1, 11), pn=st.booleans(),
+       unpadded=st.booleans(), pads=st.tuples(*[st.integers(0, 2)] * 4), seed=st.integers(0, 999))
+def test_quantize_nhwc(B, C, H, W, pn, unpadded, pads, seed):
+    """Quantization straight into channels-last codes, unpadded and/or padded, = quantize_input + transpose + pad."""
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(B, C, H, W)) * 20).astype(np.float32)
+    x[..., :1] = 0  # relu'(0) = 0
+    top, bottom, left, right = pads
+    lo, hi, shift, fill = (0, 255, 0.0, 0.0) if pn else (-128, 127, 3.0, 3.0)
+    e = np.empty((0, 0, 0, 0), np.float32)
+
+    def outs():
+        u = np.full((B, H, W, C), np.nan, np.float32) if unpadded else e
+        p = np.full((B, H + top + bottom, W + left + right, C), np.nan, np.float32)
+        return [u, u.copy() if pn else e, p, p.copy() if pn else e]
+
+    res = []
+    for name, fn in variants(K.quantize_nhwc):
+        o = outs()
+        m = np.full(x.shape, 9, np.int8)
+        r = fn(x, 16.0, shift, lo, hi, pn, *o, top, left, fill, m)
+        res.append((name, r, o + [m]))
+    assert_same(res)
+    *codes, m = res[0][2]
+    assert not any(np.isnan(a).any() for a in codes) and (m != 9).all()  # written whole
+    x[0, 0, 0, 0] = np.nan
+    assert K.quantize_nhwc(x, 16.0, shift, lo, hi, pn, *outs(), top, left, fill, m) == 1
+
+
 @pytest.mark.parametrize("pn", [False, True])
 def test_input_grad_nhwc(pn):
     """input_grad of channels-last code gradients, dx written channels-first."""
