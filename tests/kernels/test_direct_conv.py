@@ -159,3 +159,25 @@ def test_wide_codes_fall_back_to_blocked_products():
     Ho, Wo = geo.convT_out(7, 6)
     np.testing.assert_array_equal(convT_forward(x, wt, geo, 5, bound=(4095, 128)),
                                   D.conv_transpose(x, wt, geo, (Ho, Wo)))
+
+
+@pytest.mark.parametrize("k,s,p,d,op", [(4, 2, 1, 1, 0), (3, 2, 1, 1, 1), (1, 2, 0, 1, 1), (5, 2, 2, 2, 1),
+                                        (2, 1, 0, 1, 0)])
+def test_conv_transpose_joint_columns_equal_per_phase(monkeypatch, k, s, p, d, op):
+    """The column phases done in one product (zero weights for a phase's absent taps) give the per-phase
+    product's bits, float data included (adding exact zeros in the same order changes no sum)."""
+    geo = Geometry(k, k, s, s, p, p, d, d, op, op)
+    rng = np.random.default_rng(k + s + p)
+    B, H, W, ci, co = 2, 5, 6, 7, 9
+    Ho, Wo = geo.convT_out(H, W)
+    assert Wo % s == 0
+    x = rng.normal(size=(B, H, W, ci)).astype(np.float32)
+    wm = wmat_convT(rng.normal(size=(ci, co, k, k)).astype(np.float32))
+    calls = []
+    joint = D._convT_joint_columns
+    monkeypatch.setattr(D, "_convT_joint_columns", lambda *a: calls.append(1) or joint(*a))
+    got = D.conv_transpose(x, wm, geo, (Ho, Wo))
+    assert calls  # the joint path ran
+    monkeypatch.setattr(D, "LANES", 0)  # switches it off
+    np.testing.assert_array_equal(got, D.conv_transpose(x, wm, geo, (Ho, Wo)))
+    assert len(calls) == 1
