@@ -5,10 +5,13 @@
 `Wide`: a stride-1 Conv2d whose integer sums stay exact in float32, on channels-first wide planes
 (`conv_wide`): no transposes, and the input gradient's product is no longer 16 columns narrow. Measured on
 the B32 16->32 3x3 32x32 products, one core (in-process medians): forward 2.8 ms against 3.0, input gradient
-3.1 against 6.4 (its padding copy included), weight gradient 3.5 against 3.4.
+3.1 against 6.4 (its padding copy included), weight gradient 3.5 against 3.4. Its quantization, forward
+(with the requantization) and backward are one kernel each (`kernels.wide_fused`).
 
-Both give the same integers; they differ in where the values sit, so a layout is also the ctx's record of
-how to read its own buffers in the backward. Shapes: x (B, C, H, W) and y (B, Co, Ho, Wo) NCHW at the edges;
+A layer calls `quantize` (the input codes), `forward` (y and its mask) and `backward_all` (dW, dx, the bias
+sums); `products` and `nchw` give the raw accumulators for the auto-scale statistics. Both layouts give the
+same integers; they differ in where the values sit, so a layout is also the ctx's record of how to read its
+own buffers in the backward. Shapes: x (B, C, H, W) and y (B, Co, Ho, Wo) NCHW at the edges;
 `perm` puts a weight tensor into the layout's row-per-output-channel matrix and `unperm` undoes it.
 """
 from __future__ import annotations
