@@ -26,7 +26,6 @@ from .quant import shift_offset
 __all__ = ["qconv_forward", "qconv_backward"]
 
 f32 = np.float32
-_EMPTY = np.empty((0, 0), np.float32)
 
 
 def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise=None, rng=None,
