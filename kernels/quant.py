@@ -16,6 +16,25 @@ from ._jit import OPTIONS, kernel
 __all__ = ["quantize_input", "quantize_weight", "quantize_bias", "requant", "requant_nchw", "combine_split", "input_grad", "input_grad_nhwc", "scale_masked"]
 
 
+@numba.njit(inline="always", **OPTIONS)
+def input_code(v, sx, shift, lo, hi):
+    """One input value's code R(clip(v·sx + shift, [lo, hi])) (FALSE, Shift) and its straight-through mask
+    (int8: 1 inside the clip). All float32. Inlined in Numba's IR, so the callers' loops still vectorize."""
+    c = v * sx + shift
+    return np.rint(min(max(c, lo), hi)), np.int8((c >= lo) & (c <= hi))
+
+
+@numba.njit(inline="always", **OPTIONS)
+def input_codes_pn(v, sx, lo, hi):
+    """PN: the codes R(clip(relu(±v)·sx, [lo, hi])) of both branches and the mask (int8: +1 where v > 0 and
+    the positive code is unclipped, -1 likewise for the negative branch, 0 elsewhere: relu'(0) = 0)."""
+    zero = np.float32(0.0)
+    p = max(v, zero) * sx
+    n = max(-v, zero) * sx
+    return (np.rint(min(max(p, lo), hi)), np.rint(min(max(n, lo), hi)),
+            np.int8((v > zero) & (p <= hi)) - np.int8((v < zero) & (n <= hi)))
+
+
 @numba.njit(**OPTIONS)
 def _row_plain(x, b, sx, shift, lo, hi, xa, xd, mask, split):
     nb = 0
@@ -25,9 +44,7 @@ def _row_plain(x, b, sx, shift, lo, hi, xa, xd, mask, split):
         for k in range(x.shape[1]):
             v = x[b, k]
             nb += 0 if abs(v) < np.inf else 1
-            c = v * sx + shift
-            q = np.rint(min(max(c, lo), hi))
-            mask[b, k] = np.int8((c >= lo) & (c <= hi))
+            q, mask[b, k] = input_code(v, sx, shift, lo, hi)
             d = np.floor(q * inv256)
             xd[b, k] = d
             xa[b, k] = q - c256 * d
@@ -35,9 +52,7 @@ def _row_plain(x, b, sx, shift, lo, hi, xa, xd, mask, split):
         for k in range(x.shape[1]):
             v = x[b, k]
             nb += 0 if abs(v) < np.inf else 1
-            c = v * sx + shift
-            xa[b, k] = np.rint(min(max(c, lo), hi))
-            mask[b, k] = np.int8((c >= lo) & (c <= hi))
+            xa[b, k], mask[b, k] = input_code(v, sx, shift, lo, hi)
     return nb
 
 
@@ -58,17 +73,12 @@ def _row_pn_signed(x, b, sx, hi, xa, mask):
 def _row_pn(x, b, sx, lo, hi, concat, split, xa, xd, mask):
     nb = 0
     K = x.shape[1]
-    zero = np.float32(0.0)
     c256 = np.float32(256.0)
     inv256 = np.float32(1.0 / 256.0)
     for k in range(K):
         v = x[b, k]
         nb += 0 if abs(v) < np.inf else 1
-        p = max(v, zero) * sx
-        n = max(-v, zero) * sx
-        qp = np.rint(min(max(p, lo), hi))
-        qn = np.rint(min(max(n, lo), hi))
-        mask[b, k] = np.int8((v > zero) & (p <= hi)) - np.int8((v < zero) & (n <= hi))
+        qp, qn, mask[b, k] = input_codes_pn(v, sx, lo, hi)
         if split:
             dp = np.floor(qp * inv256)
             dn = np.floor(qn * inv256)

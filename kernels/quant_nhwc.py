@@ -11,6 +11,7 @@ from numba import prange
 
 from ._jit import OPTIONS, kernel
 from .layout import _fill, _pad_row, _row_blocks
+from .quant import input_code, input_codes_pn
 
 __all__ = ["quantize_nhwc"]
 
@@ -58,18 +59,12 @@ def _image(xf, mf, b, C, H, W, sx, shift, lo, hi, pn, want_u, want_p, xpf, xnf, 
         for k in range(n):
             v = xf[s0 + np.uint64(k)]
             nb += 0 if abs(v) < np.inf else 1
-            p = max(v, zero) * sx
-            q = max(-v, zero) * sx
-            tp[k] = np.rint(min(max(p, lo), hi))
-            tn[k] = np.rint(min(max(q, lo), hi))
-            mf[s0 + np.uint64(k)] = np.int8((v > zero) & (p <= hi)) - np.int8((v < zero) & (q <= hi))
+            tp[k], tn[k], mf[s0 + np.uint64(k)] = input_codes_pn(v, sx, lo, hi)
     else:
         for k in range(n):
             v = xf[s0 + np.uint64(k)]
             nb += 0 if abs(v) < np.inf else 1
-            t = v * sx + shift
-            tp[k] = np.rint(min(max(t, lo), hi))
-            mf[s0 + np.uint64(k)] = np.int8((t >= lo) & (t <= hi))
+            tp[k], mf[s0 + np.uint64(k)] = input_code(v, sx, shift, lo, hi)
     for h in range(H):
         if want_u:
             o0 = (b * H + h) * W * C

@@ -24,6 +24,7 @@ from numba import prange
 from ._jit import OPTIONS, kernel
 from .dot_tile import DC, DR, dot_fma
 from .layout import _fill
+from .quant import input_code, input_codes_pn
 from .wide import _grad_plane, conv_image
 
 __all__ = ["quantize_wide", "wide_conv_rq", "wide_backward"]
@@ -44,18 +45,12 @@ def _quantize_plane(xf, s_pl, H, W, sx, shift, lo, hi, pn, outp, outn, o0, ld, S
             for w in range(W):
                 v = xf[s0 + np.uint64(w)]
                 nb += 0 if abs(v) < np.inf else 1
-                p = max(v, zero) * sx
-                q = max(-v, zero) * sx
-                outp[d0 + np.uint64(w)] = np.rint(min(max(p, lo), hi))
-                outn[d0 + np.uint64(w)] = np.rint(min(max(q, lo), hi))
-                mf[s0 + np.uint64(w)] = np.int8((v > zero) & (p <= hi)) - np.int8((v < zero) & (q <= hi))
+                outp[d0 + np.uint64(w)], outn[d0 + np.uint64(w)], mf[s0 + np.uint64(w)] = input_codes_pn(v, sx, lo, hi)
         else:
             for w in range(W):
                 v = xf[s0 + np.uint64(w)]
                 nb += 0 if abs(v) < np.inf else 1
-                c = v * sx + shift
-                outp[d0 + np.uint64(w)] = np.rint(min(max(c, lo), hi))
-                mf[s0 + np.uint64(w)] = np.int8((c >= lo) & (c <= hi))
+                outp[d0 + np.uint64(w)], mf[s0 + np.uint64(w)] = input_code(v, sx, shift, lo, hi)
         end = ((top + h + 1) * S + left if h < H - 1 else ld) - (r + W - o0)
         _fill(outp, r + W, end, fill)
         if pn:
