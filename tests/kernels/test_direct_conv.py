@@ -10,6 +10,7 @@ from witnp import conv_direct as D
 from witnp.conv_ops import Geometry, wmat_conv, wmat_convT
 from witnp.kernels import reference as R
 from witnp.kernels.tile import LANES, rows_fma
+from .twins import assert_parallel_equals_serial
 
 
 def _rows(x, geo, pad, Ho, Wo):
@@ -132,14 +133,7 @@ def test_parallel_twin_equals_serial():
     geo = Geometry(3, 3, 2, 1, 1, 1)
     x = _ints(rng, (3, 8, 7, 4))
     wm = wmat_conv(_ints(rng, (2 * LANES + 1, 4, 3, 3)))
-    from witnp import kernels as K
-    serial, _ = D.conv2d(x, wm, geo)
-    old = K.set_parallel_threshold(0)
-    try:
-        parallel, _ = D.conv2d(x, wm, geo)
-    finally:
-        K.set_parallel_threshold(old)
-    np.testing.assert_array_equal(parallel, serial)
+    assert_parallel_equals_serial(lambda: D.conv2d(x, wm, geo)[:1])
 
 
 def test_wide_codes_fall_back_to_blocked_products():

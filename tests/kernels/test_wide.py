@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from witnp import kernels as K
 from witnp.conv_ops import Geometry
 from witnp.conv_wide import WidePlan, supports
 from witnp.kernels.dot_tile import DC, DR
 from witnp.kernels.tile import LANES
+from .twins import assert_parallel_equals_serial
 
 
 def _ref(x, w, g, geo):
@@ -116,14 +116,7 @@ def test_parallel_twins_equal_serial():
         gb, sums, _ = p.g_planes_from(g, None, 1.0)
         return p.forward(xb, w), p.input_grad(gb, w), p.weight_grad(gb, xb), sums
 
-    serial = run()
-    old = K.set_parallel_threshold(0)
-    try:
-        parallel = run()
-    finally:
-        K.set_parallel_threshold(old)
-    for a, b in zip(serial, parallel):
-        np.testing.assert_array_equal(a, b)
+    assert_parallel_equals_serial(run)
 
 
 def test_only_stride_one():

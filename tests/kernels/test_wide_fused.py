@@ -5,6 +5,7 @@ import pytest
 from witnp import kernels as K
 from witnp.conv_ops import Geometry
 from witnp.conv_wide import WidePlan
+from .twins import assert_parallel_equals_serial
 
 E = np.empty(0, np.float32)
 
@@ -110,13 +111,6 @@ def test_parallel_twins_equal_serial():
         return (xp, xn, mask, *p.forward_requant(xp, xn, w, -w, bias, 64.0, 1.0, -128, 127, -128, 127, 1.0),
                 *p.backward(g, None, 1.0, xp, xn, w, -w, mask, 0.5), p.forward(xp, w), p.weight_grad(gb, xp))
 
-    serial = run()
-    old = K.set_parallel_threshold(0)
-    try:
-        parallel = run()
-    finally:
-        K.set_parallel_threshold(old)
-    for a, b in zip(serial, parallel):
-        np.testing.assert_array_equal(a, b)
+    assert_parallel_equals_serial(run)
     for k in (K.quantize_wide, K.wide_conv_rq, K.wide_backward, K.wide_conv, K.wide_dw, K.grad_to_wide):
         assert k.parallel.signatures, k.__name__  # the parallel twin did run
