@@ -109,43 +109,32 @@ class ChannelsLast:
     def nchw(self, acc):
         return to_nchw(acc.reshape(self.y_nhwc))
 
-    def grad(self, dy, ymask, c):
-        """dy (B, Co, Ho, Wo) through the output mask, ·c -> (the products' gradient, (Co,) sums, #non-finite)."""
+    def backward_all(self, dy, ymask, c, xq, xn, pad, wa, wna, xmask, sx):
+        """The layer's backward from dy (B, Co, Ho, Wo): (dW matrix of the codes, of the PN branch or None,
+        dx (B, C, H, W) through the input masks, (Co,) sums of the masked dy·c, number of non-finite dy)."""
         B, Ho, Wo, co = self.y_nhwc
-        # ConvTranspose2d's products read the gradient padded by (ph, pw): written so here, zeros around
+        # dy through the output mask, ·c, channels-last; ConvTranspose2d's products read it padded by (ph, pw):
+        # written so here, zeros around
         ph, pw = (self.geo.ph, self.geo.pw) if self.transposed else (0, 0)
         ga = empty((B, Ho + 2 * ph, Wo + 2 * pw, co))
         rows = np.empty((B * Ho, co), f32)
         bad = K.grad_to_nhwc(np.ascontiguousarray(dy, dtype=f32), ymask, c, ga, rows, ph, pw, n=ga.size)
-        return (ga if self.transposed else ga.reshape(-1, co)), rows.sum(axis=0, dtype=f32), bad
-
-    def backward(self, ga, xq, pad, wa):
-        """(dW matrix, input-code gradient in this layout) of one branch."""
-        if self.transposed:
-            return convT_backward(ga, xq, wa, self.geo, padded=True)
-        return conv_backward(ga, xq, wa, self.geo, pad, padded=True)
-
-    def backward_all(self, dy, ymask, c, xq, xn, pad, wa, wna, xmask, sx):
-        """The layer's backward from dy (B, Co, Ho, Wo): (dW matrix of the codes, of the PN branch or None,
-        dx (B, C, H, W) through the input masks, (Co,) sums of the masked dy·c, number of non-finite dy)."""
-        ga, sums, bad = self.grad(dy, ymask, c)
+        sums = rows.sum(axis=0, dtype=f32)
         if bad:
             return None, None, None, sums, bad
-        return (*self.grads(ga, xq, xn, pad, wa, wna, xmask, sx), sums, bad)
-
-    def grads(self, ga, xq, xn, pad, wa, wna, xmask, sx):
-        """(dW matrix of the codes, of the PN branch or None, dx (B, C, H, W) through the input masks)."""
-        dwq, dxq = self.backward(ga, xq, pad, wa)
-        dwn, dxn = self.backward(ga, xn, 0.0, wna) if xn is not None else (None, None)
-        return dwq, dwn, self.input_grad(dxq, dxn, xmask, sx)
-
-    def input_grad(self, dpos, dneg, xmask, sx):
-        """dx (B, C, H, W) = sx·(code gradient) through the input masks (`kernels.input_grad_nhwc`)."""
-        dx = empty(self.x_shape)
-        c = np.ascontiguousarray
-        K.input_grad_nhwc(c(dpos, dtype=f32), _EMPTY4 if dneg is None else c(dneg, dtype=f32),
+        dwq, dxq = self._branch(ga, xq, pad, wa)
+        dwn, dxn = self._branch(ga, xn, 0.0, wna) if xn is not None else (None, None)
+        dx = empty(self.x_shape)  # sx·(code gradient) through the input masks, channels-first
+        K.input_grad_nhwc(np.ascontiguousarray(dxq, dtype=f32),
+                          _EMPTY4 if dxn is None else np.ascontiguousarray(dxn, dtype=f32),
                           xmask.reshape(self.x_shape), sx, dx, n=dx.size)
-        return dx
+        return dwq, dwn, dx, sums, bad
+
+    def _branch(self, ga, xq, pad, wa):
+        """(dW matrix, input-code gradient channels-last) of one branch."""
+        if self.transposed:
+            return convT_backward(ga, xq, wa, self.geo, padded=True)
+        return conv_backward(ga.reshape(-1, ga.shape[3]), xq, wa, self.geo, pad, padded=True)
 
 
 class Wide:
