@@ -13,7 +13,9 @@ the image, so the border columns add nothing.
 
 Reads beyond a plane land in the next plane or in the buffer's margins: the callers size the buffers so
 every read is in bounds and finite (`witnp.conv_wide`). Outputs are written whole; nothing is read before
-it is written.
+it is written. The quantized layer runs the fused kernels of `wide_fused`, built on `conv_image`,
+`_grad_plane` and `dot_fma`; `to_wide`, `grad_to_wide` and `wide_dw` are the unfused passes the tests
+check those against (`wide_conv` and `from_wide` also serve the auto-scale statistics).
 """
 import numba
 import numpy as np

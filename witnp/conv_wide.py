@@ -14,6 +14,11 @@ The output gradient sits ah = dh·(kh-1) - ph rows (aw columns) into its plane, 
 convolution of it with the flipped kernel, reads only non-negative offsets; S is wide enough that no read
 of a kept output wraps into the next row. Weights stay in torch's (O, C/g, kh, kw) layout: the tables
 index it directly, forward and flipped.
+
+A layer runs three fused kernels: `quantized_planes`, `forward_requant` and `backward`; `forward` and
+`unplane` also give the auto-scale statistics their raw accumulators. `x_planes`, `g_planes_from`,
+`input_grad` and `weight_grad` are the same passes unfused, one product each: the tests check the tables
+through them against float64 loops, and the fused kernels against them.
 """
 from __future__ import annotations
 
