@@ -86,7 +86,8 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     y, ctx["ymask"] = lay.forward(xq, xn, wa, wna, pad, bound, bias_term, div, mul, ylo, yhi, lo2, hi2, sy)
     stats = None
     if want_stats:  # max|x|, max|W| (raw) and max|u| of the noiseless accumulator, u = pos/P + neg/P
-        # (the forward above requantized its accumulators in place; auto-scale records only its first steps)
+        # (the fused forwards keep no accumulators, so they are made again here: only in the first
+        # auto_scale_update_step training forwards of an epoch, 2 by default)
         pos, neg = _accumulate(lay, xq, xn, wq, wneg, pad, (max(abs(xlo), xhi), 128))
         bias = 128.0 * ba.astype(np.float64)[:, None, None]
         u = (lay.nchw(pos) + bias).astype(np.float32) / P

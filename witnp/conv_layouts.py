@@ -64,20 +64,20 @@ class ChannelsLast:
         until the forward."""
         B, C, H, W = x.shape
         if self.transposed:
-            t, b, l, r = convT_padding(self.geo, H, W, self.y_nhwc[1:3])
+            top, bottom, left, right = convT_padding(self.geo, H, W, self.y_nhwc[1:3])
             fill = 0.0
             xu = empty((B, H, W, C))
             xnu = empty((B, H, W, C)) if pn else _EMPTY4
         else:
-            t = b = self.geo.ph
-            l = r = self.geo.pw
+            top = bottom = self.geo.ph
+            left = right = self.geo.pw
             fill = pad
             xu = xnu = _EMPTY4
-        xp = empty((B, H + t + b, W + l + r, C))
+        xp = empty((B, H + top + bottom, W + left + right, C))
         xnp = empty(xp.shape) if pn else _EMPTY4
         xmask = empty(x.shape, np.int8)  # NCHW order, like x and dx
-        bad = K.quantize_nhwc(np.ascontiguousarray(x, dtype=f32), sx, s, lo, hi, pn, xu, xnu, xp, xnp, t, l, fill,
-                              xmask, n=x.size)
+        bad = K.quantize_nhwc(np.ascontiguousarray(x, dtype=f32), sx, s, lo, hi, pn, xu, xnu, xp, xnp, top, left,
+                              fill, xmask, n=x.size)
         if not self.transposed:
             return xp, (xnp if pn else None), xmask, bad
         self._xpad = (xp, xnp if pn else None)
