@@ -125,19 +125,25 @@ def nchw_to_nhwc_f32(x, top, left, fill, out):
 
 
 @numba.njit(**OPTIONS)
+def transpose_blocks(src, s0, lds, dst, d0, ldd, ni, nj):
+    """dst[d0 + j·ldd + i] = src[s0 + i·lds + j] for i < ni, j < nj (1-D float32): 8 x 8 register blocks
+    (`_t8x8`), then the tails element by element."""
+    I8, J8 = ni - ni % 8, nj - nj % 8
+    for i0 in range(0, I8, 8):
+        for j0 in range(0, J8, 8):
+            _t8x8(src, s0 + i0 * lds + j0, lds, dst, d0 + j0 * ldd + i0, ldd)
+        for j in range(J8, nj):
+            for i in range(i0, i0 + 8):
+                dst[d0 + j * ldd + i] = src[s0 + i * lds + j]
+    for i in range(I8, ni):
+        for j in range(nj):
+            dst[d0 + j * ldd + i] = src[s0 + i * lds + j]
+
+
+@numba.njit(**OPTIONS)
 def _row_blocks(xf, x0, C, HW, W, of, o0):
-    """One NCHW image row (channels at stride HW from x0) into NHWC at o0: 8 x 8 register blocks, then the
-    column and channel tails."""
-    C8, W8 = C - C % 8, W - W % 8
-    for c0 in range(0, C8, 8):
-        for w0 in range(0, W8, 8):
-            _t8x8(xf, x0 + c0 * HW + w0, HW, of, o0 + w0 * C + c0, C)
-        for w in range(W8, W):
-            for c in range(c0, c0 + 8):
-                of[o0 + w * C + c] = xf[x0 + c * HW + w]
-    for c in range(C8, C):
-        for w in range(W):
-            of[o0 + w * C + c] = xf[x0 + c * HW + w]
+    """One NCHW image row (channels at stride HW from x0) into NHWC at o0."""
+    transpose_blocks(xf, x0, HW, of, o0, C, C, W)
 
 
 @numba.njit(**OPTIONS)

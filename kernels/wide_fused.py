@@ -93,7 +93,8 @@ def wide_conv_rq(X, Xn, ximg, ldx, xg, boff, A, An, ag, ps, aoff, si, nk, groups
         u = f32(acc[o, h·S + w] + bias[o]) / div (+ f32(neg[o, h·S + w]) / div)
         v = u·mul; q = R(clip(v, [lo, hi])); y[b, o, h, w] = clip(q, [lo2, hi2]) / outdiv
     mask (B, O, Ho, Wo) uint8 out: 1 where both clamps pass.
-    X, Xn, A, An flat float32 (Xn shape (0,): no negative branch); bias (O,) float64."""
+    X, Xn, A, An flat float32 (Xn shape (0,): no negative branch); bias (O,) float32|float64 (as in
+    `quant.requant`)."""
     B, O, Ho, Wo = y.shape
     yf, mf = y.reshape(y.size), mask.reshape(mask.size)
     has_neg = Xn.shape[0] > 0

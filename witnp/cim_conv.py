@@ -20,7 +20,7 @@ import numpy as np
 
 from . import kernels as K
 from .conv_layouts import pick_layout
-from .cim import amax, checked_gain, noisy_bias, weight_codes
+from .cim import amax, bias_operand, checked_gain, noisy_bias, weight_codes
 from .quant import shift_offset
 
 __all__ = ["qconv_forward", "qconv_backward"]
@@ -73,7 +73,6 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
         e1 = perm(noise.draw(rng, W.shape))
         wa = noise.apply(wq, e1)
         bias_term, b_factor = noisy_bias(noise, rng, ba, cfg.bias_row_N)
-        bias_term = bias_term.astype(np.float64)
         ctx.update(wa=wa, w_factor=noise.derivative(wq, e1), b_factor=b_factor)
         if pn:
             e3 = perm(noise.draw(rng, W.shape))
@@ -83,7 +82,7 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     else:
         bias_term = 128.0 * ba.astype(np.float64)
         div, mul = P, f32(sy)
-    y, ctx["ymask"] = lay.forward(xq, xn, wa, wna, pad, bound, bias_term, div, mul, ylo, yhi, lo2, hi2, sy)
+    y, ctx["ymask"] = lay.forward(xq, xn, wa, wna, pad, bound, bias_operand(bias_term), div, mul, ylo, yhi, lo2, hi2, sy)
     stats = None
     if want_stats:  # max|x|, max|W| (raw) and max|u| of the noiseless accumulator, u = pos/P + neg/P
         # (the fused forwards keep no accumulators, so they are made again here: only in the first

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from witnp import cim
 from witnp import kernels as K
 from witnp.kernels import reference as ref
 
@@ -102,6 +103,41 @@ def test_requant_nchw(B, C, H, W, f64, neg, seed):
                   acc, negs, bias, 2048.0, 8.0, -128, 127, -128, 127, 8.0)
     assert_same(res)
     assert not np.isnan(res[0][2][0]).any() and (res[0][2][1] <= 1).all()  # written whole
+
+
+@settings(max_examples=40, deadline=None)
+@given(R=st.integers(1, 40), C=st.integers(1, 9), e=st.integers(-10, 20), seed=st.integers(0, 9999))
+def test_float32_bias_rounds_as_the_vendors_float64_sum(R, C, e, seed):
+    """`cim.bias_operand` hands the kernels a float32 bias; with float32 (noisy, non-integer) accumulators the
+    float32 sum must equal the vendor's f32(f64(acc) + f64(bias)). div = the sum's ulp makes every last bit
+    of it count in y, and the accumulators span 40 binades, so sums that cancel, tie or lose the small
+    operand are all in the draw."""
+    rng = np.random.default_rng(seed)
+    acc = (rng.uniform(1, 2, (R, C)) * np.exp2(e + rng.integers(-30, 11, (R, C)))
+           * rng.choice([-1, 1], (R, C))).astype(np.float32)
+    acc[0, 0] = np.nextafter(np.float32(-1.5 * 2.0 ** e), np.float32(0))  # cancels against the bias below
+    b32 = (rng.uniform(1, 2, C) * 2.0 ** e * rng.choice([-1, 1], C)).astype(np.float32)
+    b32[0] = np.float32(1.5 * 2.0 ** e)
+    b64 = cim.bias_operand(b32.astype(np.float64))
+    assert b64.dtype == np.float32 and np.array_equal(b64, b32)
+    div = 2.0 ** (e - 22)  # v = sum / div: an integer up to ~2^33 in float32, rint keeps it
+    big = 2.0 ** 40
+    want = [np.empty((R, C), np.float32), np.empty((R, C), np.uint8)]
+    ref.requant(acc, np.empty((0, 0), np.float32), b32.astype(np.float64), div, 1.0, -big, big, -big, big, 1.0, *want)
+    for kern in (K.requant.serial, K.requant.parallel):
+        got = [np.empty((R, C), np.float32), np.empty((R, C), np.uint8)]
+        kern(acc, np.empty((0, 0), np.float32), b32, div, 1.0, -big, big, -big, big, 1.0, *got)
+        np.testing.assert_array_equal(got[0], want[0])
+    y = np.empty((1, C, 1, R), np.float32)
+    K.requant_nchw.serial(acc, np.empty((0, 0), np.float32), b32, div, 1.0, -big, big, -big, big, 1.0, y,
+                          np.empty((R, C), np.uint8))
+    np.testing.assert_array_equal(y[0, :, 0, :].T, want[0])
+
+
+def test_bias_operand_keeps_float64_where_float32_would_round():
+    t = np.array([128.0 * 127, 2.0 ** 24 + 1, -3.0])
+    assert cim.bias_operand(t).dtype == np.float64
+    assert cim.bias_operand(t[[0, 2]]).dtype == np.float32
 
 
 @settings(max_examples=30, deadline=None)
