@@ -15,6 +15,8 @@ below 2^24 the float32 result is exact (the callers check with `exact_block`).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import kernels as K
@@ -100,6 +102,11 @@ def _convT_phases(geo, Ho, Wo):
 def convT_padding(geo, H, W, out_hw):
     """(top, bottom, left, right): the padding of the input (H, W) that `conv_transpose` reads, so that every
     tap of every output phase lands inside it."""
+    return _convT_padding(geo, int(H), int(W), tuple(int(v) for v in out_hw))
+
+
+@functools.lru_cache(maxsize=256)
+def _convT_padding(geo, H, W, out_hw):
     rows, cols = _convT_phases(geo, *out_hw)
 
     def span(phases, size):
@@ -117,63 +124,83 @@ def conv_transpose(x, wmat, geo, out_hw, xp=None):
     B, H, W, Ci = x.shape
     Ho, Wo = out_hw
     G = geo.groups
-    cig = Ci // G
     cog = wmat.shape[1] // (geo.kh * geo.kw)
-    cogp = _up(cog)
-    ldc = G * cogp
-    w5 = wmat.reshape(G, cig, geo.kh, geo.kw, cog)
-    rows, cols = _convT_phases(geo, Ho, Wo)
     top, bottom, left, right = convT_padding(geo, H, W, out_hw)
     want = (B, H + top + bottom, W + left + right, Ci)
     if xp is None:
         xp = _pad(x, top, bottom, left, right)
     elif xp.shape != want:
         raise ValueError(f"conv_transpose: padded input {xp.shape}; expected {want}")
-    Hp, Wp = xp.shape[1:3]
+    joint = G == 1 and Wo % geo.sw == 0 and geo.sw * _up(cog) <= 2 * LANES
+    calls, ldc = _convT_plan(geo, B, H, W, Ci, Ho, Wo, cog, joint)
+    wext = np.zeros(wmat.size + 1, f32)  # the weights, then the zero the plans' absent taps and pad columns read
+    wext[:-1] = wmat.ravel()
     out = empty((B, Ho, Wo, ldc))
-    if G == 1 and Wo % geo.sw == 0 and geo.sw * cogp <= 2 * LANES:
-        _convT_joint_columns(xp, w5, geo, rows, cols, top, left, out)
-        return _unpad(out.reshape(-1, ldc), G, cog).reshape(B, Ho, Wo, G * cog)
-    for rh, (ti, oi, nh) in enumerate(rows):
-        for rw, (tj, oj, nw) in enumerate(cols):
-            if nh <= 0 or nw <= 0:
-                continue
-            tap = np.array([(a * Wp + c) * Ci for a in oi for c in oj], np.int64)
-            wsel = w5[:, :, ti][:, :, :, tj]  # (G, cig, ni, nj, cog)
-            wb = np.zeros((G, len(ti) * len(tj) * cig, cogp), f32)
-            wb[:, :, :cog] = wsel.transpose(0, 2, 3, 1, 4).reshape(G, -1, cog)
-            b, q = np.divmod(np.arange(B * nh, dtype=np.int64), nh)
-            arow = ((b * Hp + q + top) * Wp + left) * Ci
-            crow = ((b * Ho + geo.sh * q + rh) * Wo + rw) * ldc
-            K.conv_rows(xp.ravel(), wb.ravel(), arow, crow, nw, Ci, geo.sw * ldc, tap, cig, G, cig, cogp,
-                        out.ravel(), n=B * nh * nw * ldc)
+    for widx, tap, arow, crow, n, ps, pc, kc, ag, ogp, work in calls:
+        K.conv_rows(xp.ravel(), wext[widx], arow, crow, n, ps, pc, tap, kc, G, ag, ogp, out.ravel(), n=work)
     return _unpad(out.reshape(-1, ldc), G, cog).reshape(B, Ho, Wo, G * cog)
 
 
-def _convT_joint_columns(xp, w5, geo, rows, cols, top, left, out):
-    """`conv_transpose` with all column phases of a row phase in one product (groups 1, Wo a multiple of sw):
-    output pixels sw·w'..sw·w' + sw - 1 are one run of sw·cogp values, so each input pixel's product fills
-    them together from the union of the phases' column offsets, the weights of a phase's absent taps zero.
-    One phase alone was a 16-column product (cogp = 16), half the tile's rate; this one is 32 columns wide
-    and does 1.5x the multiplies (k4 s2) of which a third are by zero (exact: adding 0 changes no sum)."""
-    B, Hp, Wp, Ci = xp.shape
-    _, Ho, Wo, ldc = out.shape
+@functools.lru_cache(maxsize=64)
+def _convT_plan(geo, B, H, W, Ci, Ho, Wo, cog, joint):
+    """The `conv_rows` calls of `conv_transpose` for one geometry (joint: `_convT_joint_columns`'), as ([(widx, tap, arow, crow, n, ps, pc, kc,
+    ag, ogp, work)], ldc): widx gathers a call's weight matrix from the flat weights, index Ci·kh·kw·cog
+    standing for a zero. Made once per geometry (building the weight matrices and row tables with NumPy
+    took ~0.25 ms a forward, 3 % of the B32 QAT step); the arrays are read-only."""
+    G = geo.groups
+    cig, cogp = Ci // G, _up(cog)
+    ldc = G * cogp
+    n_w = Ci * geo.kh * geo.kw * cog
+    w5 = np.arange(n_w, dtype=np.int64).reshape(G, cig, geo.kh, geo.kw, cog)  # weight indices, not values
+    rows, cols = _convT_phases(geo, Ho, Wo)
+    top, bottom, left, right = convT_padding(geo, H, W, (Ho, Wo))
+    Hp, Wp = H + top + bottom, W + left + right
+    if joint:
+        calls = _convT_joint_columns(w5, n_w, geo, rows, cols, B, Hp, Wp, Ci, Ho, Wo, ldc, top, left)
+    else:
+        calls = []
+        for rh, (ti, oi, nh) in enumerate(rows):
+            for rw, (tj, oj, nw) in enumerate(cols):
+                if nh <= 0 or nw <= 0:
+                    continue
+                tap = np.array([(a * Wp + c) * Ci for a in oi for c in oj], np.int64)
+                wsel = w5[:, :, ti][:, :, :, tj]  # (G, cig, ni, nj, cog)
+                wb = np.full((G, len(ti) * len(tj) * cig, cogp), n_w, np.int64)
+                wb[:, :, :cog] = wsel.transpose(0, 2, 3, 1, 4).reshape(G, -1, cog)
+                b, q = np.divmod(np.arange(B * nh, dtype=np.int64), nh)
+                arow = ((b * Hp + q + top) * Wp + left) * Ci
+                crow = ((b * Ho + geo.sh * q + rh) * Wo + rw) * ldc
+                calls.append((wb.ravel(), tap, arow, crow, nw, Ci, geo.sw * ldc, cig, cig, cogp, B * nh * nw * ldc))
+    for c in calls:
+        for a in c[:4]:
+            a.flags.writeable = False
+    return calls, ldc
+
+
+def _convT_joint_columns(w5, n_w, geo, rows, cols, B, Hp, Wp, Ci, Ho, Wo, ldc, top, left):
+    """`_convT_plan`'s calls with all column phases of a row phase in one product (groups 1, Wo a multiple of
+    sw): output pixels sw·w'..sw·w' + sw - 1 are one run of sw·cogp values, so each input pixel's product
+    fills them together from the union of the phases' column offsets, the weights of a phase's absent taps
+    zero. One phase alone was a 16-column product (cogp = 16), half the tile's rate; this one is 32 columns
+    wide and does 1.5x the multiplies (k4 s2) of which a third are by zero (exact: adding 0 changes no sum)."""
     cog = w5.shape[4]
     # the column offsets in the order a phase visits them (its taps ascending, offsets descending)
     U = sorted({o for _, oj, nw in cols if nw > 0 for o in oj}, reverse=True)
+    calls = []
     for rh, (ti, oi, nh) in enumerate(rows):
         if nh <= 0:
             continue
         tap = np.array([(a * Wp + u) * Ci for a in oi for u in U], np.int64)
-        wb = np.zeros((len(ti), len(U), Ci, geo.sw, ldc), f32)
+        wb = np.full((len(ti), len(U), Ci, geo.sw, ldc), n_w, np.int64)
         for rw, (tj, oj, nw) in enumerate(cols):
             for j, o in zip(tj, oj):
                 wb[:, U.index(o), :, rw, :cog] = w5[0][:, ti, j].transpose(1, 0, 2)  # (ni, Ci, cog)
         b, q = np.divmod(np.arange(B * nh, dtype=np.int64), nh)
         arow = ((b * Hp + q + top) * Wp + left) * Ci
         crow = ((b * Ho + geo.sh * q + rh) * Wo) * ldc
-        K.conv_rows(xp.ravel(), wb.ravel(), arow, crow, Wo // geo.sw, Ci, geo.sw * ldc, tap, Ci, 1, Ci,
-                    geo.sw * ldc, out.ravel(), n=B * nh * Wo * ldc)
+        calls.append((wb.ravel(), tap, arow, crow, Wo // geo.sw, Ci, geo.sw * ldc, Ci, Ci, geo.sw * ldc,
+                      B * nh * Wo * ldc))
+    return calls
 
 
 def conv2d_dw(x, g, geo, pad=0.0, padded=False, out_hw=None):
