@@ -164,42 +164,73 @@ def _convT_plan(geo, B, H, W, Ci, Ho, Wo, cog, joint):
                 if nh <= 0 or nw <= 0:
                     continue
                 tap = np.array([(a * Wp + c) * Ci for a in oi for c in oj], np.int64)
-                wsel = w5[:, :, ti][:, :, :, tj]  # (G, cig, ni, nj, cog)
-                wb = np.full((G, len(ti) * len(tj) * cig, cogp), n_w, np.int64)
-                wb[:, :, :cog] = wsel.transpose(0, 2, 3, 1, 4).reshape(G, -1, cog)
                 b, q = np.divmod(np.arange(B * nh, dtype=np.int64), nh)
                 arow = ((b * Hp + q + top) * Wp + left) * Ci
                 crow = ((b * Ho + geo.sh * q + rh) * Wo + rw) * ldc
-                calls.append((wb.ravel(), tap, arow, crow, nw, Ci, geo.sw * ldc, cig, cig, cogp, B * nh * nw * ldc))
+                calls.append((_phase_weights(w5, n_w, ti, tj, cogp), tap, arow, crow, nw, Ci, geo.sw * ldc, cig, cig,
+                              cogp, B * nh * nw * ldc))
     for c in calls:
         for a in c[:4]:
             a.flags.writeable = False
     return calls, ldc
 
 
+def _phase_weights(w5, n_w, ti, tj, cogp):
+    """Flat (G, ni·nj·cig, cogp) weight indices of the phase with taps ti x tj (tap-major, then channels);
+    n_w (a zero) in the pad columns."""
+    G, cig, _, _, cog = w5.shape
+    wb = np.full((G, len(ti) * len(tj) * cig, cogp), n_w, np.int64)
+    wb[:, :, :cog] = w5[:, :, ti][:, :, :, tj].transpose(0, 2, 3, 1, 4).reshape(G, -1, cog)
+    return wb.ravel()
+
+
 def _convT_joint_columns(w5, n_w, geo, rows, cols, B, Hp, Wp, Ci, Ho, Wo, ldc, top, left):
     """`_convT_plan`'s calls with all column phases of a row phase in one product (groups 1, Wo a multiple of
-    sw): output pixels sw·w'..sw·w' + sw - 1 are one run of sw·cogp values, so each input pixel's product
-    fills them together from the union of the phases' column offsets, the weights of a phase's absent taps
-    zero. One phase alone was a 16-column product (cogp = 16), half the tile's rate; this one is 32 columns
-    wide and does 1.5x the multiplies (k4 s2) of which a third are by zero (exact: adding 0 changes no sum)."""
+    sw). One phase alone is a 16-column product (cogp = 16), half the tile's rate; a group of sw adjacent
+    output pixels is one run of sw·cogp values, so one product fills them together from the union of their
+    column offsets, the weights of a phase's absent taps zero (exact: adding 0 changes no sum).
+
+    The group starts at output column r0 (phases r0..sw-1 of input column w', then phases 0..r0-1 of
+    w' + 1), r0 chosen for the smallest union: for k4 s2 p1, phase 0 reads input columns {w', w' - 1} and
+    phase 1 {w' + 1, w'}, so the group (0, 1) reads three columns and does 1.5x the multiplies, while the
+    group (1, 0 of the next) reads {w' + 1, w'} and does none in vain. With r0 > 0 the row's first r0 and
+    last sw - r0 pixels are left over: each such column is a per-phase product running down the output
+    rows (the tile's rows are then output rows; 1/16 of the pixels for B32 k4 s2 32x32)."""
+    sw = geo.sw
     cog = w5.shape[4]
-    # the column offsets in the order a phase visits them (its taps ascending, offsets descending)
-    U = sorted({o for _, oj, nw in cols if nw > 0 for o in oj}, reverse=True)
+    nq = Wo // sw
+
+    def union(r0):  # column offsets of the group at r0, in the order a phase visits them (descending)
+        return sorted({o + (r < r0) for r, (_, oj, nw) in enumerate(cols) if nw > 0 for o in oj}, reverse=True)
+
+    r0 = min(range(sw if nq > 1 else 1), key=lambda r: (len(union(r)), r))
+    U = union(r0)
+    n_in = nq - (r0 > 0)  # groups inside the row
     calls = []
     for rh, (ti, oi, nh) in enumerate(rows):
         if nh <= 0:
             continue
-        tap = np.array([(a * Wp + u) * Ci for a in oi for u in U], np.int64)
-        wb = np.full((len(ti), len(U), Ci, geo.sw, ldc), n_w, np.int64)
-        for rw, (tj, oj, nw) in enumerate(cols):
-            for j, o in zip(tj, oj):
-                wb[:, U.index(o), :, rw, :cog] = w5[0][:, ti, j].transpose(1, 0, 2)  # (ni, Ci, cog)
-        b, q = np.divmod(np.arange(B * nh, dtype=np.int64), nh)
-        arow = ((b * Hp + q + top) * Wp + left) * Ci
-        crow = ((b * Ho + geo.sh * q + rh) * Wo) * ldc
-        calls.append((wb.ravel(), tap, arow, crow, Wo // geo.sw, Ci, geo.sw * ldc, Ci, Ci, geo.sw * ldc,
-                      B * nh * Wo * ldc))
+        if n_in > 0:
+            tap = np.array([(a * Wp + u) * Ci for a in oi for u in U], np.int64)
+            wb = np.full((len(ti), len(U), Ci, sw, ldc), n_w, np.int64)
+            for k in range(sw):  # the group's k-th pixel: phase r, of input column w' + (r < r0)
+                r = (r0 + k) % sw
+                tj, oj, _ = cols[r]
+                for j, o in zip(tj, oj):
+                    wb[:, U.index(o + (r < r0)), :, k, :cog] = w5[0][:, ti, j].transpose(1, 0, 2)  # (ni, Ci, cog)
+            b, q = np.divmod(np.arange(B * nh, dtype=np.int64), nh)
+            arow = ((b * Hp + q + top) * Wp + left) * Ci
+            crow = ((b * Ho + geo.sh * q + rh) * Wo + r0) * ldc
+            calls.append((wb.ravel(), tap, arow, crow, n_in, Ci, sw * ldc, Ci, Ci, sw * ldc, B * nh * n_in * sw * ldc))
+        for r in range(sw) if r0 > 0 else ():  # the edge pixels: column sw·we + r of each output row
+            tj, oj, _ = cols[r]
+            we = 0 if r < r0 else nq - 1
+            tap = np.array([(a * Wp + o) * Ci for a in oi for o in oj], np.int64)
+            b = np.arange(B, dtype=np.int64)
+            arow = ((b * Hp + top) * Wp + left + we) * Ci
+            crow = ((b * Ho + rh) * Wo + sw * we + r) * ldc
+            calls.append((_phase_weights(w5, n_w, ti, tj, ldc), tap, arow, crow, nh, Wp * Ci, geo.sh * Wo * ldc, Ci,
+                          Ci, ldc, B * nh * ldc))
     return calls
 
 

@@ -176,3 +176,16 @@ def test_conv_transpose_joint_columns_equal_per_phase(monkeypatch, k, s, p, d, o
     monkeypatch.setattr(D, "LANES", 0)  # switches it off
     np.testing.assert_array_equal(got, D.conv_transpose(x, wm, geo, (Ho, Wo)))
     assert len(calls) == 1
+
+
+def test_conv_transpose_joint_columns_group_wastes_no_multiplies_for_k4_s2():
+    """k4 s2 p1: the group (phase 1 of column w', phase 0 of w' + 1) reads two input columns, as each phase
+    alone does, so the joint product multiplies no zero weights; its 2·(Wo/2 - 1) + 2 pixels per row are all
+    covered (the equality with the per-phase product is the test above)."""
+    geo = Geometry(4, 4, 2, 2, 1, 1, 1, 1, 0, 0)
+    D._convT_plan.cache_clear()
+    calls, ldc = D._convT_plan(geo, 2, 5, 6, 7, 10, 12, 9, True)
+    inner = [c for c in calls if c[5] == 7]  # ps = Ci: the joint products along the output row
+    edges = [c for c in calls if c[5] != 7]
+    assert [len(c[1]) for c in inner] == [4, 4]  # 2 row taps x 2 column offsets, as one phase alone
+    assert [c[4] for c in inner] == [5, 5] and len(edges) == 4  # 5 groups of two + the two edge columns
