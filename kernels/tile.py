@@ -117,28 +117,31 @@ def _make_tile(NV, SIZES):
     return _tile
 
 
-# Row counts compiled per column width. AVX-512 has 32 vector registers, so a 12 x 2 tile (24 accumulators,
-# 2 B vectors, 1 broadcast) fits, and halves the tile calls and B loads of a 6 x 2 one (measured on the GRU's
-# 32 x 128 x 256 step product: 85 -> 102 GFLOP/s in cache); AVX2's 16 registers stop at 6 x 2.
-_ROWS2 = (12, 8, 6, 4, 2, 1) if LANES == 16 else (6, 4, 2, 1)
-_ROWS1 = (12, 8, 4, 2, 1)
-_tile2 = _make_tile(2, _ROWS2)
-_tile1 = _make_tile(1, _ROWS1)
+# Row counts compiled per column width: every count up to the register file's limit, so that a run of n
+# rows is cut into equal tiles (`_rows_next`). AVX-512 has 32 vector registers, so a 12 x 2 tile (24
+# accumulators, 2 B vectors, 1 broadcast) fits, and halves the tile calls and B loads of a 6 x 2 one
+# (measured on the GRU's 32 x 128 x 256 step product: 85 -> 102 GFLOP/s in cache); AVX2's 16 registers stop
+# at 6 x 2. Equal tiles instead of greedy ones: 15 pixels were 12 + 2 + 1, and the 2- and 1-row tiles
+# have too few independent accumulators to hide the fused multiply-add's latency; as 8 + 7, ConvTranspose2d's
+# B32 k4 s2 row-phase product went 1.08 -> 0.86 ms (one core, min of 30).
+_MAX2 = 12 if LANES == 16 else 6
+_MAX1 = 12
+_tile2 = _make_tile(2, tuple(range(_MAX2, 0, -1)))
+_tile1 = _make_tile(1, tuple(range(_MAX1, 0, -1)))
 
 
 @numba.njit(**OPTIONS)
-def _rows_for(left, sizes):
-    """The largest compiled row count <= left (sizes descending, ending in 1)."""
-    for m in sizes:
-        if m <= left:
-            return m
-    return 1
+def _rows_next(left, most):
+    """The next tile's row count for `left` rows in tiles of at most `most`: the run cut into equal tiles
+    (sizes differ by at most 1)."""
+    tiles = (left + most - 1) // most
+    return (left + tiles - 1) // tiles
 
 
 @numba.njit(**OPTIONS)
 def tile_fma(mr, nv, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum):
-    """One tile of mr rows x nv·LANES columns (see the module docstring); mr must be one of the compiled
-    row counts for nv (`_ROWS2`, `_ROWS1`). All arrays are 1-D float32 (offs:
+    """One tile of mr rows x nv·LANES columns (see the module docstring); 1 <= mr <= `_MAX2` (nv = 2) or
+    `_MAX1` (nv = 1). All arrays are 1-D float32 (offs:
     1-D int64); the caller guarantees every index is in bounds (no checks here)."""
     if nv == 2:
         _tile2(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, None, ldb, Cm, c0, ldc, accum)
@@ -149,20 +152,20 @@ def tile_fma(mr, nv, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, ac
 @numba.njit(**OPTIONS)
 def tile_fma_tab(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, boffs, ldb, Cm, c0, ldc, accum):
     """A 2·LANES-column tile whose B rows come from a table too: B row (ko, ki) starts at
-    b0 + boffs[ko] + ki·ldb (in `tile_fma`: b0 + (ko·nki + ki)·ldb). mr one of `_ROWS2`."""
+    b0 + boffs[ko] + ki·ldb (in `tile_fma`: b0 + (ko·nki + ki)·ldb). 1 <= mr <= `_MAX2`."""
     _tile2(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, boffs, ldb, Cm, c0, ldc, accum)
 
 
 @numba.njit(**OPTIONS)
 def rows_fma(n, ncols, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum):
     """`n` rows (A stride ps, C stride ldc) x `ncols` columns (a multiple of LANES) of the tile product,
-    cut into the largest compiled tiles: column blocks of 2·LANES then LANES, row blocks greedily."""
+    cut into column blocks of 2·LANES then LANES and, down the rows, equal tiles (`_rows_next`)."""
     for cb in range(0, ncols, 2 * LANES):
         nv = 2 if ncols - cb >= 2 * LANES else 1
         p = 0
         while p < n:
             left = n - p
-            mr = _rows_for(left, _ROWS2) if nv == 2 else _rows_for(left, _ROWS1)
+            mr = _rows_next(left, _MAX2) if nv == 2 else _rows_next(left, _MAX1)
             tile_fma(mr, nv, A, a0 + p * ps, ps, offs, nko, si, nki, Bm, b0 + cb, ldb, Cm, c0 + p * ldc + cb, ldc,
                      accum)
             p += mr

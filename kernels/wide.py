@@ -24,7 +24,7 @@ from numba import prange
 from ._jit import OPTIONS, kernel
 from .dot_tile import DC, DR, dot_fma
 from .layout import _fill
-from .tile import _ROWS2, LANES, _rows_for, tile_fma_tab
+from .tile import _MAX2, LANES, _rows_next, tile_fma_tab
 
 __all__ = ["wide_conv", "wide_dw", "to_wide", "from_wide", "grad_to_wide"]
 
@@ -44,7 +44,7 @@ def conv_image(X, x0, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out
         for l in range(0, L, 2 * LANES):
             p = 0
             while p < nrows:
-                mr = _rows_for(nrows - p, _ROWS2)
+                mr = _rows_next(nrows - p, _MAX2)
                 tile_fma_tab(mr, A, g * ag + p * ps, ps, aoff, T, si, nk, X, x0 + g * xg + l, boff, ldx, out,
                              o0 + (g * nrows + p) * ldo + l, ldo, False)
                 p += mr
