@@ -94,3 +94,108 @@ def bench_main(script, witnp_worker, torch_worker, report, repeat=30):
         report(t, res["witnp"], res.get("torch", {}))
     if not have_torch:
         print("(torch not installed: `pip install torch==2.13.0` for the side-by-side figures)")
+
+
+# ---- paired measurements: both sides' workers stay up and take turns, one figure at a time ----
+#
+# `interleaved` alternates whole worker runs, several seconds each; on this shared 2-core machine the speed
+# swings within seconds, so a witnp figure and the torch figure it is divided by could come from different
+# spells (the same ConvTranspose2d step measured 0.79x and 1.17x torch in two runs minutes apart). Here each
+# side's worker is started once and kept; for every round and workload the parent asks one side, then the
+# other (the order alternating by round), so the two figures of a ratio are taken about a second apart, and
+# the ratio reported is the median of the per-round ratios.
+
+SETTLE_S = 0.05  # pause between requests: a worker's BLAS / OpenMP threads spin a while after their last job
+
+
+def serve(cases, repeat, warmup=3, min_time=0.3):
+    """Worker side: cases {key: step function}. Prints one JSON line with the keys, then answers each key
+    read from stdin with {"ms": median_ms of its step}; stops at end of input."""
+    print(json.dumps({"keys": list(cases)}), flush=True)
+    for line in sys.stdin:
+        key = line.strip()
+        if key:
+            print(json.dumps({"ms": median_ms(cases[key], repeat, warmup, min_time)}), flush=True)
+
+
+class _Worker:
+    def __init__(self, script, args, threads):
+        env = dict(os.environ)
+        for v in THREAD_VARS:
+            env[v] = str(threads)
+        self.name = f"{os.path.basename(script)} {' '.join(args)}"
+        self.p = subprocess.Popen([sys.executable, script, *args], env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.keys = self._read()["keys"]
+
+    def _read(self):
+        line = self.p.stdout.readline()
+        if not line:
+            err = self.p.stderr.read()
+            raise RuntimeError(f"{self.name} failed:\n{err[-2000:]}")
+        return json.loads(line)
+
+    def ms(self, key):
+        self.p.stdin.write(key + "\n")
+        return self._read()["ms"]
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
+
+
+def paired(script, sides, threads, rounds, pairs):
+    """Start one worker per side (sides {name: [args]}), then for each round ask every key of every side in
+    turn. pairs: {label: (side_a, key_a, side_b, key_b)}: ratios a/b taken within a round.
+    Returns ({side: {key: median ms}}, {label: (median ratio, min, max)})."""
+    workers = {name: _Worker(script, args, threads) for name, args in sides.items()}
+    try:
+        runs = {name: {k: [] for k in w.keys} for name, w in workers.items()}
+        order = list(workers)
+        keys = workers[order[0]].keys
+        for r in range(rounds):
+            for key in keys:
+                for name in (order if r % 2 == 0 else order[::-1]):
+                    if key in runs[name]:
+                        time.sleep(SETTLE_S)
+                        runs[name][key].append(workers[name].ms(key))
+    finally:
+        for w in workers.values():
+            w.close()
+    med = {name: {k: sorted(v)[len(v) // 2] for k, v in ks.items() if v} for name, ks in runs.items()}
+    ratios = {}
+    for label, (sa, ka, sb, kb) in pairs.items():
+        if sa in runs and sb in runs and ka in runs[sa] and kb in runs[sb]:
+            rs = sorted(a / b for a, b in zip(runs[sa][ka], runs[sb][kb]))
+            ratios[label] = (rs[len(rs) // 2], rs[0], rs[-1])
+    return med, ratios
+
+
+def paired_main(script, cases, report, pairs, repeat=20):
+    """Command line of a paired benchmark. cases(side) -> {key: step} runs in the worker (side "witnp" or
+    "torch"); the parent calls report(threads, witnp medians, torch medians, ratios) per thread count, the
+    ratios those of `pairs` (as in `paired`). Workers keep freed memory unless --glibc-malloc (as
+    `bench_main`)."""
+    ap = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__)
+    ap.add_argument("--threads", default=f"1,{os.cpu_count()}", help="thread counts, 1 first")
+    ap.add_argument("--repeat", type=int, default=repeat, help="timed runs per figure (at least)")
+    ap.add_argument("--rounds", type=int, default=7, help="paired figures per workload; medians kept")
+    ap.add_argument("--worker", choices=["witnp", "torch"])
+    ap.add_argument("--glibc-malloc", action="store_true",
+                    help="leave glibc's malloc thresholds as they are in both workers (default: keep freed memory)")
+    a = ap.parse_args()
+    if a.worker:
+        if not a.glibc_malloc:
+            keep_freed_memory()
+        serve(cases(a.worker), a.repeat)
+        return
+    have_torch = torch_available()
+    extra = ["--glibc-malloc"] if a.glibc_malloc else []
+    for t in sorted({int(v) for v in a.threads.split(",")}):
+        sides = {s: ["--worker", s, "--repeat", str(a.repeat)] + extra for s in (("witnp", "torch") if have_torch
+                                                                                  else ("witnp",))}
+        med, ratios = paired(script, sides, t, a.rounds, pairs)
+        print(f"\n== {t} thread(s): forward+backward, median ms of {a.rounds} paired rounds ==")
+        report(t, med["witnp"], med.get("torch", {}), ratios)
+    if not have_torch:
+        print("(torch not installed: `pip install torch==2.13.0` for the side-by-side figures)")

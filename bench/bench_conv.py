@@ -1,15 +1,17 @@
 """Conv2d / ConvTranspose2d forward+backward: witnp float and QAT against torch (float, and fake-quant with
 straight-through gradients), each side in its own process.
 
-usage: python bench/bench_conv.py [--threads 1,2] [--repeat 20] [--rounds 3]
-Prints medians in ms (median over alternating worker runs), 1 thread first; ratio = witnp / torch.
+usage: python bench/bench_conv.py [--threads 1,2] [--repeat 20] [--rounds 7]
+Both workers stay up and take turns per workload (`_timing.paired`): each ratio is the median of per-round
+ratios of figures taken about a second apart, shown with its range over the rounds. Times: medians in ms,
+1 thread first; ratio = witnp / torch.
 QAT here: handle_neg_in FALSE (Conv2d's signed input; ConvTranspose2d's unsigned), 8/8 bits, scales 16/64/8.
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import bench_main, median_ms  # noqa: E402
+from _timing import paired_main  # noqa: E402
 
 # name: (transposed, B, ci, co, k, stride, padding, H)
 WORKLOADS = {
@@ -20,7 +22,7 @@ WORKLOADS = {
 SX, SW, SY = 16.0, 64.0, 8.0
 
 
-def witnp_worker(repeat):
+def witnp_cases():
     import numpy as np
 
     import witnp as wn
@@ -36,14 +38,14 @@ def witnp_worker(repeat):
             y, _ = layer.forward(x)
             gy = rng.normal(size=y.shape).astype(np.float32)
 
-            def step():
+            def step(layer=layer, x=x, gy=gy):
                 y, ctx = layer.forward(x, train=True)
                 layer.backward(gy, ctx)
-            res[f"{mode} {name}"] = median_ms(step, repeat)
+            res[f"{mode} {name}"] = step
     return res
 
 
-def torch_worker(repeat):
+def torch_cases():
     import torch
     import torch.nn.functional as F
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -61,7 +63,7 @@ def torch_worker(repeat):
         with torch.no_grad():
             gy = torch.randn(layer(x).shape, generator=g)
         for mode in ("float", "qat"):
-            def step():
+            def step(layer=layer, x=x, gy=gy, mode=mode, op=op, tr=tr, s=s, p=p):
                 layer.zero_grad(set_to_none=False)
                 xi = x.detach().requires_grad_(True)
                 if mode == "float":
@@ -73,20 +75,34 @@ def torch_worker(repeat):
                     acc = op(xq, wq, bq, stride=s, padding=p)
                     y = fq(acc * SY / (SX * SW), -128, 127) / SY
                 y.backward(gy)
-            res[f"{mode} {name}"] = median_ms(step, repeat)
+            res[f"{mode} {name}"] = step
     return res
 
 
-def report(t, w, tr):
-    print(f"{'workload':48s} {'witnp':>9s} {'torch':>9s} {'ratio':>7s} {'vs torch float':>15s}")
+def cases(side):
+    return witnp_cases() if side == "witnp" else torch_cases()
+
+
+# ratio labels: witnp / torch of the same mode, and witnp / torch float
+PAIRS = {}
+for _name in WORKLOADS:
+    for _mode in ("float", "qat"):
+        _k = f"{_mode} {_name}"
+        PAIRS[_k] = ("witnp", _k, "torch", _k)
+        PAIRS[_k + " vs float"] = ("witnp", _k, "torch", f"float {_name}")
+
+
+def report(t, w, tr, ratios):
+    def r(label):
+        m = ratios.get(label)
+        return f"{m[0]:5.2f} ({m[1]:.2f}-{m[2]:.2f})" if m else f"{'-':>16s}"
+    print(f"{'workload':48s} {'witnp':>8s} {'torch':>8s} {'ratio (range)':>17s} {'vs torch float':>17s}")
     for name in WORKLOADS:
         for mode in ("float", "qat"):
             k = f"{mode} {name}"
-            tv, tf = tr.get(k), tr.get(f"float {name}")
-            line = f"{k:48s} {w[k]:9.3f} "
-            line += f"{tv:9.3f} {w[k] / tv:7.2f} {w[k] / tf:15.2f}" if tv else f"{'-':>9s} {'-':>7s}"
-            print(line)
+            tv = f"{tr[k]:8.3f}" if k in tr else f"{'-':>8s}"
+            print(f"{k:48s} {w[k]:8.3f} {tv} {r(k):>17s} {r(k + ' vs float'):>17s}")
 
 
 if __name__ == "__main__":
-    bench_main(__file__, witnp_worker, torch_worker, report, repeat=20)
+    paired_main(__file__, cases, report, PAIRS, repeat=20)
