@@ -145,8 +145,9 @@ def conv_transpose(x, wmat, geo, out_hw, xp=None):
 def _convT_plan(geo, B, H, W, Ci, Ho, Wo, cog, joint):
     """The `conv_rows` calls of `conv_transpose` for one geometry, as ([(widx, tap, arow, crow, n, ps, pc, kc,
     ag, ogp, work)], ldc) (joint: the column phases together, `_convT_joint_columns`): widx gathers a call's
-    weight matrix from the flat weights, index Ci·kh·kw·cog standing for a zero. Made once per geometry (building the weight matrices and row tables with NumPy
-    took ~0.25 ms a forward, 3 % of the B32 QAT step); the arrays are read-only."""
+    weight matrix from the flat weights, index Ci·kh·kw·cog standing for a zero. Made once per geometry
+    (building the weight matrices and row tables with NumPy took ~0.25 ms a forward, 3 % of the B32 QAT
+    step); the arrays are read-only."""
     G = geo.groups
     cig, cogp = Ci // G, _up(cog)
     ldc = G * cogp
