@@ -67,33 +67,43 @@ def keep_freed_memory():
     return mod.keep_freed_memory()
 
 
-def bench_main(script, witnp_worker, torch_worker, report, repeat=30):
-    """Command line shared by the benchmarks: workers print JSON; the parent runs them per thread count,
-    alternating sides over --rounds, and hands the medians to report(threads, witnp, torch or {}).
-    Workers keep freed memory (`witnp.memory`, as the witnp command does) unless --glibc-malloc."""
-    ap = argparse.ArgumentParser(description=__doc__)
+def _command_line(repeat, rounds, rounds_help):
+    """The benchmarks' shared options. In a worker (--worker), freed memory is kept first (`witnp.memory`, as
+    the witnp command does) unless --glibc-malloc. Returns (args, thread counts 1 first, sides {name: worker
+    args}: witnp, and torch when installed)."""
+    ap = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__)
     ap.add_argument("--threads", default=f"1,{os.cpu_count()}", help="thread counts, 1 first")
     ap.add_argument("--repeat", type=int, default=repeat, help="timed runs per figure (at least)")
-    ap.add_argument("--rounds", type=int, default=3, help="worker runs per side, alternating; medians kept")
+    ap.add_argument("--rounds", type=int, default=rounds, help=rounds_help)
     ap.add_argument("--worker", choices=["witnp", "torch"])
     ap.add_argument("--glibc-malloc", action="store_true",
                     help="leave glibc's malloc thresholds as they are in both workers (default: keep freed memory)")
     a = ap.parse_args()
+    if a.worker and not a.glibc_malloc:
+        keep_freed_memory()
+    extra = ["--glibc-malloc"] if a.glibc_malloc else []
+    sides = {s: ["--worker", s, "--repeat", str(a.repeat)] + extra
+             for s in (("witnp", "torch") if torch_available() else ("witnp",))}
+    return a, sorted({int(v) for v in a.threads.split(",")}), sides
+
+
+def _torch_hint(sides):
+    if "torch" not in sides:
+        print("(torch not installed: `pip install torch==2.13.0` for the side-by-side figures)")
+
+
+def bench_main(script, witnp_worker, torch_worker, report, repeat=30):
+    """Command line shared by the benchmarks: workers print JSON; the parent runs them per thread count,
+    alternating sides over --rounds, and hands the medians to report(threads, witnp, torch or {})."""
+    a, threads, sides = _command_line(repeat, 3, "worker runs per side, alternating; medians kept")
     if a.worker:
-        if not a.glibc_malloc:
-            keep_freed_memory()
         print(json.dumps((witnp_worker if a.worker == "witnp" else torch_worker)(a.repeat)))
         return
-    have_torch = torch_available()
-    for t in sorted({int(v) for v in a.threads.split(",")}):
-        extra = ["--glibc-malloc"] if a.glibc_malloc else []
-        sides = {s: ["--worker", s, "--repeat", str(a.repeat)] + extra for s in (("witnp", "torch") if have_torch
-                                                                                  else ("witnp",))}
+    for t in threads:
         res = interleaved(script, sides, t, a.rounds)
         print(f"\n== {t} thread(s): forward+backward, median ms ==")
         report(t, res["witnp"], res.get("torch", {}))
-    if not have_torch:
-        print("(torch not installed: `pip install torch==2.13.0` for the side-by-side figures)")
+    _torch_hint(sides)
 
 
 # ---- paired measurements: both sides' workers stay up and take turns, one figure at a time ----
@@ -174,28 +184,13 @@ def paired(script, sides, threads, rounds, pairs):
 def paired_main(script, cases, report, pairs, repeat=20):
     """Command line of a paired benchmark. cases(side) -> {key: step} runs in the worker (side "witnp" or
     "torch"); the parent calls report(threads, witnp medians, torch medians, ratios) per thread count, the
-    ratios those of `pairs` (as in `paired`). Workers keep freed memory unless --glibc-malloc (as
-    `bench_main`)."""
-    ap = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__)
-    ap.add_argument("--threads", default=f"1,{os.cpu_count()}", help="thread counts, 1 first")
-    ap.add_argument("--repeat", type=int, default=repeat, help="timed runs per figure (at least)")
-    ap.add_argument("--rounds", type=int, default=7, help="paired figures per workload; medians kept")
-    ap.add_argument("--worker", choices=["witnp", "torch"])
-    ap.add_argument("--glibc-malloc", action="store_true",
-                    help="leave glibc's malloc thresholds as they are in both workers (default: keep freed memory)")
-    a = ap.parse_args()
+    ratios those of `pairs` (as in `paired`)."""
+    a, threads, sides = _command_line(repeat, 7, "paired figures per workload; medians kept")
     if a.worker:
-        if not a.glibc_malloc:
-            keep_freed_memory()
         serve(cases(a.worker), a.repeat)
         return
-    have_torch = torch_available()
-    extra = ["--glibc-malloc"] if a.glibc_malloc else []
-    for t in sorted({int(v) for v in a.threads.split(",")}):
-        sides = {s: ["--worker", s, "--repeat", str(a.repeat)] + extra for s in (("witnp", "torch") if have_torch
-                                                                                  else ("witnp",))}
+    for t in threads:
         med, ratios = paired(script, sides, t, a.rounds, pairs)
         print(f"\n== {t} thread(s): forward+backward, median ms of {a.rounds} paired rounds ==")
         report(t, med["witnp"], med.get("torch", {}), ratios)
-    if not have_torch:
-        print("(torch not installed: `pip install torch==2.13.0` for the side-by-side figures)")
+    _torch_hint(sides)

@@ -141,8 +141,8 @@ def _rows_next(left, most):
 @numba.njit(**OPTIONS)
 def tile_fma(mr, nv, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum):
     """One tile of mr rows x nv·LANES columns (see the module docstring); 1 <= mr <= `_MAX2` (nv = 2) or
-    `_MAX1` (nv = 1). All arrays are 1-D float32 (offs:
-    1-D int64); the caller guarantees every index is in bounds (no checks here)."""
+    `_MAX1` (nv = 1). All arrays are 1-D float32 (offs: 1-D int64); the caller guarantees every index is
+    in bounds (no checks here)."""
     if nv == 2:
         _tile2(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, None, ldb, Cm, c0, ldc, accum)
     else:

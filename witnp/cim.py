@@ -30,8 +30,8 @@ from . import kernels as K
 from .memory import empty
 from .quant import gain, shift_offset
 
-__all__ = ["bias_operand", "array_forward", "array_backward", "weight_grad_into", "checked_gain", "weight_codes", "noisy_bias",
-           "amax"]
+__all__ = ["bias_operand", "array_forward", "array_backward", "weight_grad_into", "checked_gain", "weight_codes",
+           "noisy_bias", "amax"]
 
 f32 = np.float32
 _EMPTY = np.empty((0, 0), np.float32)
@@ -161,8 +161,8 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     ya = empty((B, O))
     ymask = empty((B, O), np.uint8)
     lo2, hi2 = out_clip if out_clip is not None else (ylo, yhi)
-    K.requant(acc, _EMPTY, bias_operand(bias_term), div, mul, ylo, yhi, ylo if split else lo2, yhi if split else hi2,
-              1.0 if split else sy, ya, ymask, n=acc.size)
+    K.requant(acc, _EMPTY, bias_operand(bias_term), div, mul, ylo, yhi, ylo if split else lo2,
+              yhi if split else hi2, 1.0 if split else sy, ya, ymask, n=acc.size)
     ctx["ymask"] = ymask
     y = ya
     if split:
