@@ -10,15 +10,60 @@ scheduler time slice. The element-wise kernels are a small share of a step once 
 are better left to BLAS. `set_parallel_threshold(n)` turns the parallel twin on for calls of at least
 `n` elements (for machines where BLAS runs single-threaded, say).
 
-Options: ``cache=True`` (compile once per machine, not per process), ``error_model="numpy"`` (no Python
+Options: an on-disk cache (compile once per machine, not per process), ``error_model="numpy"`` (no Python
 exception checks in the inner loops) and no fastmath: the kernels round, clip and compare, and fastmath may
 reorder or contract exactly those operations.
+
+The cache. Numba keys a cached binary by the signature, the target CPU (name and features), the function's
+bytecode and its closure, and trusts it while the function's own source file is unchanged. Two things that
+shape witnp's binaries are outside that key: the SIMD width (`simd.LANES`, a global frozen into the code, and
+the width the callers pad their buffers for) and the other kernel files a kernel calls into (editing
+`tile.py` would leave `direct_conv`'s cached binary, which inlines the tile, stale). `jit` therefore compiles
+every kernel with a cache whose key also holds LANES and a digest of all kernel sources: a binary compiled
+for 16 lanes is never served to an 8-lane process (whose buffers are padded for 8: an out-of-bounds read
+otherwise), and any edit to any kernel file recompiles every kernel. Under ``NUMBA_CPU_NAME=generic``
+(Numba's way to share one cache between machines) the CPU part of the key no longer tells an AVX2 host
+from an AVX-512 one; the LANES part still does, so each host gets the binary of its own width (compiled
+for the generic CPU, as that setting asks).
 """
+import glob
+import hashlib
+import os
 import types
 
 import numba
+from numba.core.caching import FunctionCache
 
-OPTIONS = dict(cache=True, error_model="numpy", fastmath=False, nogil=True)
+from .simd import LANES
+
+OPTIONS = dict(error_model="numpy", fastmath=False, nogil=True)
+
+
+def _sources_digest():
+    h = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "*.py"))):
+        with open(path, "rb") as f:
+            h.update(os.path.basename(path).encode() + b"\0" + f.read())
+    return h.hexdigest()
+
+
+CACHE_TAG = ("witnp-kernels", LANES, _sources_digest())
+
+
+class _KeyedCache(FunctionCache):
+    """Numba's per-function disk cache with `CACHE_TAG` (width, kernel sources) added to every index key."""
+
+    def _index_key(self, sig, codegen):
+        return super()._index_key(sig, codegen) + (CACHE_TAG,)
+
+
+def jit(fn=None, **options):
+    """`numba.njit` with the project's options and the keyed disk cache; ``@jit`` or ``@jit(inline=...)``."""
+    if fn is None:
+        return lambda f: jit(f, **options)
+    disp = numba.njit(**OPTIONS, **options)(fn)
+    disp._cache = _KeyedCache(disp.py_func)  # what Dispatcher.enable_caching does, with our key
+    return disp
 
 # Calls of at least this many elements run the parallel twin; None: always serial (see above).
 PARALLEL_MIN_ELEMENTS = None
@@ -43,8 +88,8 @@ class Kernel:
         twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
                                   fn.__closure__)
         twin.__qualname__ = fn.__qualname__ + "_serial"
-        self.serial = numba.njit(**OPTIONS)(twin)
-        self.parallel = numba.njit(parallel=True, **OPTIONS)(fn)
+        self.serial = jit(twin)
+        self.parallel = jit(fn, parallel=True)
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
 

@@ -13,14 +13,13 @@ Measured on the B32 16->32 3x3 32x32 weight gradient, one core, image-outer loop
 
 Exactness: as in `tile`: every partial sum of integer codes below 2^24 is exact in float32, in any order.
 """
-import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._jit import OPTIONS
-from .tile import LANES
+from ._jit import jit
+from .simd import LANES
 
 __all__ = ["DR", "DC", "dot_fma"]
 
@@ -96,7 +95,7 @@ def _dot(typingctx, Gm, g0, ldg, gk, Xm, x0, xk, xo, q0, nko, nk, Cm, c0, ldc, a
     return sig, codegen
 
 
-@numba.njit(**OPTIONS)
+@jit
 def dot_fma(Gm, g0, ldg, gk, Xm, x0, xk, xo, q0, nko, nk, Cm, c0, ldc, accum):
     """One DR x DC tile of dot products (module docstring). Gm, Xm, Cm: 1-D float32; gk, xk (>= nko,) and
     xo (>= q0 + DC,) int64 tables. The caller keeps every index in bounds (no checks here)."""

@@ -9,15 +9,14 @@ scalarizes it). Measured on one core here: 0.53 ns per entry against 0.96 for th
 Exactness: a gather moves bits; the one multiply (der = dlut·m) is the same float32 multiply as the
 scalar tail's.
 """
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._jit import OPTIONS
-from .tile import LANES
+from ._jit import jit
+from .simd import LANES
 
 __all__ = ["lookup2"]
 
@@ -73,7 +72,7 @@ def _lookup_block(typingctx, ci, j, lut, dlut, m, val, der):
     return sig, codegen
 
 
-@numba.njit(**OPTIONS)
+@jit
 def lookup2(ci, n, lut, dlut, m, val, der):
     """val[j] = lut[ci[j]], der[j] = dlut[ci[j]]·m[j] for j < n. ci (>= n,) int32, every entry in
     [0, lut.size) (unchecked: the caller's codes are clipped); lut, dlut float32 tables of a power-of-two

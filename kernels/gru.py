@@ -10,16 +10,15 @@ saved per-step gate gradients.
 """
 import math
 
-import numba
 import numpy as np
 
-from ._jit import OPTIONS, kernel
+from ._jit import jit, kernel
 from .tile import acc_rows
 
 __all__ = ["gru_forward", "gru_backward"]
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _gates(gi, gh, hp, H, bhh, h, r, z, n, ghn):
     """One batch row: gi (3H,) input projection, gh (3H,) W_hh h (bias bhh added here), hp (H,) h -> h', r,
     z, n and the n part of W_hh h + b_hh."""
@@ -57,7 +56,7 @@ def gru_forward(gi, whhT, bhh, h0, hs, r, z, n, ghn):
     return hs
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _gate_grads(dh, dy, hp, r, z, n, ghn, H, dgi, dgh):
     """One batch row of a backward step: dh (H,) in: dL/dh' from later steps, out: the direct path g·z;
     dy (H,) from the output; dgi, dgh (3H,) out."""

@@ -19,10 +19,9 @@ Each step's recurrent products are small GEMMs (batch rows x Kr x columns) on th
 accumulated in place into the saved accumulators; the weight columns are padded to a multiple of LANES.
 The float64 case (sums past 2^24) runs the same products as plain loops (`acc_rows`).
 """
-import numba
 import numpy as np
 
-from ._jit import OPTIONS, kernel
+from ._jit import jit, kernel
 from .gather import lookup2
 from .tile import acc_rows
 
@@ -32,7 +31,7 @@ __all__ = ["gru_q_forward", "gru_q_backward"]
 # arrays, so that LLVM vectorizes the arithmetic ones (an all-in-one loop body ran scalar at ~50 ns per
 # element: rint, clips and float-to-int conversions, six table reads); the table reads get passes of their own.
 
-@numba.njit(**OPTIONS)
+@jit
 def _out_codes(acc, k, lo, hi, off, n, ci, m, track):
     """Array outputs y = R(clip(acc·k)) as table indices ci = y + off (int32), and the clip masks m (float32),
     for the first n columns of the accumulator row acc. k, a power of two (sy/(sx·sw) or 1/G), comes in acc's
@@ -53,7 +52,7 @@ def _out_codes(acc, k, lo, hi, off, n, ci, m, track):
     return np.float64(mx)
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _n_pre(ci_in, ci_hn, r, off, lo, hi, n, cs, ms):
     """n_pre = y_in + ⌊r·y_hn/2^7⌋ (float32: every term an integer below 2^17) as tanh table indices cs, with
     the clip masks ms."""
@@ -64,7 +63,7 @@ def _n_pre(ci_in, ci_hn, r, off, lo, hi, n, cs, ms):
         ms[j] = np.float32(1.0) if (s >= flo) & (s <= fhi) else np.float32(0.0)
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _h_codes(h, n, sx_zr, sx_hn, pn, stacked, hz, hh):
     """Input codes of the hidden codes h (n entries, real value h/128) for the zr and hn arrays, into the rows
     hz, hh ([pos | neg] when stacked, pos - neg when not; FALSE: clip(R(v·sx), 0, 255)). float32 is exact:
@@ -96,7 +95,7 @@ HQ, FZ, FR, FH, FI, FD = range(6)
 NF = 6
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _factors(zr, nq, hp, d2, dn, ch, mh, mi, off, ones, kfz, kfr, kfh, cin, H, Fr, y):
     """h' codes and the backward factors of one batch row into Fr (NF, H) (see the field list above), and
     the real h' = code/128 into y (H,). dn (H,), tanh' at n_pre (masked), is overwritten with dL/d n_pre
@@ -120,7 +119,7 @@ def _factors(zr, nq, hp, d2, dn, ch, mh, mi, off, ones, kfz, kfr, kfh, cin, H, F
         Fr[FI, j] = w * (mi[j] * cin)
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _bias_rows(acc, bias, N, C):
     """acc (N, C) (+)= bias (C,) on every row."""
     for b in range(N):
@@ -197,7 +196,7 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, 
     return F
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _back_row(dh, dy, Fr, Gr, gs, H):
     """One batch row of a backward step: dh (H,) in: dL/dh' from the later steps, out: the direct path
     g·FD; dy (H,) dL/dh' from the output; Fr (NF, H) the saved factors; Gr (4H,) out, also added into the
@@ -213,7 +212,7 @@ def _back_row(dh, dy, Fr, Gr, gs, H):
         dh[j] = g * Fr[FD, j]
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _through_codes(hp, a1, a2, sx_zr, sx_hn, pn, stacked, H, dh):
     """dh += the gradient through the h input codes of both arrays: hp (H,) the h codes (h = hp/128),
     a1, a2 the products dL/d(codes) of the zr and hn arrays ([pos | neg] when stacked). d code/dh = ±sx
@@ -239,7 +238,7 @@ def _through_codes(hp, a1, a2, sx_zr, sx_hn, pn, stacked, H, dh):
             dh[k] += (fz * a1[k] if (uz >= z0) & (uz <= c255) else z0) + (fh * a2[k] if (uh >= z0) & (uh <= c255) else z0)
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _x_grad(d, mask, sx, stacked, half, n, first, dx):
     """dx (+)= dL/dx through one array's x input codes: d the row of dL/d(codes) ([pos | neg] blocks at 0
     and `half` when stacked); mask the `quantize_input` factors: stacked: +1 the pos code (d code/dx = sx),

@@ -17,13 +17,12 @@ to the blocked transpose; `pad_nhwc` pads channels-last data by whole rows.
 Flat loops that start at an offset index with unsigned integers: with a signed index Numba keeps its
 negative-index wraparound test in the loop, and LLVM then leaves the loop scalar (measured: 10x).
 """
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 
-from ._jit import OPTIONS, kernel
+from ._jit import jit, kernel
 from .tile import _OFF0, LANES, tile_fma
 
 __all__ = ["nchw_to_nhwc", "nchw_to_nhwc_f32", "grad_to_nhwc", "nhwc_to_nchw", "pad_nhwc"]
@@ -92,7 +91,7 @@ def nchw_to_nhwc(x, top, left, fill, out):
     return out
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _fill(of, o0, n, v):
     """of[o0:o0 + n] = v (1-D)."""
     u0 = np.uint64(o0)  # unsigned: see `_mask_scale_row`
@@ -100,7 +99,7 @@ def _fill(of, o0, n, v):
         of[u0 + np.uint64(i)] = v
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _pad_row(of, o0, Wp, W, C, left, h, H, fill):
     """The padding of one padded channels-last row at of[o0:o0 + Wp·C] (all of it when the image row h lies
     outside [0, H)). Returns whether the row takes data, at o0 + left·C."""
@@ -127,7 +126,7 @@ def nchw_to_nhwc_f32(x, top, left, fill, out):
     return out
 
 
-@numba.njit(**OPTIONS)
+@jit
 def transpose_blocks(src, s0, lds, dst, d0, ldd, ni, nj):
     """dst[d0 + j·ldd + i] = src[s0 + i·lds + j] for i < ni, j < nj (1-D float32): 8 x 8 register blocks
     (`_t8x8`), then the tails element by element."""
@@ -143,13 +142,13 @@ def transpose_blocks(src, s0, lds, dst, d0, ldd, ni, nj):
             dst[d0 + j * ldd + i] = src[s0 + i * lds + j]
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _row_blocks(xf, x0, C, HW, W, of, o0):
     """One NCHW image row (channels at stride HW from x0) into NHWC at o0."""
     transpose_blocks(xf, x0, HW, of, o0, C, C, W)
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _mask_scale_row(of, mf, o0, m0, W, C, c, rs):
     """of[o0:o0 + W·C] = of·c where mf[m0:m0 + W·C] != 0, else 0; rs (C,) = the sums over the W pixels, in
     pixel order. Returns the count of non-finite values. (`quant.scale_masked` on the row's views, plus the
@@ -199,7 +198,7 @@ def grad_to_nhwc(g, mask, c, out, rowsum, top, left):
     return bad
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _grad_row(gf, mf, c, of, rowsum, bp, Hp, Wp, H, W, C, top, left):
     """Row bp (of B·Hp) of `grad_to_nhwc`; returns its non-finite count."""
     b, h = bp // Hp, bp % Hp - top

@@ -8,16 +8,15 @@ rows is race-free; the only cross-row result is a count of non-finite inputs, an
 Twins in `reference.py`.
 """
 import numpy as np
-import numba
 from numba import prange
 
-from ._jit import OPTIONS, kernel
+from ._jit import jit, kernel
 from .layout import transpose_blocks
 
 __all__ = ["quantize_input", "quantize_weight", "quantize_bias", "requant", "requant_nchw", "combine_split", "input_grad", "input_grad_nhwc", "scale_masked"]
 
 
-@numba.njit(inline="always", **OPTIONS)
+@jit(inline="always")
 def input_code(v, sx, shift, lo, hi):
     """One input value's code R(clip(v·sx + shift, [lo, hi])) (FALSE, Shift) and its straight-through mask
     (int8: 1 inside the clip). All float32. Inlined in Numba's IR, so the callers' loops still vectorize."""
@@ -25,7 +24,7 @@ def input_code(v, sx, shift, lo, hi):
     return np.rint(min(max(c, lo), hi)), np.int8((c >= lo) & (c <= hi))
 
 
-@numba.njit(inline="always", **OPTIONS)
+@jit(inline="always")
 def input_codes_pn(v, sx, lo, hi):
     """PN: the codes R(clip(relu(±v)·sx, [lo, hi])) of both branches and the mask (int8: +1 where v > 0 and
     the positive code is unclipped, -1 likewise for the negative branch, 0 elsewhere: relu'(0) = 0)."""
@@ -36,7 +35,7 @@ def input_codes_pn(v, sx, lo, hi):
             np.int8((v > zero) & (p <= hi)) - np.int8((v < zero) & (n <= hi)))
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _row_plain(x, b, sx, shift, lo, hi, xa, xd, mask, split):
     nb = 0
     c256 = np.float32(256.0)
@@ -57,7 +56,7 @@ def _row_plain(x, b, sx, shift, lo, hi, xa, xd, mask, split):
     return nb
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _row_pn_signed(x, b, sx, hi, xa, mask):
     # the relu branches are exclusive, so pos - neg = R(clip(x·sx, -hi, hi)) (-(v·sx) = (-v)·sx exactly)
     nb = 0
@@ -70,7 +69,7 @@ def _row_pn_signed(x, b, sx, hi, xa, mask):
     return nb
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _row_pn(x, b, sx, lo, hi, concat, split, xa, xd, mask):
     nb = 0
     K = x.shape[1]

@@ -5,11 +5,10 @@
 is quantized channels-first into a buffer (in cache) and its rows are moved through the 8 x 8 register
 transposes (`layout._row_blocks`) into the NHWC outputs the caller asks for, unpadded and/or padded.
 """
-import numba
 import numpy as np
 from numba import prange
 
-from ._jit import OPTIONS, kernel
+from ._jit import jit, kernel
 from .layout import _fill, _pad_row, _row_blocks
 from .quant import input_code, input_codes_pn
 
@@ -44,7 +43,7 @@ def quantize_nhwc(x, sx, shift, lo, hi, pn, xp, xn, pp, pnp, top, left, fill, ma
     return bad
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _image(xf, mf, b, C, H, W, sx, shift, lo, hi, pn, want_u, want_p, xpf, xnf, ppf, pnf, Hp, Wp, top, left, fill):
     """Image b of `quantize_nhwc`: its codes channels-first in one flat run (a row's 16-32 values per channel
     are too short for the vector loop), then each row through the register transposes. Returns its

@@ -20,23 +20,20 @@ Exactness: every product and partial sum of integer codes is an integer below 2^
 caller has checked the bound (K·max|a|·max|b| < 2^24), so the fused multiply-add chain is exact in float32,
 whatever the order. Float inputs get one rounding per fused multiply-add (vs. two for mul + add).
 
-LANES is 16 where the host has AVX-512F and 8 otherwise (AVX2: 16 ymm registers fit a 6x2 tile); Numba's
-on-disk cache is keyed by the host CPU, so a cached binary never meets the other width.
+LANES (`simd`) is 16 where the host has AVX-512F and 8 otherwise (AVX2: 16 ymm registers fit a 6x2 tile),
+or what WITNP_SIMD_LANES sets; the compiled kernels are cached per width (`_jit`), so a cached binary never
+meets the other width.
 """
-import llvmlite.binding as llb
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._jit import OPTIONS
+from ._jit import jit
+from .simd import LANES
 
 __all__ = ["LANES", "lanes_up", "pad_cols", "tile_fma", "tile_fma_tab", "rows_fma", "acc_rows"]
-
-LANES = 16 if "+avx512f" in llb.get_host_cpu_features().flatten().split(",") else 8
-
 
 def _make_tile(NV, SIZES):
     """The tile intrinsic for NV column vectors: one register-resident loop per row count in SIZES, picked
@@ -130,7 +127,7 @@ _tile2 = _make_tile(2, tuple(range(_MAX2, 0, -1)))
 _tile1 = _make_tile(1, tuple(range(_MAX1, 0, -1)))
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _rows_next(left, most):
     """The next tile's row count for `left` rows in tiles of at most `most`: the run cut into equal tiles
     (sizes differ by at most 1)."""
@@ -138,7 +135,7 @@ def _rows_next(left, most):
     return (left + tiles - 1) // tiles
 
 
-@numba.njit(**OPTIONS)
+@jit
 def tile_fma(mr, nv, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum):
     """One tile of mr rows x nv·LANES columns (see the module docstring); 1 <= mr <= `_MAX2` (nv = 2) or
     `_MAX1` (nv = 1). All arrays are 1-D float32 (offs: 1-D int64); the caller guarantees every index is
@@ -149,14 +146,14 @@ def tile_fma(mr, nv, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, ac
         _tile1(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, None, ldb, Cm, c0, ldc, accum)
 
 
-@numba.njit(**OPTIONS)
+@jit
 def tile_fma_tab(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, boffs, ldb, Cm, c0, ldc, accum):
     """A 2·LANES-column tile whose B rows come from a table too: B row (ko, ki) starts at
     b0 + boffs[ko] + ki·ldb (in `tile_fma`: b0 + (ko·nki + ki)·ldb). 1 <= mr <= `_MAX2`."""
     _tile2(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, boffs, ldb, Cm, c0, ldc, accum)
 
 
-@numba.njit(**OPTIONS)
+@jit
 def rows_fma(n, ncols, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum):
     """`n` rows (A stride ps, C stride ldc) x `ncols` columns (a multiple of LANES) of the tile product,
     cut into column blocks of 2·LANES then LANES and, down the rows, equal tiles (`_rows_next`)."""

@@ -17,11 +17,10 @@ it is written. The quantized layer runs the fused kernels of `wide_fused`, built
 `_grad_plane` and `dot_fma`; `to_wide`, `grad_to_wide` and `wide_dw` are the unfused passes the tests
 check those against (`wide_conv` and `from_wide` also serve the auto-scale statistics).
 """
-import numba
 import numpy as np
 from numba import prange
 
-from ._jit import OPTIONS, kernel
+from ._jit import jit, kernel
 from .dot_tile import DC, DR, dot_fma
 from .layout import _fill
 from .tile import _MAX2, LANES, _rows_next, tile_fma_tab
@@ -29,7 +28,7 @@ from .tile import _MAX2, LANES, _rows_next, tile_fma_tab
 __all__ = ["wide_conv", "wide_dw", "to_wide", "from_wide", "grad_to_wide"]
 
 
-@numba.njit(**OPTIONS)
+@jit
 def conv_image(X, x0, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out, o0, ldo, L):
     """One image of `wide_conv`: for group g, row p < nrows, pixel l < L (a multiple of 2·LANES):
         out[o0 + (g·nrows + p)·ldo + l] = Σ_t Σ_{k < nk} A[g·ag + p·ps + aoff[t] + k·si]
@@ -85,7 +84,7 @@ def wide_dw(Gm, gimg, ldg, gs, nk, X, ximg, xg, xo, groups, ogp, nimg, out):
 # negative-index wraparound test in the loop and LLVM leaves it scalar (see `layout`). Run-time choices
 # (mask or none, PN or not) are taken outside the loops for the same reason.
 
-@numba.njit(**OPTIONS)
+@jit
 def _copy(dst, d0, src, s0, n):
     d, s = np.uint64(d0), np.uint64(s0)
     for i in range(n):
@@ -128,7 +127,7 @@ def from_wide(src, m0, ld, S, bias, out):
     return out
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _grad_plane(gf, mf, has_mask, c, out, o0, ld, S, top, left, s_img, Ho, Wo, chsum, b, o):
     """One plane of `grad_to_wide` (source g[b, o] from gf[s_img]); returns its non-finite count."""
     zero = np.float32(0)

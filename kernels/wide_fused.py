@@ -17,11 +17,10 @@ Each kernel gives the bits of the unfused passes (`kernels.quant`, `kernels.wide
 Loops stay in the kernels' bodies: as calls (one per row, a dozen arrays passed by value) they cost
 3-6 ns a value, against about 1.
 """
-import numba
 import numpy as np
 from numba import prange
 
-from ._jit import OPTIONS, kernel
+from ._jit import jit, kernel
 from .dot_tile import DC, DR, dot_fma
 from .layout import _fill
 from .quant import input_code, input_codes_pn
@@ -30,7 +29,7 @@ from .wide import _grad_plane, conv_image
 __all__ = ["quantize_wide", "wide_conv_rq", "wide_backward"]
 
 
-@numba.njit(**OPTIONS)
+@jit
 def _quantize_plane(xf, s_pl, H, W, sx, shift, lo, hi, pn, outp, outn, o0, ld, S, top, left, fill, mf):
     """One plane of `quantize_wide`: source xf[s_pl:], plane at o0. Returns its non-finite count."""
     zero = np.float32(0)
