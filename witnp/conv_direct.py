@@ -131,14 +131,47 @@ def conv_transpose(x, wmat, geo, out_hw, xp=None):
         xp = _pad(x, top, bottom, left, right)
     elif xp.shape != want:
         raise ValueError(f"conv_transpose: padded input {xp.shape}; expected {want}")
-    joint = G == 1 and Wo % geo.sw == 0 and geo.sw * _up(cog) <= 2 * LANES
-    calls, ldc = _convT_plan(geo, B, H, W, Ci, Ho, Wo, cog, joint)
+    calls, ldc = _convT_plan(geo, B, H, W, Ci, Ho, Wo, cog, _use_joint(geo, Ho, Wo, cog))
     wext = np.zeros(wmat.size + 1, f32)  # the weights, then the zero the plans' absent taps and pad columns read
     wext[:-1] = wmat.ravel()
     out = empty((B, Ho, Wo, ldc))
     for widx, tap, arow, crow, n, ps, pc, kc, ag, ogp, work in calls:
         K.conv_rows(xp.ravel(), wext[widx], arow, crow, n, ps, pc, tap, kc, G, ag, ogp, out.ravel(), n=work)
     return _unpad(out.reshape(-1, ldc), G, cog).reshape(B, Ho, Wo, G * cog)
+
+
+# None: `_joint_pays` decides; True / False force the joint column products on or off wherever they apply
+# (groups 1, Wo a multiple of the stride), so tests can compare the two plans on any SIMD width.
+JOINT_COLUMNS = None
+
+
+def _use_joint(geo, Ho, Wo, cog):
+    if geo.groups != 1 or Wo % geo.sw != 0:
+        return False
+    return _joint_pays(geo, Ho, Wo, cog) if JOINT_COLUMNS is None else bool(JOINT_COLUMNS)
+
+
+@functools.lru_cache(maxsize=256)
+def _joint_pays(geo, Ho, Wo, cog):
+    """Whether the joint column product (`_convT_joint_columns`) beats one product per column phase: when a
+    phase alone fills at most the tile's 2·LANES columns (the joint run of sw·cogp columns fills it better,
+    16 -> 32 columns on AVX-512), or when the group's union of input columns multiplies no zero weight
+    (k4 s2 p1: the same taps as the phases alone, in fewer and longer products, on either width)."""
+    if geo.sw * _up(cog) <= 2 * LANES:
+        return True
+    _, cols = _convT_phases(geo, Ho, Wo)
+    r0, U = _joint_start(cols, geo.sw, Wo // geo.sw)
+    return len(U) * geo.sw == sum(len(oj) for _, oj, nw in cols if nw > 0)
+
+
+def _joint_start(cols, sw, nq):
+    """(r0, U): the output phase a joint group starts at, chosen for the smallest union U of input column
+    offsets (relative to the group's input column w', in the order a phase visits them: descending)."""
+    def union(r0):
+        return sorted({o + (r < r0) for r, (_, oj, nw) in enumerate(cols) if nw > 0 for o in oj}, reverse=True)
+
+    r0 = min(range(sw if nq > 1 else 1), key=lambda r: (len(union(r)), r))
+    return r0, union(r0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -201,11 +234,7 @@ def _convT_joint_columns(w5, n_w, geo, rows, cols, B, Hp, Wp, Ci, Ho, Wo, ldc, t
     cog = w5.shape[4]
     nq = Wo // sw
 
-    def union(r0):  # column offsets of the group at r0, in the order a phase visits them (descending)
-        return sorted({o + (r < r0) for r, (_, oj, nw) in enumerate(cols) if nw > 0 for o in oj}, reverse=True)
-
-    r0 = min(range(sw if nq > 1 else 1), key=lambda r: (len(union(r)), r))
-    U = union(r0)
+    r0, U = _joint_start(cols, sw, nq)
     n_in = nq - (r0 > 0)  # groups inside the row
     calls = []
     for rh, (ti, oi, nh) in enumerate(rows):

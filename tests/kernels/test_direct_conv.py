@@ -171,11 +171,24 @@ def test_conv_transpose_joint_columns_equal_per_phase(monkeypatch, k, s, p, d, o
     D._convT_plan.cache_clear()  # plans are cached per geometry: make this one again
     joint = D._convT_joint_columns
     monkeypatch.setattr(D, "_convT_joint_columns", lambda *a: calls.append(1) or joint(*a))
+    monkeypatch.setattr(D, "JOINT_COLUMNS", True)
     got = D.conv_transpose(x, wm, geo, (Ho, Wo))
     assert calls  # the joint path ran
-    monkeypatch.setattr(D, "LANES", 0)  # switches it off
+    monkeypatch.setattr(D, "JOINT_COLUMNS", False)
     np.testing.assert_array_equal(got, D.conv_transpose(x, wm, geo, (Ho, Wo)))
-    assert len(calls) == 1
+    assert len(calls) == 1  # the per-phase plan did not take it
+
+
+@pytest.mark.parametrize("cog", [9, 16, 32])
+def test_joint_columns_chosen_for_k4_s2_on_this_width(cog):
+    """The cost rule takes the joint product for the decoder's k4 s2 p1 at any channel count and SIMD width
+    (its union wastes no multiply), and leaves a wasteful wide geometry (k3 s2 p1, 32 channels) per phase
+    when a phase alone already fills the tile."""
+    geo = Geometry(4, 4, 2, 2, 1, 1, 1, 1, 0, 0)
+    assert D._use_joint(geo, 32, 32, cog)
+    assert not D._use_joint(Geometry(4, 4, 2, 2, 1, 1, groups=2), 32, 32, cog)
+    k3 = Geometry(3, 3, 2, 2, 1, 1, 1, 1, 1, 1)
+    assert D._use_joint(k3, 32, 32, cog) == (2 * D._up(cog) <= 2 * LANES)
 
 
 def test_conv_transpose_joint_columns_group_wastes_no_multiplies_for_k4_s2():
