@@ -9,7 +9,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",  # tomllib
-    packages=["witnp", "witnp.layers", "witnp.kernels", "witnp.cli", "witnp._data"],
+    packages=["witnp", "witnp.array", "witnp.array.conv", "witnp.layers", "witnp.train", "witnp.handoff",
+              "witnp.kernels", "witnp.kernels.simd", "witnp.kernels.conv", "witnp.kernels.gru", "witnp.kernels.quant",
+              "witnp.cli", "witnp._data"],
     # kernels/, cli/ and data/ live at the top of the repository but install inside witnp, so nothing generic
     # like `kernels` or `cli` lands top-level in site-packages.
     package_dir={"witnp": "witnp", "witnp.kernels": "kernels", "witnp.cli": "cli", "witnp._data": "data"},

@@ -46,7 +46,7 @@ def main(ctx, debug):
 
 def _load_dataset(data):
     from witnp import _data
-    from witnp.data import load_npz
+    from witnp.train.data import load_npz
     return load_npz(_data.path(data) if data in _data.names() else data)
 
 
@@ -125,8 +125,8 @@ def eval_(model_path, data, noise_level, noise_seeds, integer):
         extra = f" ± {np.std(vals):.4f} over {len(vals)} noise seeds" if noisy else ""
         click.echo(f"{k}: {np.mean(vals):.4f}{extra}")
     if integer:
-        from witnp.engine import IntegerEngine
-        from witnp.export import export_model
+        from witnp.handoff.engine import IntegerEngine
+        from witnp.handoff.export import export_model
         quiet = wn.train.with_config(model, {"noise_level": 0})
         y_int = IntegerEngine(export_model(quiet)).run(d.x_test)[0]
         y_q = quiet(d.x_test)
@@ -145,7 +145,7 @@ def eval_(model_path, data, noise_level, noise_seeds, integer):
 @friendly
 def export(model_path, output, golden, data, c_header, json_path):
     """Export MODEL (quantized) for the firmware: int8 weights, NPU bias, shifts, G, LUTs and golden vectors."""
-    from witnp.export import export_model, golden_vectors, write_c_header, write_gains_json, write_handoff
+    from witnp.handoff.export import export_model, golden_vectors, write_c_header, write_gains_json, write_handoff
     model = wn.train.with_config(wn.load(model_path), {"noise_level": 0})
     records = export_model(model)
     gold = None
@@ -177,7 +177,7 @@ def inspect(path, data):
     except OSError:
         raise wn.ModelFileError(f"{path}: not a readable HDF5 file") from None
     if fmt == "witnp-firmware":
-        from witnp.export import leaf_records, read_handoff
+        from witnp.handoff.export import leaf_records, read_handoff
         for name, rec in leaf_records(read_handoff(path)):
             line = f"{name:>8s} {rec.get('op', rec['type']):16s}"
             if "array_weight" in rec:

@@ -9,9 +9,9 @@ from collections import OrderedDict
 
 import witnp as wn
 from witnp.config import LayerConfig
-from witnp.data import load_npz
+from witnp.train.data import load_npz
 from witnp.layers.registry import LAYER_TYPES, build
-from witnp.train import Stage
+from witnp.train.loop import Stage
 
 DEFAULT_TOML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.toml")
 TOP_KEYS = {"seed", "data", "out", "batch_size", "optimizer", "patience", "noise_level", "noise_seeds", "quant",

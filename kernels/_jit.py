@@ -16,9 +16,9 @@ reorder or contract exactly those operations.
 
 The cache. Numba keys a cached binary by the signature, the target CPU (name and features), the function's
 bytecode and its closure, and trusts it while the function's own source file is unchanged. Two things that
-shape witnp's binaries are outside that key: the SIMD width (`simd.LANES`, a global frozen into the code, and
+shape witnp's binaries are outside that key: the SIMD width (`simd.width.LANES`, a global frozen into the code, and
 the width the callers pad their buffers for) and the other kernel files a kernel calls into (editing
-`tile.py` would leave `direct_conv`'s cached binary, which inlines the tile, stale). `jit` therefore compiles
+`simd/tile.py` would leave `conv/direct.py`'s cached binary, which inlines the tile, stale). `jit` therefore compiles
 every kernel with a cache whose key also holds LANES and a digest of all kernel sources: a binary compiled
 for 16 lanes is never served to an 8-lane process (whose buffers are padded for 8: an out-of-bounds read
 otherwise), and any edit to any kernel file recompiles every kernel. Under ``NUMBA_CPU_NAME=generic``
@@ -34,16 +34,17 @@ import types
 import numba
 from numba.core.caching import FunctionCache
 
-from .simd import LANES
+from .simd.width import LANES
 
 OPTIONS = dict(error_model="numpy", fastmath=False, nogil=True)
 
 
 def _sources_digest():
     h = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "*.py"))):
+    top = os.path.dirname(os.path.abspath(__file__))
+    for path in sorted(glob.glob(os.path.join(top, "**", "*.py"), recursive=True)):
         with open(path, "rb") as f:
-            h.update(os.path.basename(path).encode() + b"\0" + f.read())
+            h.update(os.path.relpath(path, top).encode() + b"\0" + f.read())
     return h.hexdigest()
 
 

@@ -23,7 +23,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from ._jit import jit, kernel
-from .tile import _OFF0, LANES, tile_fma
+from .simd.tile import _OFF0, LANES, tile_fma
 
 __all__ = ["nchw_to_nhwc", "nchw_to_nhwc_f32", "grad_to_nhwc", "nhwc_to_nchw", "pad_nhwc"]
 

@@ -3,18 +3,25 @@
 Layers compute exactly what the chip computes (quantization, bit split, negative-input handling, noise),
 with hand-written backward passes. See the README and docs/ for the arithmetic and the API.
 """
+import sys as _sys
+
 from . import kernels  # noqa: F401  (witnp.kernels, mapped from the top-level kernels/ folder)
-from .config import (PRESETS, HandleNegInType, LayerConfig, NoiseModel, default_config, get_default_config,
-                     preset, set_default_config)
-from . import losses, optim, quant, train  # noqa: F401
+from .config import (PRESETS, HandleNegInType, LayerConfig, NoiseModel, default_config, get_default_config, preset,
+                     set_default_config)
+from . import quant, train  # noqa: F401
+from .train import losses, optim
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers_all
-from .hdf5 import ModelFileError, load, load_checkpoint, save
-from .losses import CrossEntropyLoss, MSELoss
+from .layers.vendor import WitinConv2d, WitinConvTranspose2d, WitinLinear
+from .handoff.model_file import ModelFileError, load, load_checkpoint, save
+from .train.losses import CrossEntropyLoss, MSELoss
 from .memory import keep_freed_memory
 from .noise import register_noise_model
 from .rng import manual_seed
-from .vendor import WitinConv2d, WitinConvTranspose2d, WitinLinear
+
+# `import witnp.optim` / `witnp.losses` (their names before the training package) keep working
+_sys.modules[__name__ + ".optim"] = optim
+_sys.modules[__name__ + ".losses"] = losses
 
 __version__ = "0.1.0"
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from witnp import conv_direct as D
-from witnp.conv_ops import Geometry, wmat_conv, wmat_convT
-from witnp.kernels import reference as R
-from witnp.kernels.tile import LANES, rows_fma
+from witnp.array.conv import direct as D
+from witnp.array.conv.ops import Geometry, wmat_conv, wmat_convT
+from . import reference as R
+from witnp.kernels.simd.tile import LANES, rows_fma
 from .twins import assert_parallel_equals_serial
 
 
@@ -138,7 +138,7 @@ def test_parallel_twin_equals_serial():
 
 def test_wide_codes_fall_back_to_blocked_products():
     """Past the 2^24 bound (12-bit codes, 36 terms) the conv ops take im2row + blocked products; same sums."""
-    from witnp.conv_ops import conv_forward, convT_forward
+    from witnp.array.conv.ops import conv_forward, convT_forward
     rng = np.random.default_rng(4)
     geo = Geometry(3, 3, 2, 2, 1, 1)
     x = _ints(rng, (2, 7, 6, 4), 50)

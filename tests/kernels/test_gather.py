@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from witnp.kernels import LANES
-from witnp.kernels.gather import lookup2
+from witnp.kernels.simd.gather import lookup2
 
 
 @pytest.mark.parametrize("size", [256, 4096])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from witnp.kernels import exact_block, matmul_exact
-from witnp.kernels.reference import matmul_exact as matmul_int
+from .reference import matmul_exact as matmul_int
 
 
 @pytest.mark.parametrize("K, amax", [(7, 255), (514, 255), (515, 255), (3000, 4095), (40, 4095)])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from witnp import kernels as K
-from witnp.conv_ops import to_nchw, to_nhwc
+from witnp.array.conv.ops import to_nchw, to_nhwc
 
 
 @pytest.mark.parametrize("twin", ["serial", "parallel"])

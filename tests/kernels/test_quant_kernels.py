@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from witnp import cim
+from witnp.array import matrix as cim
 from witnp import kernels as K
-from witnp.kernels import reference as ref
+from . import reference as ref
 
 
 def variants(kern):
@@ -108,7 +108,7 @@ def test_requant_nchw(B, C, H, W, f64, neg, seed):
 @settings(max_examples=40, deadline=None)
 @given(R=st.integers(1, 40), C=st.integers(1, 9), e=st.integers(-10, 20), seed=st.integers(0, 9999))
 def test_float32_bias_rounds_as_the_vendors_float64_sum(R, C, e, seed):
-    """`cim.bias_operand` hands the kernels a float32 bias; with float32 (noisy, non-integer) accumulators the
+    """`matrix.bias_operand` hands the kernels a float32 bias; with float32 (noisy, non-integer) accumulators the
     float32 sum must equal the vendor's f32(f64(acc) + f64(bias)). div = the sum's ulp makes every last bit
     of it count in y, and the accumulators span 40 binades, so sums that cancel, tie or lose the small
     operand are all in the draw."""

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from witnp.kernels import simd
+from witnp.kernels.simd import width as simd
 from witnp.kernels._jit import CACHE_TAG
 
 OTHER = 8 if simd.LANES == 16 else 16
@@ -16,7 +16,7 @@ OTHER = 8 if simd.LANES == 16 else 16
 _PROBE = """
 import json, numpy as np
 from witnp.kernels import simd
-from witnp.kernels.tile import rows_fma
+from witnp.kernels.simd.tile import rows_fma
 L = simd.LANES
 a = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
 b = np.arange(5 * 2 * L, dtype=np.float32).reshape(5, 2 * L)

@@ -1,14 +1,14 @@
-"""Stride-1 convolutions on wide channels-first planes (`conv_wide`, `kernels.wide`) against NumPy sums.
+"""Stride-1 convolutions on wide channels-first planes (`witnp.array.conv.wide`, `kernels/conv/wide.py`) against NumPy sums.
 
 Integer-valued operands make each comparison exact (every partial sum is an integer below 2^24)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from witnp.conv_ops import Geometry
-from witnp.conv_wide import WidePlan, supports
-from witnp.kernels.dot_tile import DC, DR
-from witnp.kernels.tile import LANES
+from witnp.array.conv.ops import Geometry
+from witnp.array.conv.wide import WidePlan, supports
+from witnp.kernels.simd.dot_tile import DC, DR
+from witnp.kernels.simd.tile import LANES
 from .twins import assert_parallel_equals_serial
 
 

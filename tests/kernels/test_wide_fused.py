@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from witnp import kernels as K
-from witnp.conv_ops import Geometry
-from witnp.conv_wide import WidePlan
+from witnp.array.conv.ops import Geometry
+from witnp.array.conv.wide import WidePlan
 from .twins import assert_parallel_equals_serial
 
 E = np.empty(0, np.float32)

@@ -244,7 +244,7 @@ class TestBadInput:
 def test_quantized_conv2d_layouts_agree(c, neg, noise):
     """A stride-1 Conv2d runs on wide channels-first planes, the rest channels-last: with the wide layout
     switched off, y is the same bits and dx, dW, db agree to rounding (noise drawn from the same seed)."""
-    import witnp.conv_layouts as L
+    import witnp.array.conv.layouts as L
     c["geo"]["stride"] = 1
     cfg = wn.LayerConfig(use_quantization=True, use_auto_scale=False, scale_x=16, scale_weight=64, scale_y=8,
                          handle_neg_in=neg, noise_level=noise)

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import witnp as wn
-from witnp import cim_gru
-from witnp.kernels.reference import gru_q_int
-from witnp.train import with_config
+from witnp.array import gru as cim_gru
+from witnp.handoff.int_ops import gru_q_int
+from witnp.train.loop import with_config
 
 from ..conftest import Replay
 

@@ -13,11 +13,12 @@ from typing import Optional
 
 import numpy as np
 
-from .. import cim, cim_conv
+from ..array import matrix as cim
+from ..array.conv import quantized as cim_conv
 from .. import kernels as K
 from ..config import LayerConfig
-from ..conv_ops import (Geometry, channel_sums, column_sums, conv_backward, conv_forward, convT_backward,
-                        convT_forward, to_nchw, to_nhwc, wmat_conv, wmat_convT, wmat_from_conv, wmat_from_convT)
+from ..array.conv.ops import (Geometry, channel_sums, column_sums, conv_backward, conv_forward, convT_backward,
+                              convT_forward, to_nchw, to_nhwc, wmat_conv, wmat_convT, wmat_from_conv, wmat_from_convT)
 from ..rng import init_rng
 from .base import check_array, check_finite, check_grad, check_pair
 from .linear import ArrayLayer

@@ -1,5 +1,5 @@
 """GRU and GRUCell: torch's formulas and parameter layout in float mode (gru.md requirement 1); the chip's
-three-array form when quantized (docs/gru.md, `witnp.cim_gru`).
+three-array form when quantized (docs/gru.md, `witnp.array.gru`).
 
 Parameters: weight_ih (3H, I), weight_hh (3H, H), bias_ih (3H,), bias_hh (3H,), gate order r, z, n;
 h' = (1 - z)·n + z·h. `GRU` runs a whole (N, T, I) batch-first sequence in one compiled recurrence (the
@@ -12,10 +12,10 @@ from typing import Optional
 
 import numpy as np
 
-from .. import cim_gru
+from ..array import gru as cim_gru
 from .. import kernels as K
 from ..config import LayerConfig
-from ..conv_ops import column_sums
+from ..array.conv.ops import column_sums
 from ..memory import empty
 from ..noise import noise_model
 from ..quant import ScaleObserver

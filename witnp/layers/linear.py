@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import cim
+from ..array import matrix as cim
 from ..config import LayerConfig
 from ..noise import noise_model
 from ..quant import ScaleObserver

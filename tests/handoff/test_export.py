@@ -1,0 +1,150 @@
+"""Firmware export and the integer engine: the engine equals the QAT model bit for bit for every array layer
+type and mode and for a whole model; the handoff file, C header and gains JSON carry the same numbers."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+import witnp as wn
+from witnp.handoff.engine import IntegerEngine, shift_round
+from witnp.handoff.export import (export_model, golden_vectors, read_handoff, write_c_header, write_gains_json,
+                                  write_handoff)
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*io_max of:RuntimeWarning")
+
+
+def trained(layers, x, seed=0):
+    m = wn.Sequential(*layers)
+    m.begin_epoch()
+    m.forward(x, train=True, rng=np.random.default_rng(seed))  # auto-scale records io_max
+    return m
+
+
+def test_shift_round_is_half_to_even():
+    v = np.array([5, 6, 7, -5, -6, -7, 12, -12, 3])
+    np.testing.assert_array_equal(shift_round(v, -1), np.rint(v / 2))
+    np.testing.assert_array_equal(shift_round(v, -3), np.rint(v / 8))
+    np.testing.assert_array_equal(shift_round(v, 2), v * 4)
+
+
+CASES = [(kind, neg, xb) for kind in ("Linear", "Conv2d", "to_linear", "ConvT") for neg in ("FALSE", "PN", "Shift")
+         for xb in (8, 10) if not (kind == "ConvT" and neg == "Shift")]
+
+
+@pytest.mark.parametrize("kind, neg, xb", CASES)
+def test_engine_equals_the_model_per_layer(kind, neg, xb):
+    rng = np.random.default_rng(hash((kind, neg, xb)) % 2 ** 32)
+    cfg = wn.LayerConfig(use_quantization=True, handle_neg_in=neg, x_quant_bits=xb, y_quant_bits=10,
+                         bias_d=1.5, bias_row_N=2, shift_num=0.7)
+    if kind == "Linear":
+        layer, x = wn.Linear(12, 5, config=cfg), rng.normal(size=(6, 12)) * 2
+    elif kind == "ConvT":
+        layer, x = wn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1, config=cfg), \
+            rng.normal(size=(2, 3, 5, 4))
+    else:
+        layer = wn.Conv2d(3, 4, (2, 3), stride=2, padding=1, config=cfg.replace(to_linear=kind == "to_linear"))
+        x = rng.normal(size=(2, 3, 7, 6))
+    x = x.astype(np.float32)
+    m = trained([layer], x)
+    y_eng, codes = IntegerEngine(export_model(m)).run(x)
+    np.testing.assert_array_equal(y_eng, m(x))
+    assert codes["0"].dtype.kind == "i"
+
+
+def digits_cnn(q):
+    return [wn.Conv2d(1, 4, 3, padding=1, config=q), wn.ReLU(), wn.MaxPool2d(2),
+            wn.Conv2d(4, 4, 3, padding=1, config=q.replace(handle_neg_in="FALSE")), wn.Tanh(config=q), wn.Flatten(),
+            wn.Linear(64, 10, config=q), wn.Sigmoid(config=q)]
+
+
+def test_engine_equals_a_whole_model_and_the_handoff_round_trips(tmp_path):
+    q = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", scale_x=16, scale_weight=16, scale_y=16)
+    x = np.random.default_rng(1).normal(size=(8, 1, 8, 8)).astype(np.float32)
+    m = trained(digits_cnn(q), x)
+    recs = export_model(m)
+    gold = golden_vectors(m, recs, x[:3])
+    np.testing.assert_array_equal(gold["engine_output"], gold["output"])
+    path = tmp_path / "handoff.h5"
+    write_handoff(path, recs, gold)
+    with h5py.File(path, "r") as f:  # plain h5py reads it
+        assert f.attrs["format"] == "witnp-firmware"
+        w = f["layers/0/weight"][()]
+        assert w.dtype == np.int8 and w.shape == (4, 1, 3, 3)
+        b = f["layers/0/bias_npu"][()]
+        assert b.dtype == np.int32 and np.all(b % 128 == 0)
+        assert "shift_x" in f["layers/0"].attrs and "codes/6" in f["golden"]
+    eng = IntegerEngine.from_file(path)
+    np.testing.assert_array_equal(eng.run(x)[0], m(x))
+    write_c_header(tmp_path / "w.h", recs)
+    text = (tmp_path / "w.h").read_text()
+    assert "static const int8_t layer_0_weight[" in text and "LAYER_6_SHIFT_Y" in text
+    write_gains_json(tmp_path / "g.json", recs)
+    gains = json.loads((tmp_path / "g.json").read_text())
+    assert 2.0 ** gains["6"]["shift_y"] == gains["6"]["scale_y"] and set(gains) == {"0", "3", "6"}
+
+
+def test_mapper_warnings_and_refusals():
+    q = wn.LayerConfig(use_quantization=True, use_auto_scale=False, scale_x=16, scale_weight=256, scale_y=16,
+                       bias_row_N=1)
+    lin = wn.Linear(4, 900, config=q)
+    lin.params["weight"][0, 0] = 5.0  # 5·256 > 127
+    lin.params["bias"][0] = 50.0  # 50·16·256/128 > 127·N
+    msgs = export_model(wn.Sequential(lin))[0][1]["warnings"]
+    assert any("weights lie outside the int8 range" in m for m in msgs)
+    assert any("exceed ±128·bias_row_N" in m for m in msgs)
+    assert any("900 output columns exceed the array's 896" in m for m in msgs)
+    with pytest.raises(ValueError, match=r"layer '0' \(Linear\) is in float mode"):
+        export_model(wn.Sequential(wn.Linear(2, 2)))
+    with pytest.raises(ValueError, match=r"layer '0' \(AvgPool2d\) is not supported by the integer engine"):
+        export_model(wn.Sequential(wn.AvgPool2d(2)))
+    with pytest.raises(ValueError, match=r"layer '0' \(BatchNorm2d\) is in float mode"):
+        export_model(wn.Sequential(wn.BatchNorm2d(2)))
+    with pytest.raises(wn.ModelFileError, match="not a witnp firmware export"):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            wn.save(wn.Linear(2, 2), d + "/m.h5")
+            read_handoff(d + "/m.h5")
+
+
+def test_engine_equals_models_with_branches_and_every_digital_op(tmp_path):
+    """Residual (Add), Branches (Cat, Mul, Divide), per-channel PReLU and BatchNorm, Sqrt, Mean: the engine runs
+    them on integer codes and equals the model bit for bit, also after a trip through the handoff file."""
+    q = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", scale_x=16, scale_weight=16, scale_y=16)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 2, 6, 6)).astype(np.float32)
+    bn = wn.BatchNorm2d(4, config=q)
+    layers = [
+        wn.Conv2d(2, 4, 3, padding=1, config=q), bn, wn.PReLU(4, 0.2, config=q),
+        wn.Residual(wn.Conv2d(4, 4, 3, padding=1, config=q), merge=wn.Add(config=q)),
+        wn.Branches(wn.Conv2d(4, 2, 1, config=q), wn.Conv2d(4, 2, 1, config=q), merge=wn.Cat(dim=1, config=q)),
+        wn.Branches(wn.Conv2d(4, 4, 1, config=q), wn.Conv2d(4, 4, 1, config=q), merge=wn.Mul(config=q)),
+        wn.Branches(wn.Conv2d(4, 4, 1, config=q), wn.Sqrt(config=q), merge=wn.Divide(config=q)),
+        wn.Mean(dim=(2, 3), config=q), wn.Linear(4, 3, config=q)]
+    m = wn.Sequential(*layers)
+    m.begin_epoch()
+    for seed in range(3):
+        m.forward(x, train=True, rng=np.random.default_rng(seed))
+    recs = export_model(m)
+    y_eng, codes = IntegerEngine(recs).run(x)
+    np.testing.assert_array_equal(y_eng, m(x))
+    path = tmp_path / "h.h5"
+    write_handoff(path, recs, golden_vectors(m, recs, x[:2]))
+    np.testing.assert_array_equal(IntegerEngine.from_file(path).run(x)[0], m(x))
+    assert "3.merge" in codes and "6.1" in codes
+
+
+def test_engine_runs_a_quantized_gru_model(tmp_path):
+    q = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", scale_x=64, scale_weight=64, scale_y=16,
+                       auto_scale_update_step=1)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(5, 7, 3)).astype(np.float32)
+    m = wn.Sequential(wn.GRU(3, 6, config=q, rng=rng), wn.Mean(dim=1, config=q), wn.Linear(6, 4, config=q))
+    m.begin_epoch()
+    m.forward(x, train=True)
+    recs = export_model(m)
+    y_eng, codes = IntegerEngine(recs).run(x)
+    np.testing.assert_array_equal(y_eng, m(x))
+    assert codes["0"].shape == (5, 7, 6)
+    write_handoff(tmp_path / "g.h5", recs)
+    np.testing.assert_array_equal(IntegerEngine.from_file(tmp_path / "g.h5").run(x)[0], m(x))

@@ -1,0 +1,86 @@
+"""The fit loop (determinism, resume, divergence, metrics files) and the float -> QAT -> NAT recipe."""
+import json
+import os
+
+import pytest
+
+import witnp as wn
+from witnp.train.data import Dataset, load_npz
+from witnp.train.loop import Stage, TrainingDiverged, fit, format_table, run_recipe
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "data", "digits.npz")
+QAT = dict(use_quantization=True, handle_neg_in="PN", scale_x=16, scale_y=16, scale_weight=16,
+           auto_scale_update_step=5, use_auto_scale=True)
+
+
+def small_data(n_train=256, n_test=128):
+    d = load_npz(DATA)
+    return Dataset(d.x_train[:n_train], d.y_train[:n_train], d.x_test[:n_test], d.y_test[:n_test])
+
+
+def mlp(seed=0, cfg=None):
+    wn.manual_seed(seed)
+    return wn.Sequential(wn.Flatten(), wn.Linear(64, 32, config=cfg), wn.ReLU(), wn.Linear(32, 10, config=cfg))
+
+
+def train(model, data, tmp_path=None, **kw):
+    opt = wn.optim.Adam(model, lr=3e-3)
+    return fit(model, data, optimizer=opt, batch_size=32, seed=7, progress=False, log=lambda s: None, **kw)
+
+
+def curve(h):
+    return [(r["train_loss"], r["val_loss"], r["val_accuracy"]) for r in h]
+
+
+def test_same_seed_same_curve():
+    cfg = wn.LayerConfig(**QAT, noise_level=3)
+    d = small_data()
+    assert curve(train(mlp(0, cfg), d, epochs=3)) == curve(train(mlp(0, cfg), d, epochs=3))
+
+
+def test_resume_gives_the_uninterrupted_curve(tmp_path):
+    cfg = wn.LayerConfig(**QAT, noise_level=3)
+    d = small_data()
+    full = train(mlp(0, cfg), d, epochs=5, keep_best=False)
+    ck = str(tmp_path / "ck.h5")
+    first = train(mlp(0, cfg), d, epochs=5, checkpoint=ck, stop_after=2, keep_best=False)
+    assert len(first) == 2
+    model = mlp(1, cfg)  # other initial weights: everything must come from the checkpoint
+    resumed = fit(model, d, optimizer=wn.optim.Adam(model, lr=3e-3), epochs=5, batch_size=32, seed=7,
+                  checkpoint=ck, resume=True, keep_best=False, progress=False, log=lambda s: None)
+    assert curve(resumed) == curve(full)
+
+
+def test_divergence_stops_with_a_clear_error():
+    d = small_data(64, 32)
+    d.x_train = d.x_train * 1e30
+    model = mlp()
+    with pytest.raises(TrainingDiverged, match=r"fit: (the loss became (nan|inf)|non-finite values) at epoch 1, batch [12] "):
+        fit(model, d, optimizer=wn.optim.SGD(model, lr=10.0), epochs=1, progress=False, log=lambda s: None)
+
+
+def test_metrics_files_and_best_model(tmp_path):
+    h = train(mlp(), small_data(), epochs=3, log_dir=str(tmp_path), patience=5)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[0]["stage"] == ""
+    lines = open(tmp_path / "metrics.csv").read().splitlines()
+    assert lines[0].startswith("epoch,stage,train_loss") and len(lines) == 4
+    assert len(h) == 3
+
+
+def test_recipe_recovers_quantized_and_noisy_accuracy(tmp_path):
+    """The manual's story on a small model: float training loses accuracy on the chip; QAT recovers the
+    quantized metric and NAT the noisy one."""
+    d = small_data(600, 200)
+    stages = [Stage("float", {"use_quantization": False}, 6, 3e-3), Stage("qat", QAT, 4, 1e-3),
+              Stage("nat", dict(QAT, noise_level=4), 4, 1e-3)]
+    lines = []
+    model, rows, hist = run_recipe(mlp(), d, stages, noise_level=4, noise_seeds=3, out_dir=str(tmp_path),
+                                   log=lines.append, progress=False)
+    table = format_table(rows, 4, 3)
+    assert "quant loss" in table and table.count("\n") == 4
+    assert rows["qat"]["quantized"]["accuracy"] >= rows["float"]["quantized"]["accuracy"]
+    assert rows["nat"]["noisy"]["accuracy"][0] >= rows["float"]["noisy"]["accuracy"][0]
+    assert rows["nat"]["quantized"]["accuracy"] > 0.8
+    assert os.path.exists(tmp_path / "nat.h5")
+    assert wn.load(tmp_path / "nat.h5").children["1"].config.noise_level == 4

@@ -1,0 +1,250 @@
+"""The firmware handoff: integer weights, NPU bias, shifts, G, LUTs and golden vectors (docs/firmware-export.md).
+
+`export_model(model)` turns a quantized (QAT) model into layer records computed with the same kernels as
+training, so the integer engine (`engine`) reproduces the model bit for bit; `handoff_file.write_handoff` stores
+them in HDF5 readable with plain h5py; `write_c_header` and `write_gains_json` emit the same numbers for a
+firmware build. Scales are the deployment scales: derived from io_max (auto-scale) or the user's.
+"""
+from __future__ import annotations
+
+import json
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..array import matrix as cim
+from .handoff_file import leaf_records, read_handoff, write_handoff  # noqa: F401  (re-exported)
+from ..array.conv.ops import wmat_conv
+from ..layers.container import Sequential
+from ..quant import gain, pow2_exponent, shift_offset
+from .engine import IntegerEngine
+
+__all__ = ["export_model", "leaf_records", "write_handoff", "read_handoff", "write_c_header", "write_gains_json", "golden_vectors",
+           "SUPPORTED", "MAX_COLUMNS"]
+
+MAX_COLUMNS = 896
+"""Output columns of one WTM2101 array; a wider layer must be split by the mapper."""
+SUPPORTED = ("Linear", "Conv2d", "ConvTranspose2d", "ReLU", "MaxPool2d", "Flatten", "Reshape", "Dropout",
+             "Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "BatchNorm1d", "BatchNorm2d", "Mean", "Add", "Mul", "Divide",
+             "Cat", "GRU", "Sequential", "Residual", "Branches")
+QUANTIZED = ("Linear", "Conv2d", "ConvTranspose2d", "Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "BatchNorm1d",
+             "BatchNorm2d", "Mean", "Add", "Mul", "Divide", "Cat", "GRU")  # must be quantized to run on integers
+f32 = np.float32
+
+
+def _array_record(name, layer, warn) -> dict:
+    cfg = layer.config
+    t = type(layer).__name__
+    sc = layer.observer.scales_for_forward(False, layer._qs())  # the deployment scales (as inference uses)
+    sx, sw, sy = sc["x"], sc["weight"], sc["y"]
+    for what, v in (("scale_x", sx), ("scale_weight", sw), ("scale_y", sy)):
+        if pow2_exponent(v) is None:
+            warn(f"{name}: {what}={v} is not a power of two; the chip needs power-of-two scales")
+    W = layer.params["weight"]
+    b = layer.params.get("bias")
+    s = shift_offset(cfg.shift_num, sx, cfg.x_quant_bits) if cfg.handle_neg_in == "Shift" else 0.0
+    P = f32(sx * sw)
+    to_linear = t == "Conv2d" and cfg.to_linear
+    split = cfg.x_quant_bits > 8 and (t == "Linear" or to_linear)
+    w2 = wmat_conv(W, jfirst=True) if to_linear else W.reshape(W.shape[0], -1)
+    wq, wmask = cim.weight_codes(name, np.ascontiguousarray(w2), cfg, sw)  # the training forward's own codes
+    co = layer.out_features if t == "Linear" else layer.out_channels
+    if t == "ConvTranspose2d":
+        ba, bmask, bd = cim._bias_codes(b, np.empty((co, 0), f32), cfg, P, 0.0, False, co)
+    else:
+        ba, bmask, bd = cim._bias_codes(b, wq, cfg, P, s, split, co)
+    rec = {"type": t, "x_quant_bits": cfg.x_quant_bits, "y_quant_bits": cfg.y_quant_bits,
+           "handle_neg_in": cfg.handle_neg_in, "bias_row_N": cfg.bias_row_N, "scale_x": sx, "scale_weight": sw,
+           "scale_y": sy, "shift": s, "to_linear": bool(to_linear), "config": json.dumps(cfg.to_dict()),
+           "bias_npu": (128 * ba.astype(np.int64)).astype(np.int32),
+           "bias_d": (128 * bd.astype(np.int64)).astype(np.int32) if bd is not None else np.zeros(co, np.int32)}
+    G = gain(sx, sw, sy)
+    rec["G"] = G
+    for k in ("io_max_x", "io_max_weight", "io_max_y"):
+        rec[k] = float(layer.stats[k])
+    if to_linear:  # the torch layout, recovered from the (kw, kh, ci) order
+        wq_t = wq.reshape(W.shape[0], W.shape[3], W.shape[2], W.shape[1]).transpose(0, 3, 2, 1)
+    else:
+        wq_t = wq.reshape(W.shape)
+    rec["weight"] = wq_t.astype(np.int8)
+    if t != "Linear":
+        g = layer.geo
+        rec["geometry"] = np.array([g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.oph, g.opw, g.groups], np.int32)
+        rec["out_channels"] = co
+        if cfg.handle_neg_in == "PN" and not to_linear:
+            wneg, _ = cim.weight_codes(name, np.ascontiguousarray(-w2), cfg, sw)
+            rec["weight_neg"] = wneg.reshape(W.shape).astype(np.int8)
+    # the array's own layout: rows = inputs (2·in for PN: [Wqᵀ; -Wqᵀ]), columns = outputs
+    arr = wq.T if t != "ConvTranspose2d" else wq
+    if cfg.handle_neg_in == "PN" and (t == "Linear" or to_linear):
+        arr = np.concatenate([arr, -arr])
+    rec["array_weight"] = np.ascontiguousarray(arr).astype(np.int8)
+    # what the chip's mapper enforces
+    sat = int(W.size - wmask.sum())
+    if sat:
+        warn(f"{name}: {sat} of {W.size} weights lie outside the int8 range at scale_weight={sw} and are clipped")
+    nclip = int((~bmask.astype(bool)).sum())
+    if nclip:
+        warn(f"{name}: {nclip} bias value(s) exceed ±128·bias_row_N (N={cfg.bias_row_N}) and are clipped")
+    cols = arr.shape[1]
+    if cols > MAX_COLUMNS:
+        warn(f"{name}: {cols} output columns exceed the array's {MAX_COLUMNS}; the mapper must split this layer")
+    if (split or cfg.noise_level) and G == 0:
+        warn(f"{name}: G = R(sx·sw/sy) is 0")
+    return rec
+
+
+def _lut_record(name, layer, warn) -> dict:
+    """A single-input digital op as a table over its input codes (per channel for PReLU and BatchNorm): exact by
+    construction, since the training forward is evaluated on every code."""
+    cfg = layer.config
+    sc = layer.observer.scales_for_forward(False, layer._qs())
+    xb = cfg.x_quant_bits
+    signed = layer.signed_in
+    lo = -(1 << (xb - 1)) if signed else 0
+    q = np.arange(lo, lo + (1 << xb), dtype=np.float32)
+    t = type(layer).__name__
+    per_channel = t.startswith("BatchNorm") or (t == "PReLU" and layer.params["weight"].size > 1)
+    x = q / f32(sc["x"])
+    if per_channel:
+        C = layer.num_features if t.startswith("BatchNorm") else layer.params["weight"].size
+        shape = (1, C, x.size, 1) if t == "BatchNorm2d" else (1, C, x.size)
+        y, _ = layer.forward(np.broadcast_to(x.reshape((1, 1, -1) + (1,) * (len(shape) - 3)), shape).copy(),
+                             train=False)
+        lut = np.rint(y.reshape(C, -1) * f32(sc["y"])).astype(np.int32)
+    else:
+        y, _ = layer.forward(x, train=False)  # the training forward's own arithmetic, code by code
+        lut = np.rint(y * f32(sc["y"])).astype(np.int32)
+    return {"type": "LUT", "op": t, "x_quant_bits": xb, "scale_x": sc["x"], "scale_y": sc["y"],
+            "signed_in": bool(signed), "per_channel": bool(per_channel), "lut": lut}
+
+
+def _digital_record(name, layer) -> dict:
+    """Mean and the two-input ops: integer formulas on codes (docs/firmware-export.md)."""
+    cfg = layer.config
+    sc = layer.observer.scales_for_forward(False, layer._qs())
+    t = type(layer).__name__
+    rec = {"type": t, "x_quant_bits": cfg.x_quant_bits, "y_quant_bits": cfg.y_quant_bits,
+           **{"scale_" + k: v for k, v in sc.items()}}
+    if t == "Mean":
+        rec.update(dims=json.dumps(layer.dim), keepdim=bool(layer.keepdim))
+    if t == "Cat":
+        rec["dim"] = layer.dim
+    if t == "Divide":  # a two-input table over both input codes
+        xb = cfg.x_quant_bits
+        q = np.arange(-(1 << (xb - 1)), 1 << (xb - 1), dtype=np.float32)
+        a, b = np.meshgrid(q / f32(sc["x1"]), q / f32(sc["x2"]), indexing="ij")
+        y, _ = layer.forward((a.copy(), b.copy()), train=False)
+        rec["lut2"] = np.rint(y * f32(sc["y"])).astype(np.int32)
+    return rec
+
+
+def _node(name, layer, warn):
+    t = type(layer).__name__
+    base = next((c.__name__ for c in type(layer).__mro__ if c.__name__ in SUPPORTED), None)
+    if base is None:
+        raise ValueError(f"export: layer {name!r} ({t}) is not supported by the integer engine; supported: "
+                         f"{', '.join(SUPPORTED)}")
+    if base in ("Sequential", "Residual", "Branches"):
+        return {"type": base, "children": [(f"{name}.{k}" if name else k, _node(f"{name}.{k}" if name else k, c, warn))
+                                           for k, c in layer.children.items()]}
+    if base in QUANTIZED and not layer.config.use_quantization:
+        raise ValueError(f"export: layer {name!r} ({t}) is in float mode (use_quantization=False); the firmware "
+                         f"needs a quantized (QAT) model")
+    if base in ("Linear", "Conv2d", "ConvTranspose2d"):
+        rec = _array_record(name, layer, warn)
+        rec["type"] = base
+        return rec
+    if base in ("Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "BatchNorm1d", "BatchNorm2d"):
+        return _lut_record(name, layer, warn)
+    if base in ("Mean", "Add", "Mul", "Divide", "Cat"):
+        return _digital_record(name, layer)
+    if base == "GRU":
+        ex = layer.export_arrays()
+        rec = {"type": "GRU", "handle_neg_in": layer.config.handle_neg_in, "x_quant_bits": 8,
+               "y_quant_bits": layer.config.y_quant_bits, "scale_ones": ex["scale_ones"],
+               "hidden_size": layer.hidden_size, "input_size": layer.input_size,
+               "shift_bits": np.array(ex["shift_bits"], np.int32), "lut_sigmoid": ex["lut_sigmoid"],
+               "lut_tanh": ex["lut_tanh"], "config": json.dumps(layer.config.to_dict())}
+        for a in ("zr", "in", "hn"):
+            for k, v in ex[a].items():
+                if v is not None:
+                    rec[f"{a}_{k}"] = v
+        return rec
+    if base == "MaxPool2d":
+        return {"type": base, "kernel_size": layer.k, "stride": layer.s, "padding": layer.p}
+    if base == "Flatten":
+        return {"type": base, "start_dim": layer.start_dim, "end_dim": layer.end_dim}
+    if base == "Reshape":
+        return {"type": base, "sample_shape": np.array(layer.shape, np.int64)}
+    return {"type": base}
+
+
+def export_model(model, warn=None) -> List[Tuple[str, dict]]:
+    """Layer records [(name, record)] of a quantized model: the top-level layers of a Sequential (containers as
+    records with "children"), or [("0", record)] for a single layer.
+
+    Raises ValueError naming the layer for unsupported types or float-mode layers. `warn(msg)` receives the
+    mapper warnings (default: collected into the first record's "warnings").
+    """
+    warnings: List[str] = []
+    warn = warn or warnings.append
+    if isinstance(model, Sequential):
+        out = [(k, _node(k, c, warn)) for k, c in model.children.items()]
+    else:
+        out = [("0", _node("0", model, warn))]
+    if out:
+        out[0][1]["warnings"] = warnings
+    return out
+
+
+def golden_vectors(model, records, x) -> Dict[str, np.ndarray]:
+    """Input frames x, the model's float outputs and every layer's integer output codes (from the engine)."""
+    y_eng, codes = IntegerEngine(records).run(x)
+    y_model = model.forward(np.asarray(x, np.float32), train=False)[0]
+    return {"input": np.asarray(x, np.float32), "output": y_model, "engine_output": y_eng,
+            **{"codes/" + k: v.astype(np.int32) for k, v in codes.items()}}
+
+
+def _c_ident(name: str) -> str:
+    return "layer_" + "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def write_c_header(path, records) -> None:
+    """A C header with each array layer's int8 weights (array layout), int32 NPU bias and shifts."""
+    lines = ["/* Generated by witnp export: integer weights for the firmware build. Do not edit. */",
+             "#pragma once", "#include <stdint.h>", ""]
+    for name, rec in leaf_records(records):
+        if "array_weight" not in rec:
+            continue
+        ident = _c_ident(name)
+        w = rec["array_weight"]
+        lines.append(f"/* {name}: {rec['type']}, handle_neg_in {rec['handle_neg_in']}, array {w.shape[0]} rows x "
+                     f"{w.shape[1]} columns */")
+        for k in ("scale_x", "scale_weight", "scale_y", "G"):
+            sh = pow2_exponent(rec[k]) if rec.get(k) else None
+            if sh is not None:
+                lines.append(f"#define {ident.upper()}_SHIFT_{k.replace('scale_', '').upper()} ({sh})")
+        lines.append(f"#define {ident.upper()}_ROWS {w.shape[0]}")
+        lines.append(f"#define {ident.upper()}_COLS {w.shape[1]}")
+        rows = ",\n  ".join("{" + ", ".join(str(int(v)) for v in row) + "}" for row in w)
+        lines.append(f"static const int8_t {ident}_weight[{w.shape[0]}][{w.shape[1]}] = {{\n  {rows}\n}};")
+        lines.append(f"static const int32_t {ident}_bias[{len(rec['bias_npu'])}] = {{"
+                     + ", ".join(str(int(v)) for v in rec["bias_npu"]) + "};")
+        lines.append("")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines))
+
+
+def write_gains_json(path, records) -> None:
+    """{layer: {scale_x, shift_x, scale_weight, shift_weight, scale_y, shift_y, G, shift_G, io_max_*}}."""
+    out = {}
+    for name, rec in leaf_records(records):
+        if "scale_weight" not in rec:
+            continue
+        d = {k: rec[k] for k in ("scale_x", "scale_weight", "scale_y", "G", "io_max_x", "io_max_weight", "io_max_y")}
+        for k in ("scale_x", "scale_weight", "scale_y", "G"):
+            d["shift_" + k.replace("scale_", "")] = pow2_exponent(rec[k]) if rec[k] else None
+        out[name] = d
+    with open(path, "w") as fh:
+        json.dump(out, fh, indent=2)

@@ -1,0 +1,17 @@
+"""Training: the fit loop, the float -> QAT -> NAT recipe and its evaluation table, losses, optimizers and
+datasets.
+
+    loop.py     fit, evaluate, calibrate, with_config, Stage, run_recipe, the evaluation table
+    losses.py   cross-entropy (label smoothing) and MSE, value and gradient
+    optim.py    SGD, Adam, AdamW, gradient clipping, learning-rate schedules (torch's update rules)
+    data.py     datasets (.npz), seeded batching
+
+`witnp.train.fit`, `witnp.train.run_recipe`, ... are re-exported here; `witnp.optim` and `witnp.losses` are
+these modules too.
+"""
+from . import data, losses, optim  # noqa: F401
+from .loop import (Stage, TrainingDiverged, calibrate, eval_table_row, evaluate, fit, format_table, run_recipe,
+                   with_config)
+
+__all__ = ["TrainingDiverged", "fit", "evaluate", "calibrate", "with_config", "Stage", "run_recipe", "format_table",
+           "eval_table_row", "data", "losses", "optim"]

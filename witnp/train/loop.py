@@ -1,0 +1,339 @@
+"""Training: a fit loop with the vendor's epoch semantics, and the float -> QAT -> NAT recipe with its
+evaluation table (float / quantized / quantized+noise).
+
+`fit` calls `begin_epoch()` at the start of every epoch (so the auto-scale schedule runs as on the vendor's
+framework), shuffles with a seeded generator, draws noise from its own seeded generator, validates every
+epoch, keeps the best model, stops early, and stops with `TrainingDiverged` on a NaN or inf loss. With a
+checkpoint path it saves model, optimizer and generator states after every epoch; `resume=True` continues
+from there and reproduces the uninterrupted run's curve exactly.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from ..handoff import model_file as hdf5
+from . import optim
+from .data import Dataset, batches
+from ..layers.container import walk
+from ..layers.registry import build, layer_spec
+from .losses import CrossEntropyLoss
+
+__all__ = ["TrainingDiverged", "fit", "evaluate", "calibrate", "with_config", "Stage", "run_recipe", "format_table",
+           "eval_table_row"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the message names the epoch and batch."""
+
+
+def _state(model) -> dict:
+    """Parameters, stats and auto-scale state of every leaf (a deep copy)."""
+    out = {}
+    for name, layer in walk(model):
+        obs = getattr(layer, "observer", None)
+        out[name] = ({k: v.copy() for k, v in layer.params.items()}, {k: np.array(v) for k, v in layer.stats.items()},
+                     copy.deepcopy(obs.state()) if obs is not None else None)
+    return out
+
+
+def _restore(model, state: dict, observer: bool = True) -> None:
+    for name, layer in walk(model):
+        params, stats, obs = state[name]
+        for k, v in params.items():
+            layer.params[k][...] = v
+        for k, v in stats.items():
+            layer.stats[k] = np.array(v)
+        if obs is not None and observer:
+            layer.observer.load_state(obs)
+
+
+def with_config(model, changes: Optional[dict] = None, per_layer: Optional[Dict[str, dict]] = None):
+    """A copy of `model` whose layers' configs have `changes` applied (and per_layer[name] for the leaf named
+    name), with the same parameters and stats (io_max included). The current scales start from the new
+    config, as when the vendor's framework loads a state dict into a model built with another config."""
+    spec = layer_spec(model)
+
+    def edit(s, prefix):
+        if "children" in s:
+            for name, child in s["children"]:
+                edit(child, f"{prefix}{name}.")
+        elif s.get("config") is not None:
+            s["config"].update(changes or {})
+            s["config"].update((per_layer or {}).get(prefix[:-1], {}))
+    edit(spec, "")
+    new = build(spec)
+    _restore(new, _state(model), observer=False)
+    return new
+
+
+def _forward_eval(model, x, batch_size, rng):
+    outs = [model.forward(x[i:i + batch_size], train=False, rng=rng)[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs) if outs else np.empty((0,), np.float32)
+
+
+def evaluate(model, x, y, loss_fn=None, batch_size: int = 256, rng=None) -> dict:
+    """{"loss", "accuracy" (classification)} of inference forwards over (x, y)."""
+    loss_fn = loss_fn or CrossEntropyLoss()
+    out = _forward_eval(model, x, batch_size, rng if rng is not None else np.random.default_rng(0))
+    loss, _ = loss_fn(out, y)
+    res = {"loss": float(loss)}
+    if y.dtype.kind in "iu" and out.ndim == 2:
+        res["accuracy"] = float((out.argmax(axis=1) == y).mean())
+    return res
+
+
+class _MetricsLog:
+    """Appends one row per epoch to metrics.csv and metrics.jsonl in `folder` (when given)."""
+
+    def __init__(self, folder: Optional[str], fresh: bool):
+        self.folder = folder
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+            if fresh:
+                for n in ("metrics.csv", "metrics.jsonl"):
+                    if os.path.exists(os.path.join(folder, n)):
+                        os.unlink(os.path.join(folder, n))
+
+    def write(self, row: dict) -> None:
+        if not self.folder:
+            return
+        with open(os.path.join(self.folder, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+        path = os.path.join(self.folder, "metrics.csv")
+        new = not os.path.exists(path)
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def _gen_state(g: np.random.Generator) -> dict:
+    return g.bit_generator.state
+
+
+def _gen_from(state: dict) -> np.random.Generator:
+    g = np.random.default_rng()
+    g.bit_generator.state = state
+    return g
+
+
+def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_size: int = 32, seed: int = 0,
+        loss_fn=None, patience: Optional[int] = None, keep_best: bool = True, checkpoint: Optional[str] = None,
+        resume: bool = False, log_dir: Optional[str] = None, stage: str = "", clip_norm: Optional[float] = None,
+        schedule=None, progress: Optional[bool] = None, log: Callable[[str], None] = print,
+        stop_after: Optional[int] = None) -> List[dict]:
+    """Train `model` on data.x_train/y_train, validating on data.x_test/y_test every epoch.
+
+    Returns the history: one dict per epoch (epoch, stage, train_loss, train_accuracy, val_loss,
+    val_accuracy, lr, seconds). `checkpoint` is a model-file path written after every epoch (with optimizer
+    and generator states); `resume=True` continues from it. `stop_after` ends the run after that many epochs
+    of this call (simulating an interruption, for tests). The best model (highest validation accuracy, else
+    lowest validation loss) is restored at the end when keep_best.
+    """
+    loss_fn = loss_fn or CrossEntropyLoss()
+    shuffle_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+    noise_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+    history: List[dict] = []
+    start, best, best_state, since_best = 0, None, None, 0
+    if resume and checkpoint and os.path.exists(checkpoint):
+        ck = hdf5.load_checkpoint(checkpoint)
+        tr = ck["training"] or {}
+        if tr.get("stage", "") != stage:
+            raise ValueError(f"fit: checkpoint {checkpoint} is for stage {tr.get('stage')!r}, not {stage!r}")
+        _restore(model, _state(ck["model"]))
+        if ck["optimizer_state"] is not None:
+            optimizer.load_state_dict(ck["optimizer_state"])
+        start, history = tr["epoch"], tr["history"]
+        shuffle_rng, noise_rng = _gen_from(tr["shuffle_rng"]), _gen_from(tr["noise_rng"])
+        best, since_best = tr["best"], tr["since_best"]
+        if schedule is not None and tr.get("schedule"):
+            schedule.load_state_dict(tr["schedule"])
+        best_path = checkpoint + ".best.h5"
+        if best is not None and os.path.exists(best_path):
+            best_state = _state(hdf5.load(best_path))
+    metrics = _MetricsLog(log_dir, fresh=not (resume and start > 0))
+    bar = progress if progress is not None else sys.stdout.isatty()
+    n_batches = math.ceil(len(data.x_train) / batch_size)
+    for epoch in range(start + 1, epochs + 1):
+        t0 = time.perf_counter()
+        model.begin_epoch()
+        tot, correct, seen = 0.0, 0, 0
+        it = batches(data.x_train, data.y_train, batch_size, shuffle_rng)
+        if bar:
+            import click
+            it = click.progressbar(it, length=n_batches, label=f"{stage + ' ' if stage else ''}epoch {epoch}/{epochs}",
+                                   file=sys.stderr)
+        with (it if bar else _nullctx(it)) as batch_iter:
+            for b, (xb, yb) in enumerate(batch_iter, 1):
+                where = f"at epoch {epoch}, batch {b} (stage {stage or '-'}); lower the learning rate or check the data"
+                try:
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        out, ctx = model.forward(xb, train=True, rng=noise_rng)
+                        loss, g = loss_fn(out, yb)
+                        if not math.isfinite(loss):
+                            raise TrainingDiverged(f"fit: the loss became {loss} {where}")
+                        model.zero_grad()
+                        model.backward(g, ctx)
+                except ValueError as e:  # a layer refused a non-finite activation or gradient
+                    if "NaN or inf" not in str(e):
+                        raise
+                    raise TrainingDiverged(f"fit: non-finite values {where} ({e})") from None
+                if clip_norm:
+                    optim.clip_grad_norm(model, clip_norm)
+                optimizer.step()
+                tot += loss * len(xb)
+                seen += len(xb)
+                if out.ndim == 2 and yb.dtype.kind in "iu":
+                    correct += int((out.argmax(1) == yb).sum())
+        val = evaluate(model, data.x_test, data.y_test, loss_fn, rng=np.random.default_rng([seed, epoch]))
+        row = {"epoch": epoch, "stage": stage, "train_loss": tot / max(seen, 1),
+               "train_accuracy": correct / max(seen, 1), "val_loss": val["loss"],
+               "val_accuracy": val.get("accuracy", float("nan")), "lr": optimizer.lr,
+               "seconds": round(time.perf_counter() - t0, 3)}
+        history.append(row)
+        metrics.write(row)
+        log(f"{stage + ' ' if stage else ''}epoch {epoch}/{epochs}: loss {row['train_loss']:.4f} "
+            f"acc {row['train_accuracy']:.4f} | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} "
+            f"({row['seconds']:.1f} s)")
+        score = val.get("accuracy", -val["loss"])
+        if best is None or score > best:
+            best, best_state, since_best = score, _state(model), 0
+            if checkpoint:
+                hdf5.save(model, checkpoint + ".best.h5")
+        else:
+            since_best += 1
+        if schedule is not None:
+            schedule.step()
+        if checkpoint:
+            hdf5.save(model, checkpoint, optimizer, training={
+                "stage": stage, "epoch": epoch, "history": history, "shuffle_rng": _gen_state(shuffle_rng),
+                "noise_rng": _gen_state(noise_rng), "best": best, "since_best": since_best,
+                "schedule": schedule.state_dict() if schedule is not None else None})
+        if patience is not None and since_best >= patience:
+            log(f"early stop: no improvement for {patience} epochs")
+            break
+        if stop_after is not None and epoch - start >= stop_after:
+            return history
+    if keep_best and best_state is not None:
+        _restore(model, best_state)
+    return history
+
+
+class _nullctx:
+    def __init__(self, it):
+        self.it = it
+
+    def __enter__(self):
+        return self.it
+
+    def __exit__(self, *a):
+        return False
+
+
+@dataclass
+class Stage:
+    """One stage of the recipe: a name, config changes applied to every layer (and per layer), epochs, lr."""
+    name: str
+    changes: dict
+    epochs: int
+    lr: float
+    per_layer: Dict[str, dict] = field(default_factory=dict)
+
+
+def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed: int = 0) -> None:
+    """Collect io_max on `x` as the first training forwards of an epoch do (begin_epoch, then `steps` training
+    forwards, default the largest auto_scale_update_step), without any weight update. Training forwards also
+    move BatchNorm running statistics: calibrate a copy (`with_config`) when that matters."""
+    steps = steps or max([l.config.auto_scale_update_step for _, l in walk(model) if l.config is not None] or [1])
+    model.begin_epoch()
+    rng = np.random.default_rng(seed)
+    for i, (xb, _) in enumerate(batches(x, np.zeros(len(x)), batch_size, rng)):
+        if i >= steps:
+            break
+        model.forward(xb, train=True, rng=rng)
+
+
+def eval_table_row(model, data, loss_fn, quant_changes: dict, noise_level: int, noise_seeds: int,
+                   calibrate_first: bool = False, batch_size: int = 32) -> dict:
+    """Loss and metric under float, quantized and quantized+noise (mean and std over noise seeds).
+
+    A model trained in float has no io_max yet: with calibrate_first, the quantized copy collects it on the
+    training data first (`calibrate`)."""
+    fl = evaluate(with_config(model, {"use_quantization": False, "noise_level": 0}), data.x_test, data.y_test,
+                  loss_fn)
+    qmodel = with_config(model, dict(quant_changes, use_quantization=True, noise_level=0))
+    if calibrate_first:
+        calibrate(qmodel, data.x_train, batch_size)
+    q = evaluate(qmodel, data.x_test, data.y_test, loss_fn)
+    nz = None
+    if noise_level:
+        noisy = with_config(qmodel, {"noise_level": noise_level})
+        runs = [evaluate(noisy, data.x_test, data.y_test, loss_fn, rng=np.random.default_rng(1000 + s))
+                for s in range(noise_seeds)]
+        nz = {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs]))) for k in runs[0]}
+    return {"float": fl, "quantized": q, "noisy": nz}
+
+
+def format_table(rows: Dict[str, dict], noise_level: int, noise_seeds: int) -> str:
+    """The evaluation table: one row per stage; columns float / quantized / quantized+noise (mean ± std)."""
+    head = (f"{'stage':8s} | {'float loss':>10s} {'acc':>7s} | {'quant loss':>10s} {'acc':>7s} | "
+            f"{f'noise L{noise_level} ({noise_seeds} seeds) loss':>26s} {'acc':>15s}")
+    lines = [head, "-" * len(head)]
+    for name, r in rows.items():
+        f, q, n = r["float"], r["quantized"], r["noisy"]
+        acc = lambda d: f"{d.get('accuracy', float('nan')):7.4f}"  # noqa: E731
+        ncol = (f"{n['loss'][0]:>17.4f} ± {n['loss'][1]:6.4f} {n.get('accuracy', (np.nan, 0))[0]:7.4f} ± "
+                f"{n.get('accuracy', (np.nan, 0))[1]:5.4f}") if n else f"{'-':>26s} {'-':>15s}"
+        lines.append(f"{name:8s} | {f['loss']:10.4f} {acc(f)} | {q['loss']:10.4f} {acc(q)} | {ncol}")
+    return "\n".join(lines)
+
+
+def _ckpt(out_dir, stage):
+    if not out_dir:
+        return None
+    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+    return os.path.join(out_dir, "checkpoints", f"{stage}.h5")
+
+
+def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "adam", batch_size: int = 32,
+               seed: int = 0, loss_fn=None, patience: Optional[int] = None, noise_level: int = 4,
+               noise_seeds: int = 5, out_dir: Optional[str] = None, log: Callable[[str], None] = print,
+               progress: Optional[bool] = None):
+    """The vendor's recipe: each stage starts from the previous stage's best weights and io_max, trains with its
+    own config changes, epochs and learning rate, and is evaluated float / quantized / quantized+noise.
+
+    Returns (final model, {stage: table row}, {stage: history}). With out_dir, each stage writes
+    <out_dir>/<stage>.h5 (its best model), checkpoints under <out_dir>/checkpoints/ (<stage>.h5 after every
+    epoch, <stage>.h5.best.h5), and appends to <out_dir>/metrics.csv and metrics.jsonl.
+    """
+    loss_fn = loss_fn or CrossEntropyLoss()
+    rows, histories = {}, {}
+    # the quantized columns use the first quantized stage's settings (noise off)
+    quant_changes = next(({k: v for k, v in st.changes.items() if k != "noise_level"} for st in stages
+                          if st.changes.get("use_quantization")), {})
+    for i, st in enumerate(stages):
+        model = with_config(model, st.changes, st.per_layer)
+        opt_cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}[optimizer]
+        opt = opt_cls(model, lr=st.lr)
+        histories[st.name] = fit(model, data, optimizer=opt, epochs=st.epochs, batch_size=batch_size,
+                                 seed=seed + i, loss_fn=loss_fn, patience=patience, log_dir=out_dir,
+                                 stage=st.name, log=log, progress=progress,
+                                 checkpoint=_ckpt(out_dir, st.name))
+        trained_quantized = any(l.config.use_quantization for _, l in walk(model) if l.config is not None)
+        rows[st.name] = eval_table_row(model, data, loss_fn, quant_changes, noise_level, noise_seeds,
+                                       calibrate_first=not trained_quantized, batch_size=batch_size)
+        log(format_table({st.name: rows[st.name]}, noise_level, noise_seeds))
+        if out_dir:
+            hdf5.save(model, os.path.join(out_dir, f"{st.name}.h5"))
+    return model, rows, histories
