@@ -17,6 +17,7 @@ from .handoff_file import leaf_records, read_handoff, write_handoff  # noqa: F40
 from ..array.conv.ops import wmat_conv
 from ..layers.container import Sequential
 from ..quant import gain, pow2_exponent, shift_offset
+from .atomic import write_text
 from .engine import IntegerEngine
 
 __all__ = ["export_model", "leaf_records", "write_handoff", "read_handoff", "write_c_header", "write_gains_json", "golden_vectors",
@@ -232,8 +233,7 @@ def write_c_header(path, records) -> None:
         lines.append(f"static const int32_t {ident}_bias[{len(rec['bias_npu'])}] = {{"
                      + ", ".join(str(int(v)) for v in rec["bias_npu"]) + "};")
         lines.append("")
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines))
+    write_text(path, "\n".join(lines))
 
 
 def write_gains_json(path, records) -> None:
@@ -246,5 +246,4 @@ def write_gains_json(path, records) -> None:
         for k in ("scale_x", "scale_weight", "scale_y", "G"):
             d["shift_" + k.replace("scale_", "")] = pow2_exponent(rec[k]) if rec[k] else None
         out[name] = d
-    with open(path, "w") as fh:
-        json.dump(out, fh, indent=2)
+    write_text(path, json.dumps(out, indent=2))

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zlib
 from typing import Optional
 
 import numpy as np
 
 from ..layers.container import walk
+from .atomic import atomic_write
 from ..layers.registry import build, layer_spec
 
-__all__ = ["save", "load", "load_checkpoint", "atomic_h5", "ModelFileError", "FORMAT", "SCHEMA_VERSION"]
+__all__ = ["save", "load", "load_checkpoint", "recorded_data", "atomic_h5", "ModelFileError", "FORMAT", "SCHEMA_VERSION"]
 
 FORMAT = "witnp-model"
 SCHEMA_VERSION = "1.0"
@@ -52,39 +52,24 @@ def _put(group, name, value):
 
 
 def atomic_h5(path, write) -> None:
-    """Create the HDF5 file `path` through write(h5py.File) on a temporary file in the same folder, then
-    fsync and os.replace it over `path`: readers see the old file or the complete new one, never a torn one."""
+    """Create the HDF5 file `path` through write(h5py.File), atomically (`atomic.atomic_write`): readers see
+    the old file or the complete new one, never a torn one."""
     import h5py
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+
+    def to(tmp):
         with h5py.File(tmp, "w") as f:
             write(f)
             f.flush()
-        with open(tmp, "rb+") as fh:  # h5py closed the file; make its bytes durable before the rename
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        try:
-            dfd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:  # some filesystems cannot fsync a directory; the rename itself is atomic
-            pass
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, to)
 
 
-def save(model, path, optimizer=None, *, training: Optional[dict] = None) -> None:
+def save(model, path, optimizer=None, *, training: Optional[dict] = None, data: Optional[str] = None) -> None:
     """Write `model` (architecture, parameters, configs, stats) to `path`, atomically.
 
     optimizer : a `witnp.optim.Optimizer` whose state is saved too (checkpoints).
     training : JSON-serializable training state (epoch, step, generator state, ...) for checkpoints.
+    data : the dataset the model was trained on (a shipped name or a path), recorded as the root attribute
+        `data`; `witnp eval` and `witnp export` use it when no --data is given (`recorded_data`).
     """
     from .. import __version__
 
@@ -93,6 +78,8 @@ def save(model, path, optimizer=None, *, training: Optional[dict] = None) -> Non
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["witnp_version"] = __version__
         f.attrs["architecture"] = json.dumps(layer_spec(model))
+        if data:
+            f.attrs["data"] = str(data)
         leaves = list(walk(model))
         f.attrs["layer_names"] = json.dumps([n for n, _ in leaves])
         for name, layer in leaves:
@@ -136,16 +123,19 @@ def _open(path):
         raise ModelFileError(f"{path}: not a readable HDF5 file ({str(e).splitlines()[0]})") from None
 
 
-def _check_group(path, lname, kind, group, expected):
+def _check_group(path, lname, kind, group, expected, tolerate_names=False):
+    """The datasets of `group` checked against `expected` (name -> array): names, shapes and checksums.
+    tolerate_names: missing or extra names are skipped (a missing one keeps the built layer's value); a shape
+    or checksum mismatch is refused regardless."""
     have = set(group.keys()) if group is not None else set()
     want = set(expected)
-    if have - want:
+    if have - want and not tolerate_names:
         raise ModelFileError(f"{path}: layer {lname!r} has extra {kind} {sorted(have - want)}; the architecture "
                              f"expects {sorted(want)}")
-    if want - have:
+    if want - have and not tolerate_names:
         raise ModelFileError(f"{path}: layer {lname!r} is missing {kind} {sorted(want - have)}")
     out = {}
-    for k in sorted(want):
+    for k in sorted(want & have):
         d = group[k]
         a = d[()]
         a = np.asarray(a)
@@ -158,10 +148,44 @@ def _check_group(path, lname, kind, group, expected):
     return out
 
 
+def _check_stat(path, lname, k, v):
+    """io_max and variances are magnitudes: finite and >= 0; every other stat finite."""
+    a = np.asarray(v)
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ModelFileError(f"{path}: layer {lname!r} stats {k!r} holds NaN or inf; expected finite values")
+    if (k.startswith("io_max") or k.endswith("_var")) and (a < 0).any():
+        raise ModelFileError(f"{path}: layer {lname!r} stats {k!r} = {a.min():g}; expected values >= 0")
+
+
+def _check_config(path, lname, g, layer):
+    """The layer group's `config` attribute (what a plain h5py reader sees) must be the config witnp uses,
+    the one in the architecture: an edit to one of the two is refused, not silently ignored."""
+    if "config" not in g.attrs:
+        return
+    try:
+        seen = json.loads(g.attrs["config"])
+    except (TypeError, ValueError):
+        raise ModelFileError(f"{path}: layer {lname!r} config attribute is not JSON") from None
+    used = json.loads(json.dumps(layer.config.to_dict())) if layer.config is not None else None
+    if seen != used:
+        if isinstance(seen, dict) and isinstance(used, dict):
+            diff = sorted(k for k in set(seen) | set(used) if seen.get(k, "<absent>") != used.get(k, "<absent>"))
+            k = diff[0]
+            what = f"{k} = {seen.get(k, '<absent>')!r} in the layer's config attribute, {used.get(k, '<absent>')!r} " \
+                   f"in the architecture"
+        else:
+            what = f"config attribute {seen!r}, architecture {used!r}"
+        raise ModelFileError(f"{path}: layer {lname!r} has two different configs ({what}); the file was edited "
+                             f"in one place only: make them agree, or re-save the model with witnp")
+
+
 def load_checkpoint(path, strict: bool = True) -> dict:
     """Read a model file. Returns {"model", "optimizer_state" (or None), "training" (or None)}.
 
-    strict=False tolerates missing/extra stats (not parameters) and keeps the built layer's values for them.
+    Checked on the way in: format and schema version, the architecture, every dataset's shape and checksum,
+    stats that are finite (io_max and variances >= 0), and each layer's config attribute equal to the
+    architecture's. strict=False tolerates stats missing or extra by name (a missing one keeps the built
+    layer's value); shapes and checksums are always checked.
     """
     path = os.fspath(path)
     with _open(path) as f:
@@ -188,14 +212,11 @@ def load_checkpoint(path, strict: bool = True) -> dict:
             params = _check_group(path, name, "parameters", g.get("params"), layer.params)
             for k, v in params.items():
                 layer.params[k][...] = v
-            try:
-                stats = _check_group(path, name, "stats", g.get("stats"), layer.stats)
-            except ModelFileError:
-                if strict:
-                    raise
-                stats = {}
+            stats = _check_group(path, name, "stats", g.get("stats"), layer.stats, tolerate_names=not strict)
             for k, v in stats.items():
+                _check_stat(path, name, k, v)
                 layer.stats[k] = np.array(v, dtype=np.asarray(layer.stats[k]).dtype)
+            _check_config(path, name, g, layer)
             if "observer" in g.attrs and getattr(layer, "observer", None) is not None:
                 layer.observer.load_state(json.loads(g.attrs["observer"]))
         opt = None
@@ -211,6 +232,13 @@ def load_checkpoint(path, strict: bool = True) -> dict:
                 opt["state"][pname] = st
         training = json.loads(f["training"].attrs["state"]) if "training" in f else None
     return {"model": model, "optimizer_state": opt, "training": training}
+
+
+def recorded_data(path) -> Optional[str]:
+    """The dataset a model file records it was trained on (`save`'s data), or None."""
+    with _open(path) as f:
+        v = f.attrs.get("data")
+    return str(v) if v is not None else None
 
 
 def load(path, strict: bool = True):
