@@ -45,9 +45,100 @@ def main(ctx, debug):
 
 
 def _load_dataset(data):
-    from witnp import _data
-    from witnp.train.data import load_npz
-    return load_npz(_data.path(data) if data in _data.names() else data)
+    return runconfig.load_dataset(data)
+
+
+def _data_of(model_path, data):
+    """--data, or the dataset the model file records it was trained on."""
+    if data:
+        return data
+    from witnp.handoff.model_file import recorded_data
+    rec = recorded_data(model_path)
+    if rec is None:
+        raise runconfig.RunConfigError(f"{model_path} records no training data (saved without it); pass --data "
+                                       f"NAME_OR_NPZ")
+    return rec
+
+
+# what a run folder holds (besides <stage>.h5 per stage): a folder with any of these holds a run
+RUN_FILES = ("config.json", "recipe.json", "metrics.csv", "metrics.jsonl", "eval.txt", "eval.json", "best.h5",
+             "last.h5", "checkpoints")
+
+
+def _run_files(folder, stage_names):
+    names = list(RUN_FILES) + [f"{n}.h5" for n in stage_names]
+    return [os.path.join(folder, n) for n in names if os.path.lexists(os.path.join(folder, n))]
+
+
+def _old_stage_names(folder):
+    try:
+        with open(os.path.join(folder, "config.json")) as f:
+            return [s.get("name") for s in json.load(f).get("stages", []) if isinstance(s, dict)]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _first_difference(a, b, where="config"):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                return f"{where}.{k}"
+            d = _first_difference(a[k], b[k], f"{where}.{k}")
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = _first_difference(x, y, f"{where}.{i}")
+            if d:
+                return d
+        return None
+    return None if a == b else where
+
+
+def _check_run_folder(folder, cfg, stages, resume, overwrite, inputs):
+    """Refuse what would mix, lose or overwrite a run, before anything is created: a file where the folder
+    should be, an existing run without --resume/--overwrite, --resume of another config or of no run, and
+    --overwrite of a folder one of this run's inputs lives in as a run file."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise runconfig.RunConfigError(f"out = {folder!r}: a file, not a folder; expected a run folder path")
+    names = [st.name for st in stages]
+    present = _run_files(folder, names + _old_stage_names(folder)) if os.path.isdir(folder) else []
+    if resume:
+        if not os.path.exists(os.path.join(folder, "config.json")):
+            raise runconfig.RunConfigError(f"--resume: {folder} holds no run to resume (no config.json); run "
+                                           f"without --resume to start it")
+        with open(os.path.join(folder, "config.json")) as f:
+            old = json.load(f)
+        diff = _first_difference(old, json.loads(json.dumps(cfg)))
+        if diff:
+            raise runconfig.RunConfigError(f"--resume: {diff} differs from the interrupted run's "
+                                           f"{os.path.join(folder, 'config.json')}; resume with the same --config "
+                                           f"and --set options, or start afresh with --overwrite")
+        return []
+    if present and not overwrite:
+        raise runconfig.RunConfigError(f"{folder} already holds a run ({', '.join(os.path.basename(p) for p in present[:3])}"
+                                       f"{', ...' if len(present) > 3 else ''}); pass --resume to continue it, "
+                                       f"--overwrite to replace it, or --out for another folder")
+    for p in inputs:
+        if p and any(wn_same(p, q) or os.path.realpath(p).startswith(os.path.realpath(q) + os.sep) for q in present):
+            raise runconfig.RunConfigError(f"--overwrite would delete {p}, an input of this run; copy it out of "
+                                           f"{folder} first")
+    return present
+
+
+def wn_same(a, b):
+    from witnp.handoff.atomic import same_file
+    return same_file(a, b)
+
+
+def _clear_run(paths):
+    import shutil
+    for p in paths:
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        else:
+            os.unlink(p)
 
 
 @main.command()
@@ -55,70 +146,110 @@ def _load_dataset(data):
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a config key (dotted; TOML value), e.g. --set stages.0.epochs=2. Repeatable.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (overrides the config's `out`).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in the run folder (same config and "
+              "options) from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace the run already in the run folder.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 @friendly
-def train(config_path, sets, out, progress):
+def train(config_path, sets, out, resume, overwrite, progress):
     """Train a model through the float -> QAT -> NAT recipe; with no arguments, the default CNN on the shipped
-    digits. Writes the resolved config, per-stage and best/last models, metrics and the evaluation table."""
+    digits. Writes the resolved config, per-stage and best/last models, metrics and the evaluation table.
+
+    Everything is checked before the run folder is touched (config, data, the model on one batch, the folder);
+    an interrupted run continues with the same command and --resume."""
+    from witnp.handoff.atomic import copy_file, remove_stale_temporaries, write_text
+    if resume and overwrite:
+        raise click.UsageError("--resume continues the run in the folder and --overwrite replaces it: pass one")
     cfg = runconfig.resolve(config_path, sets)
     if out:
         cfg["out"] = out
     data = runconfig.load_data(cfg)
-    wn.manual_seed(int(cfg.get("seed", 0)))
+    wn.manual_seed(cfg.get("seed", 0))
     model = runconfig.build_model(cfg)
     stages = runconfig.stages_of(cfg)
-    try:  # does the model fit the data? one sample through it before any training
-        y = model(data.x_train[:1])
-    except ValueError as e:
-        raise runconfig.RunConfigError(f"the model does not fit the data {data.name} (x {data.x_train.shape[1:]}):"
-                                       f" {e}") from None
-    if data.n_classes is not None and (y.ndim != 2 or y.shape[1] != data.n_classes):
-        raise runconfig.RunConfigError(f"the model outputs shape {y.shape[1:]} per sample; the data has "
-                                       f"{data.n_classes} classes")
+    _check_fits(model, data, stages)
     folder = cfg["out"]
+    inputs = [config_path] + ([data.source] if os.path.exists(data.source) else [])
+    old_run = _check_run_folder(folder, cfg, stages, resume, overwrite, inputs)
+    # checks done: from here on the run folder is written
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
+    remove_stale_temporaries(folder)
+    if old_run:
+        _clear_run(old_run)
+    if not resume:
+        write_text(os.path.join(folder, "config.json"), json.dumps(cfg, indent=2))
     click.echo(f"witnp train: {len(data.x_train)} training / {len(data.x_test)} test samples from {data.name}; "
-               f"stages {', '.join(s.name for s in stages)}; run folder {folder}")
+               f"stages {', '.join(s.name for s in stages)}; run folder {folder}" + (" (resumed)" if resume else ""))
     t0 = time.perf_counter()
-    model, rows, _ = wn.train.run_recipe(
-        model, data, stages, optimizer=cfg.get("optimizer", "adam"), batch_size=int(cfg.get("batch_size", 32)),
-        seed=int(cfg.get("seed", 0)), patience=int(cfg.get("patience", 0)) or None,
-        noise_level=int(cfg.get("noise_level", 4)), noise_seeds=int(cfg.get("noise_seeds", 5)), out_dir=folder,
-        log=click.echo, progress=progress)
-    table = wn.train.format_table(rows, int(cfg.get("noise_level", 4)), int(cfg.get("noise_seeds", 5)))
-    wn.save(model, os.path.join(folder, "best.h5"))
+    try:
+        model, rows, _ = wn.train.run_recipe(
+            model, data, stages, optimizer=cfg.get("optimizer", "adam"), batch_size=cfg.get("batch_size", 32),
+            seed=cfg.get("seed", 0), patience=cfg.get("patience", 0) or None, noise_level=cfg.get("noise_level", 4),
+            noise_seeds=cfg.get("noise_seeds", 5), out_dir=folder, log=click.echo, progress=progress, resume=resume)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: the run so far is kept in {folder}; continue it with the same command and "
+                   f"--resume:\n  {_command_line(resume=True)}", err=True)
+        raise SystemExit(130)
+    table = wn.train.format_table(rows, cfg.get("noise_level", 4), cfg.get("noise_seeds", 5))
+    wn.save(model, os.path.join(folder, "best.h5"), data=data.source)
     last = os.path.join(folder, "checkpoints", f"{stages[-1].name}.h5")
     if os.path.exists(last):  # the final stage's last epoch (a checkpoint: optimizer and generator states too)
-        import shutil
-        shutil.copyfile(last, os.path.join(folder, "last.h5"))
-    with open(os.path.join(folder, "eval.txt"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(folder, "eval.json"), "w") as f:
-        json.dump(rows, f, indent=2)
+        copy_file(last, os.path.join(folder, "last.h5"))
+    write_text(os.path.join(folder, "eval.txt"), table + "\n")
+    write_text(os.path.join(folder, "eval.json"), json.dumps(rows, indent=2))
     click.echo("\n" + table)
     click.echo(f"\ndone in {time.perf_counter() - t0:.1f} s; best model: {os.path.join(folder, 'best.h5')}")
 
 
+def _command_line(resume=False):
+    import shlex
+    import sys
+    args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
+    return " ".join(["witnp"] + [shlex.quote(a) for a in args] + (["--resume"] if resume else []))
+
+
+def _check_fits(model, data, stages):
+    """The model on one batch of the data, float and in each stage's config, before any training."""
+    try:
+        y = model(data.x_train[:2])
+        for st in stages:
+            wn.train.with_config(model, st.changes, st.per_layer)(data.x_train[:2])
+    except (ValueError, TypeError) as e:
+        raise runconfig.RunConfigError(f"the model does not fit the data {data.name} (x {data.x_train.shape[1:]}):"
+                                       f" {e}") from None
+    if data.n_classes is not None and (y.ndim != 2 or y.shape[1] != data.n_classes):
+        raise runconfig.RunConfigError(f"the model outputs shape {y.shape[1:]} per sample; the data "
+                                       f"{data.name} has class labels 0..{data.n_classes - 1} ({data.n_classes} "
+                                       f"classes)")
+
+
 @main.command("eval")
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", default="digits", show_default=True, help="Dataset name or .npz path (test split).")
+@click.option("--data", default=None, help="Dataset name or .npz path (test split) [default: the data the model "
+              "file records it was trained on].")
 @click.option("--noise-level", type=click.IntRange(0, 9), default=None,
               help="Evaluate with this NORMAL noise level (default: the model's own).")
 @click.option("--noise-seeds", type=click.IntRange(1), default=5, show_default=True,
-              help="Noise seeds averaged when noise is on.")
+              help="Noise seeds averaged when noise is on (seeds 0..N-1 of witnp.train.noise_eval_rng, the draws "
+                   "of witnp train's table).")
 @click.option("--integer", is_flag=True, help="Also run the integer engine on an in-memory export.")
 @friendly
 def eval_(model_path, data, noise_level, noise_seeds, integer):
     """Loss and accuracy of MODEL on the test split."""
     model = wn.load(model_path)
-    d = _load_dataset(data)
+    d = _load_dataset(_data_of(model_path, data))
+    quantized = any(l.config is not None and l.config.use_quantization for _, l in wn.walk(model))
+    if noise_level and not quantized:
+        raise runconfig.RunConfigError(f"--noise-level {noise_level}: {model_path} is a float model and noise acts "
+                                       f"on quantized arrays; evaluate a QAT or NAT model")
+    if integer and not quantized:
+        raise runconfig.RunConfigError(f"--integer: {model_path} is a float model; the integer engine runs "
+                                       f"quantized models")
     if noise_level is not None:
         model = wn.train.with_config(model, {"noise_level": noise_level})
     noisy = any(l.config is not None and l.config.use_quantization and l.config.noise_level
                 for _, l in wn.walk(model))
-    runs = [wn.train.evaluate(model, d.x_test, d.y_test, rng=np.random.default_rng(s))
+    runs = [wn.train.evaluate(model, d.x_test, d.y_test, rng=wn.train.noise_eval_rng(s))
             for s in range(noise_seeds if noisy else 1)]
     for k in runs[0]:
         vals = [r[k] for r in runs]
@@ -139,18 +270,24 @@ def eval_(model_path, data, noise_level, noise_seeds, integer):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Handoff HDF5 file.")
 @click.option("--golden", type=click.IntRange(0), default=8, show_default=True,
               help="Golden input frames (from the test split of --data) with every layer's expected outputs.")
-@click.option("--data", default="digits", show_default=True, help="Dataset for the golden frames.")
+@click.option("--data", default=None, help="Dataset for the golden frames [default: the data the model file "
+              "records it was trained on].")
 @click.option("--c-header", type=click.Path(dir_okay=False), help="Also write a C header with the weights.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the gains and shifts as JSON.")
 @friendly
 def export(model_path, output, golden, data, c_header, json_path):
     """Export MODEL (quantized) for the firmware: int8 weights, NPU bias, shifts, G, LUTs and golden vectors."""
     from witnp.handoff.export import export_model, golden_vectors, write_c_header, write_gains_json, write_handoff
+    outs = [("-o", output), ("--c-header", c_header), ("--json", json_path)]
+    _check_outputs(model_path, [(o, p) for o, p in outs if p])
     model = wn.train.with_config(wn.load(model_path), {"noise_level": 0})
     records = export_model(model)
     gold = None
     if golden:
-        d = _load_dataset(data)
+        d = _load_dataset(_data_of(model_path, data))
+        if golden > len(d.x_test):
+            raise runconfig.RunConfigError(f"--golden {golden}: the test split of {d.name} has {len(d.x_test)} "
+                                           f"frames; expected at most {len(d.x_test)}")
         gold = golden_vectors(model, records, d.x_test[:golden])
         if not np.array_equal(gold["engine_output"], gold["output"]):  # pragma: no cover - a bug if reached
             raise ValueError("the integer engine does not reproduce the model on the golden frames")
@@ -162,6 +299,23 @@ def export(model_path, output, golden, data, c_header, json_path):
     for w in records[0][1].get("warnings", []):
         click.echo(f"warning: {w}", err=True)
     click.echo(f"wrote {output}: {len(records)} layers" + (f", {golden} golden frames" if gold else ""))
+
+
+def _check_outputs(model_path, outs):
+    """Each output a new or replaceable file in an existing folder, none of them the input model or another
+    output: refused before any work, so no command writes over its own input."""
+    for i, (opt, p) in enumerate(outs):
+        if wn_same(p, model_path):
+            raise runconfig.RunConfigError(f"{opt} {p}: that is MODEL itself; expected a new file (the export "
+                                           f"would replace the model)")
+        for opt2, p2 in outs[:i]:
+            if wn_same(p, p2):
+                raise runconfig.RunConfigError(f"{opt} {p}: the same file as {opt2}; expected separate files")
+        folder = os.path.dirname(os.path.abspath(p))
+        if not os.path.isdir(folder):
+            raise runconfig.RunConfigError(f"{opt} {p}: the folder {folder} does not exist")
+        if os.path.isdir(p):
+            raise runconfig.RunConfigError(f"{opt} {p}: a folder; expected a file path")
 
 
 @main.command()

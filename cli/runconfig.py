@@ -3,7 +3,11 @@ validated into a model, a dataset and stages, with errors that name the key and 
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
+import math
 import os
+import re
 import tomllib
 from collections import OrderedDict
 
@@ -14,9 +18,62 @@ from witnp.layers.registry import LAYER_TYPES, build
 from witnp.train.loop import Stage
 
 DEFAULT_TOML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.toml")
-TOP_KEYS = {"seed", "data", "out", "batch_size", "optimizer", "patience", "noise_level", "noise_seeds", "quant",
-            "model", "stages"}
 CONFIG_FIELDS = {f for f in LayerConfig.__dataclass_fields__} | {"auto_scale_updata_step"}
+OPTIMIZERS = ("adam", "adamw", "sgd")
+STAGE_KEYS = {"name", "epochs", "lr"}
+MODEL_KEYS = {"layers", "overrides"}
+# stage names become file names in the run folder (<stage>.h5); these would collide with the run's own files
+RESERVED_STAGES = {"best", "last", "config", "metrics", "eval", "recipe", "checkpoints"}
+STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+
+
+def _int(key, v, lo, hi=None):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise RunConfigError(f"{key} = {v!r}: expected an integer" + (f" >= {lo}" if hi is None else f" in {lo}..{hi}"))
+    if v < lo or (hi is not None and v > hi):
+        raise RunConfigError(f"{key} = {v!r}: expected an integer" + (f" >= {lo}" if hi is None else f" in {lo}..{hi}"))
+    return v
+
+
+def _str(key, v):
+    if not isinstance(v, str) or not v.strip():
+        raise RunConfigError(f"{key} = {v!r}: expected a non-empty string")
+    return v
+
+
+# the top-level keys: name -> check(key, value)
+TOP = {
+    "seed": lambda k, v: _int(k, v, 0),
+    "data": _str,
+    "out": _str,
+    "batch_size": lambda k, v: _int(k, v, 1),
+    "optimizer": lambda k, v: v if v in OPTIMIZERS else _bad(k, v, f"one of {list(OPTIMIZERS)}"),
+    "patience": lambda k, v: _int(k, v, 0),
+    "noise_level": lambda k, v: _int(k, v, 0, 9),
+    "noise_seeds": lambda k, v: _int(k, v, 1),
+    "quant": lambda k, v: _table(k, v),
+    "model": lambda k, v: _table(k, v),
+    "stages": lambda k, v: v,
+}
+TOP_KEYS = set(TOP)
+
+
+def _bad(key, v, expected):
+    raise RunConfigError(f"{key} = {v!r}: expected {expected}")
+
+
+def _table(key, v):
+    if not isinstance(v, dict):
+        _bad(key, v, "a table ({key = value, ...})")
+    return v
+
+
+def _unknown(where, keys, valid):
+    """Refuse keys outside `valid`, naming the closest valid one."""
+    for k in sorted(set(keys) - set(valid)):
+        close = difflib.get_close_matches(str(k), sorted(valid), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {sorted(valid)}"
+        raise RunConfigError(f"{where}: unknown key {k!r}{hint}")
 
 
 class RunConfigError(ValueError):
@@ -47,6 +104,8 @@ def apply_set(cfg: dict, item: str) -> None:
     key, text = item.split("=", 1)
     parts = key.strip().split(".")
     node = cfg
+    if not all(parts):
+        raise RunConfigError(f"--set {item!r}: expected a dotted key such as stages.0.epochs")
     for i, p in enumerate(parts[:-1]):
         nxt = node[int(p)] if isinstance(node, list) and p.isdigit() and int(p) < len(node) else \
             (node.get(p) if isinstance(node, dict) else None)
@@ -55,6 +114,8 @@ def apply_set(cfg: dict, item: str) -> None:
                 nxt = node.setdefault(p, {})
             else:
                 raise RunConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} does not exist")
+        if not isinstance(nxt, (dict, list)):
+            raise RunConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} is {nxt!r}, not a table or list")
         node = nxt
     last = parts[-1]
     if isinstance(node, list):
@@ -75,16 +136,54 @@ def resolve(config_path=None, sets=()) -> dict:
     cfg = copy.deepcopy(cfg)
     for item in sets:
         apply_set(cfg, item)
-    unknown = sorted(set(cfg) - TOP_KEYS)
-    if unknown:
-        raise RunConfigError(f"unknown config key(s) {unknown}; expected some of {sorted(TOP_KEYS)}")
+    validate(cfg)
     return cfg
 
 
+def validate(cfg: dict) -> None:
+    """Check every key of a resolved run configuration (types exact, ranges, unknown keys anywhere), before
+    any work: RunConfigError naming the key, the value and what is expected."""
+    _unknown("run config", cfg, TOP_KEYS)
+    for k, check in TOP.items():
+        if k in cfg:
+            check(k, cfg[k])
+    model = cfg.get("model", {})
+    if "stages" in model:
+        raise RunConfigError("model: unknown key 'stages' (a top-level key written after [model] lands inside it: "
+                             "move `stages = ...` above the [model] table, or use [[stages]] tables)")
+    _unknown("model", model, MODEL_KEYS)
+    _table("model.overrides", model.get("overrides", {}))
+    for name, o in (model.get("overrides") or {}).items():
+        _table(f"model.overrides.{name}", o)
+    _unknown("quant", cfg.get("quant", {}), CONFIG_FIELDS)
+    stages = cfg.get("stages")
+    if not isinstance(stages, list) or not stages:
+        _bad("stages", stages, "a non-empty list of [[stages]] tables with name, epochs and lr")
+    seen = set()
+    for i, st in enumerate(stages):
+        where = f"stages[{i}]"
+        _table(where, st)
+        _unknown(where, st, STAGE_KEYS | CONFIG_FIELDS)
+        for req in ("name", "epochs", "lr"):
+            if req not in st:
+                raise RunConfigError(f"{where}: missing key {req!r}; a stage has name, epochs and lr")
+        name = st["name"]
+        if not isinstance(name, str) or not STAGE_NAME.match(name):
+            _bad(f"{where}.name", name, "1-40 letters, digits, '_' or '-' starting with a letter or digit "
+                 "(it names files in the run folder)")
+        if name in RESERVED_STAGES:
+            _bad(f"{where}.name", name, f"a name other than {sorted(RESERVED_STAGES)} (files of the run folder)")
+        if name in seen:
+            _bad(f"{where}.name", name, "a name no earlier stage has (each stage writes <name>.h5)")
+        seen.add(name)
+        _int(f"{where}.epochs", st["epochs"], 1)
+        lr = st["lr"]
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            _bad(f"{where}.lr", lr, "a finite number > 0")
+
+
 def _check_fields(where: str, d: dict) -> None:
-    bad = sorted(set(d) - CONFIG_FIELDS)
-    if bad:
-        raise RunConfigError(f"{where}: unknown LayerConfig field(s) {bad}")
+    _unknown(where, d, CONFIG_FIELDS)
     try:
         LayerConfig(**d)
     except (TypeError, ValueError) as e:
@@ -96,17 +195,30 @@ def build_model(cfg: dict):
     if not isinstance(layers, list) or not layers:
         raise RunConfigError("model.layers: expected a non-empty list of layers ({type = ..., ...})")
     specs = OrderedDict()
+    usable = sorted(k for k in LAYER_TYPES if k not in ("Sequential", "Residual", "Branches", "Model", "ArrayLayer",
+                                                         "DigitalOp"))
     for i, spec in enumerate(layers):
+        _table(f"model.layers[{i}]", spec)
         spec = dict(spec)
         t = spec.pop("type", None)
-        if t not in LAYER_TYPES or t in ("Sequential", "Residual", "Branches", "Model", "ArrayLayer", "DigitalOp"):
-            raise RunConfigError(f"model.layers[{i}]: unknown layer type {t!r}; expected one of "
-                                 f"{sorted(k for k in LAYER_TYPES if k not in ('Model', 'ArrayLayer', 'DigitalOp'))}")
+        if t not in usable:
+            close = difflib.get_close_matches(str(t), usable, n=1, cutoff=0.6)
+            raise RunConfigError(f"model.layers[{i}]: unknown layer type {t!r}; "
+                                 + (f"did you mean {close[0]!r}?" if close else f"expected one of {usable}"))
+        params = inspect.signature(LAYER_TYPES[t].__init__).parameters
+        _unknown(f"model.layers[{i}] ({t})", spec, [p for p in params if p not in ("self", "config")])
         try:
             specs[str(i)] = build({"type": t, "args": spec, "config": None})
         except (TypeError, ValueError) as e:
             raise RunConfigError(f"model.layers[{i}] ({t}): {e}") from None
-    return wn.Sequential(specs)
+    model = wn.Sequential(specs)
+    configurable = [name for name, layer in wn.walk(model) if layer.config is not None]
+    for name in (cfg.get("model", {}).get("overrides") or {}):
+        if name not in configurable:
+            close = difflib.get_close_matches(str(name), configurable, n=1, cutoff=0.6)
+            raise RunConfigError(f"model.overrides.{name}: the model has no layer {name!r} with a config; "
+                                 + (f"did you mean {close[0]!r}?" if close else f"expected one of {configurable}"))
+    return model
 
 
 def load_data(cfg: dict):
@@ -114,11 +226,17 @@ def load_data(cfg: dict):
     name = cfg.get("data")
     if not isinstance(name, str):
         raise RunConfigError(f"data: expected a dataset name {_data.names()} or a path to an .npz")
-    path = _data.path(name) if (name in _data.names()) else name
+    return load_dataset(name, "data")
+
+
+def load_dataset(name: str, key: str = "--data"):
+    """A shipped dataset by name, or an .npz by path; its `source` records which, for the model files."""
+    from witnp import _data
+    shipped = name in _data.names()
     try:
-        return load_npz(path)
+        return load_npz(_data.path(name), source=name) if shipped else load_npz(name)
     except ValueError as e:
-        raise RunConfigError(f"data: {e}") from None
+        raise RunConfigError(f"{key}: {e}") from None
 
 
 def stages_of(cfg: dict):
@@ -127,18 +245,11 @@ def stages_of(cfg: dict):
     overrides = dict(cfg.get("model", {}).get("overrides", {}) or {})
     for name, o in overrides.items():
         _check_fields(f"model.overrides.{name}", dict(o))
-    stages = cfg.get("stages")
-    if not isinstance(stages, list) or not stages:
-        raise RunConfigError("stages: expected a list of [[stages]] tables with name, epochs and lr")
+    validate(cfg)
     out = []
-    for i, st in enumerate(stages):
+    for i, st in enumerate(cfg["stages"]):
         st = dict(st)
-        try:
-            name, epochs, lr = str(st.pop("name")), int(st.pop("epochs")), float(st.pop("lr"))
-        except (KeyError, TypeError, ValueError):
-            raise RunConfigError(f"stages[{i}]: expected name (string), epochs (integer) and lr (number)") from None
-        if epochs < 1 or lr <= 0:
-            raise RunConfigError(f"stages[{i}] ({name}): epochs must be >= 1 and lr > 0")
+        name, epochs, lr = st.pop("name"), st.pop("epochs"), float(st.pop("lr"))
         changes = dict(quant, **st) if st.get("use_quantization") else dict(st)
         _check_fields(f"stages[{i}] ({name})", changes)
         per_layer = overrides if st.get("use_quantization") else {}

@@ -71,7 +71,7 @@ def test_user_errors_are_one_clear_line(tmp_path):
     _fails(["train", "--set", "model.layers=[{type='Linear', in_features=5, out_features=10}]"],
            "the model does not fit the data")
     _fails(["train", "--set", "quant.x_quant_bits=20"], "x_quant_bits=20 is not allowed")
-    _fails(["train", "--set", "bogus=1"], "unknown config key(s) ['bogus']")
+    _fails(["train", "--set", "bogus=1"], "run config: unknown key 'bogus'")
     _fails(["train", "--set", "data=missing.npz"], "no such dataset file")
     corrupt = tmp_path / "corrupt.h5"
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)

@@ -29,6 +29,7 @@ import numpy as np
 from .. import kernels as K
 from ..memory import empty
 from ..quant import gain, shift_offset
+from ..errors import NonFiniteError
 
 __all__ = ["bias_operand", "array_forward", "array_backward", "weight_grad_into", "checked_gain", "weight_codes",
            "noisy_bias", "amax"]
@@ -57,7 +58,7 @@ def weight_codes(owner: str, W: np.ndarray, cfg, sw: float, what: str = "weight"
     wmask = np.empty(W.shape, np.uint8)
     bad = K.quantize_weight(W, cfg.w_clip if cfg.w_clip is not None else math.inf, sw, wq, wmask, n=W.size)
     if bad:
-        raise ValueError(f"{owner}: {what} contains {bad} NaN or inf value(s); expected finite numbers")
+        raise NonFiniteError(f"{owner}: {what} contains {bad} NaN or inf value(s); expected finite numbers")
     return wq, wmask
 
 
@@ -137,7 +138,7 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     xmask = empty((B, Kin), np.int8)
     bad = K.quantize_input(x, sx, s, 0, (1 << xb) - 1, pn, concat, split, xa, xd, xmask, n=x.size)
     if bad:
-        raise ValueError(f"{owner}: x contains {bad} NaN or inf value(s); expected finite numbers")
+        raise NonFiniteError(f"{owner}: x contains {bad} NaN or inf value(s); expected finite numbers")
 
     P = f32(sx * sw)
     Ba, bmask, Bd = _bias_codes(b, wq, cfg, P, s, split, O)
@@ -206,7 +207,7 @@ def array_backward(dy: np.ndarray, ctx: dict):
                              n=ga.size)
         gd = None
     if bad:
-        raise ValueError(f"{ctx['owner']}: dy contains {bad} NaN or inf value(s); expected finite numbers")
+        raise NonFiniteError(f"{ctx['owner']}: dy contains {bad} NaN or inf value(s); expected finite numbers")
 
     dwa = ga.T @ xa  # (O, Ka)
     if noisy:

@@ -15,8 +15,9 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 
 from ..config import LayerConfig, get_default_config
+from ..errors import NonFiniteError
 
-__all__ = ["Layer", "check_array", "check_grad", "check_pair", "check_finite"]
+__all__ = ["Layer", "check_array", "check_grad", "check_pair", "check_finite", "check_flag"]
 
 
 def _owner(layer) -> str:
@@ -42,11 +43,19 @@ def check_array(layer, arg: str, x, *, last: Optional[int] = None, ndim: Optiona
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def check_flag(layer, arg: str, v) -> bool:
+    """A True/False argument (numpy bools too); TypeError naming layer and argument for anything else
+    ("yes", 1, None would otherwise be read by truthiness)."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{_owner(layer)}: {arg}={v!r}; expected True or False")
+    return bool(v)
+
+
 def check_finite(layer, arg: str, a: np.ndarray) -> None:
     """ValueError naming layer and argument when `a` holds NaN or inf."""
     if not np.isfinite(a).all():
         n = int((~np.isfinite(a)).sum())
-        raise ValueError(f"{_owner(layer)}: {arg} contains {n} NaN or inf value(s); expected finite numbers")
+        raise NonFiniteError(f"{_owner(layer)}: {arg} contains {n} NaN or inf value(s); expected finite numbers")
 
 
 def check_pair(layer, name: str, v, minimum: int) -> Tuple[int, int]:

@@ -20,7 +20,7 @@ from ..config import LayerConfig
 from ..array.conv.ops import (Geometry, channel_sums, column_sums, conv_backward, conv_forward, convT_backward,
                               convT_forward, to_nchw, to_nhwc, wmat_conv, wmat_convT, wmat_from_conv, wmat_from_convT)
 from ..rng import init_rng
-from .base import check_array, check_finite, check_grad, check_pair
+from .base import check_array, check_finite, check_grad, check_pair, check_flag
 from .linear import ArrayLayer
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
@@ -36,6 +36,7 @@ class _ConvBase(ArrayLayer):
         for arg, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name}: {arg}={v!r}; expected a positive integer")
+        check_flag(name, "bias", bias)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")

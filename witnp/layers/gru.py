@@ -20,7 +20,7 @@ from ..memory import empty
 from ..noise import noise_model
 from ..quant import ScaleObserver
 from ..rng import init_rng, noise_rng
-from .base import Layer, check_array, check_finite, check_grad
+from .base import Layer, check_array, check_finite, check_grad, check_flag
 
 __all__ = ["GRU", "GRUCell"]
 
@@ -37,6 +37,7 @@ class _GRUBase(Layer):
         for arg, v in (("input_size", input_size), ("hidden_size", hidden_size)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name}: {arg}={v!r}; expected a positive integer")
+        check_flag(name, "bias", bias)
         if scale_ones not in (127, 128):
             raise ValueError(f"{name}: scale_ones={scale_ones!r}; expected 127 or 128")
         cfg = self.config

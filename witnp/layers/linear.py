@@ -11,7 +11,7 @@ from ..config import LayerConfig
 from ..noise import noise_model
 from ..quant import ScaleObserver
 from ..rng import init_rng, noise_rng
-from .base import Layer, check_array, check_finite, check_grad
+from .base import Layer, check_array, check_finite, check_grad, check_flag
 
 __all__ = ["Linear", "ArrayLayer"]
 
@@ -80,6 +80,7 @@ class Linear(ArrayLayer):
         for arg, v in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"Linear: {arg}={v!r}; expected a positive integer")
+        check_flag("Linear", "bias", bias)
         self.in_features, self.out_features = int(in_features), int(out_features)
         gen = rng if rng is not None else init_rng()
         bound = 1.0 / math.sqrt(self.in_features)

@@ -10,8 +10,9 @@ datasets.
 these modules too.
 """
 from . import data, losses, optim  # noqa: F401
-from .loop import (Stage, TrainingDiverged, calibrate, eval_table_row, evaluate, fit, format_table, run_recipe,
-                   with_config)
+from .loop import (NOISE_EVAL_SEED, MetricsLog, Stage, TrainingDiverged, calibrate, eval_table_row, evaluate, fit,
+                   format_table, noise_eval_rng, read_metrics, run_recipe, with_config)
 
 __all__ = ["TrainingDiverged", "fit", "evaluate", "calibrate", "with_config", "Stage", "run_recipe", "format_table",
-           "eval_table_row", "data", "losses", "optim"]
+           "eval_table_row", "noise_eval_rng", "NOISE_EVAL_SEED", "MetricsLog", "read_metrics", "data", "losses",
+           "optim"]

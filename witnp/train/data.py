@@ -24,6 +24,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     name: str = ""
+    source: str = ""  # how to load it again: a shipped dataset's name or the .npz path (recorded in model files)
 
     @property
     def n_classes(self) -> Optional[int]:
@@ -32,8 +33,10 @@ class Dataset:
         return None
 
 
-def load_npz(path) -> Dataset:
-    """Read a dataset file; refuses missing keys, mismatched lengths and non-finite inputs with a message."""
+def load_npz(path, source: Optional[str] = None) -> Dataset:
+    """Read a dataset file; refuses missing keys, mismatched lengths, empty splits, non-finite inputs and
+    class labels outside 0..K-1 with a message naming the file and the array. source: what `Dataset.source`
+    records (default: the absolute path)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"{path}: no such dataset file")
@@ -50,11 +53,27 @@ def load_npz(path) -> Dataset:
         if x.dtype.kind not in "fiu" or len(x) != len(y):
             raise ValueError(f"{path}: x_{split} {x.shape} {x.dtype} and y_{split} {y.shape} must be numeric with "
                              f"the same length")
+        if len(x) == 0:
+            raise ValueError(f"{path}: x_{split} is empty; expected at least one example in the {split} split")
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise ValueError(f"{path}: x_{split} contains NaN or inf")
+        if y.dtype.kind not in "fiu":
+            raise ValueError(f"{path}: y_{split} has dtype {y.dtype}; expected integer class labels or float targets")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError(f"{path}: y_{split} contains NaN or inf")
+    if (arr["y_train"].dtype.kind in "iu") != (arr["y_test"].dtype.kind in "iu"):
+        raise ValueError(f"{path}: y_train ({arr['y_train'].dtype}) and y_test ({arr['y_test'].dtype}) must both be "
+                         f"integer labels or both float targets")
+    if arr["y_train"].dtype.kind in "iu":
+        for split in ("train", "test"):
+            y = arr["y_" + split]
+            if y.ndim != 1 or y.min() < 0:
+                raise ValueError(f"{path}: y_{split} holds class labels {y.min()}..{y.max()} in shape {y.shape}; "
+                                 f"expected one label per example, each in 0..K-1")
     cast = (lambda y: y.astype(np.int64)) if arr["y_train"].dtype.kind in "iu" else (lambda y: y.astype(np.float32))
     return Dataset(arr["x_train"].astype(np.float32), cast(arr["y_train"]), arr["x_test"].astype(np.float32),
-                   cast(arr["y_test"]), name=os.path.splitext(os.path.basename(path))[0])
+                   cast(arr["y_test"]), name=os.path.splitext(os.path.basename(path))[0],
+                   source=source or os.path.abspath(path))
 
 
 def batches(x, y, batch_size: int, rng: Optional[np.random.Generator] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import math
 import os
@@ -21,7 +22,9 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..errors import NonFiniteError
 from ..handoff import model_file as hdf5
+from ..handoff.atomic import write_text
 from . import optim
 from .data import Dataset, batches
 from ..layers.container import walk
@@ -30,6 +33,11 @@ from .losses import CrossEntropyLoss
 
 __all__ = ["TrainingDiverged", "fit", "evaluate", "calibrate", "with_config", "Stage", "run_recipe", "format_table",
            "eval_table_row"]
+
+
+def _check_int(owner, name, v, lo, hi=None):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
+        raise ValueError(f"{owner}: {name}={v!r}; expected an integer " + (f">= {lo}" if hi is None else f"in {lo}..{hi}"))
 
 
 class TrainingDiverged(RuntimeError):
@@ -92,30 +100,48 @@ def evaluate(model, x, y, loss_fn=None, batch_size: int = 256, rng=None) -> dict
     return res
 
 
-class _MetricsLog:
-    """Appends one row per epoch to metrics.csv and metrics.jsonl in `folder` (when given)."""
+class MetricsLog:
+    """Every epoch's row, in metrics.csv and metrics.jsonl in `folder` (when given), rewritten whole and
+    atomically after each epoch: a kill never leaves half a line, and each stage's rows stay beside the
+    others'. On construction it keeps the rows already in the folder's metrics.jsonl for which
+    keep(row) is true (a fresh stage drops its own old rows; a resumed one also its rows past the checkpoint)."""
 
-    def __init__(self, folder: Optional[str], fresh: bool):
+    def __init__(self, folder: Optional[str], keep: Callable[[dict], bool] = lambda row: False):
         self.folder = folder
+        self.rows: List[dict] = []
         if folder:
             os.makedirs(folder, exist_ok=True)
-            if fresh:
-                for n in ("metrics.csv", "metrics.jsonl"):
-                    if os.path.exists(os.path.join(folder, n)):
-                        os.unlink(os.path.join(folder, n))
+            self.rows = [r for r in read_metrics(folder) if keep(r)]
 
     def write(self, row: dict) -> None:
+        self.rows.append(row)
         if not self.folder:
             return
-        with open(os.path.join(self.folder, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(row) + "\n")
-        path = os.path.join(self.folder, "metrics.csv")
-        new = not os.path.exists(path)
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        write_text(os.path.join(self.folder, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in self.rows))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(self.rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(self.rows)
+        write_text(os.path.join(self.folder, "metrics.csv"), buf.getvalue())
+
+
+def read_metrics(folder: str) -> List[dict]:
+    """The rows of `folder`/metrics.jsonl ([] when there is none)."""
+    path = os.path.join(folder, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+NOISE_EVAL_SEED = 1000
+"""Noisy evaluations draw their noise from np.random.default_rng(NOISE_EVAL_SEED + s) for seeds s = 0..N-1:
+`witnp train`'s table and `witnp eval` use the same draws, so one model shows one noisy figure."""
+
+
+def noise_eval_rng(s: int) -> np.random.Generator:
+    """The generator of the s-th noise seed of a noisy evaluation (`NOISE_EVAL_SEED`)."""
+    return np.random.default_rng(NOISE_EVAL_SEED + int(s))
 
 
 def _gen_state(g: np.random.Generator) -> dict:
@@ -141,12 +167,25 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
     of this call (simulating an interruption, for tests). The best model (highest validation accuracy, else
     lowest validation loss) is restored at the end when keep_best.
     """
+    _check_int("fit", "epochs", epochs, 0)
+    _check_int("fit", "batch_size", batch_size, 1)
+    _check_int("fit", "seed", seed, 0)
+    if patience is not None:
+        _check_int("fit", "patience", patience, 0)
+    if not isinstance(optimizer, optim.Optimizer):
+        raise TypeError(f"fit: optimizer is {type(optimizer).__name__}; expected a witnp.optim optimizer")
+    if len(data.x_train) == 0 or len(data.x_test) == 0:
+        raise ValueError(f"fit: the data has {len(data.x_train)} training and {len(data.x_test)} test examples; "
+                         f"expected at least one of each")
     loss_fn = loss_fn or CrossEntropyLoss()
     shuffle_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
     noise_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
     history: List[dict] = []
     start, best, best_state, since_best = 0, None, None, 0
-    if resume and checkpoint and os.path.exists(checkpoint):
+    if resume:
+        if not checkpoint or not os.path.exists(checkpoint):
+            raise ValueError(f"fit: resume=True but the checkpoint {checkpoint!r} does not exist; expected the "
+                             f"checkpoint path of an earlier fit (or resume=False to start afresh)")
         ck = hdf5.load_checkpoint(checkpoint)
         tr = ck["training"] or {}
         if tr.get("stage", "") != stage:
@@ -162,7 +201,10 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
         best_path = checkpoint + ".best.h5"
         if best is not None and os.path.exists(best_path):
             best_state = _state(hdf5.load(best_path))
-    metrics = _MetricsLog(log_dir, fresh=not (resume and start > 0))
+        if patience is not None and since_best >= patience:
+            start = epochs  # it had stopped early: nothing left to train
+    kept = len(history)  # this stage's rows up to the checkpoint stay; a row past it is trained again
+    metrics = MetricsLog(log_dir, keep=lambda r: r.get("stage") != stage or r.get("epoch", 0) <= kept)
     bar = progress if progress is not None else sys.stdout.isatty()
     n_batches = math.ceil(len(data.x_train) / batch_size)
     for epoch in range(start + 1, epochs + 1):
@@ -185,9 +227,7 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
                             raise TrainingDiverged(f"fit: the loss became {loss} {where}")
                         model.zero_grad()
                         model.backward(g, ctx)
-                except ValueError as e:  # a layer refused a non-finite activation or gradient
-                    if "NaN or inf" not in str(e):
-                        raise
+                except NonFiniteError as e:  # a layer refused a non-finite activation or gradient
                     raise TrainingDiverged(f"fit: non-finite values {where} ({e})") from None
                 if clip_norm:
                     optim.clip_grad_norm(model, clip_norm)
@@ -279,8 +319,7 @@ def eval_table_row(model, data, loss_fn, quant_changes: dict, noise_level: int, 
     nz = None
     if noise_level:
         noisy = with_config(qmodel, {"noise_level": noise_level})
-        runs = [evaluate(noisy, data.x_test, data.y_test, loss_fn, rng=np.random.default_rng(1000 + s))
-                for s in range(noise_seeds)]
+        runs = [evaluate(noisy, data.x_test, data.y_test, loss_fn, rng=noise_eval_rng(s)) for s in range(noise_seeds)]
         nz = {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs]))) for k in runs[0]}
     return {"float": fl, "quantized": q, "noisy": nz}
 
@@ -306,34 +345,84 @@ def _ckpt(out_dir, stage):
     return os.path.join(out_dir, "checkpoints", f"{stage}.h5")
 
 
+RECIPE_STATE = "recipe.json"
+"""The run folder's record of finished stages: {"done": [stage names in order], "rows": {stage: table row}}."""
+
+
 def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "adam", batch_size: int = 32,
                seed: int = 0, loss_fn=None, patience: Optional[int] = None, noise_level: int = 4,
                noise_seeds: int = 5, out_dir: Optional[str] = None, log: Callable[[str], None] = print,
-               progress: Optional[bool] = None):
+               progress: Optional[bool] = None, resume: bool = False):
     """The vendor's recipe: each stage starts from the previous stage's best weights and io_max, trains with its
     own config changes, epochs and learning rate, and is evaluated float / quantized / quantized+noise.
 
     Returns (final model, {stage: table row}, {stage: history}). With out_dir, each stage writes
     <out_dir>/<stage>.h5 (its best model), checkpoints under <out_dir>/checkpoints/ (<stage>.h5 after every
-    epoch, <stage>.h5.best.h5), and appends to <out_dir>/metrics.csv and metrics.jsonl.
+    epoch, <stage>.h5.best.h5), its rows in <out_dir>/metrics.csv and metrics.jsonl, and its table row in
+    <out_dir>/recipe.json once the stage is finished. resume=True (with the out_dir of an interrupted run
+    of the same stages) skips the finished stages, continues the interrupted one from its last checkpoint and
+    ends with the weights, metrics and table of the uninterrupted run.
     """
+    _check_int("run_recipe", "noise_level", noise_level, 0, 9)
+    _check_int("run_recipe", "noise_seeds", noise_seeds, 1)
+    _check_int("run_recipe", "batch_size", batch_size, 1)
+    if optimizer not in ("adam", "adamw", "sgd"):
+        raise ValueError(f"run_recipe: optimizer={optimizer!r}; expected 'adam', 'adamw' or 'sgd'")
+    names = [st.name for st in stages]
+    if not stages or len(set(names)) != len(names):
+        raise ValueError(f"run_recipe: stage names {names}; expected at least one stage, each name once")
+    for n in names:  # each names <out_dir>/<name>.h5
+        if not isinstance(n, str) or not n or n != os.path.basename(n) or n.startswith(".") or "\\" in n:
+            raise ValueError(f"run_recipe: stage name {n!r}; expected a plain file-name stem (no path separators)")
     loss_fn = loss_fn or CrossEntropyLoss()
     rows, histories = {}, {}
+    if resume and not out_dir:
+        raise ValueError("run_recipe: resume=True needs the out_dir of the run to resume")
+    state = _read_recipe_state(out_dir) if resume else {"done": [], "rows": {}}
+    if state["done"] != names[:len(state["done"])]:
+        raise ValueError(f"run_recipe: {out_dir} finished stages {state['done']}, which are not the first stages "
+                         f"of {names}; resume the run with the stages it was started with")
     # the quantized columns use the first quantized stage's settings (noise off)
     quant_changes = next(({k: v for k, v in st.changes.items() if k != "noise_level"} for st in stages
                           if st.changes.get("use_quantization")), {})
     for i, st in enumerate(stages):
+        if st.name in state["done"]:  # finished before the interruption: its best model and its table row
+            model = hdf5.load(os.path.join(out_dir, f"{st.name}.h5"))
+            rows[st.name] = state["rows"][st.name]
+            histories[st.name] = [r for r in read_metrics(out_dir) if r.get("stage") == st.name]
+            log(f"{st.name}: finished before, kept")
+            continue
         model = with_config(model, st.changes, st.per_layer)
         opt_cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}[optimizer]
         opt = opt_cls(model, lr=st.lr)
+        ckpt = _ckpt(out_dir, st.name)
         histories[st.name] = fit(model, data, optimizer=opt, epochs=st.epochs, batch_size=batch_size,
                                  seed=seed + i, loss_fn=loss_fn, patience=patience, log_dir=out_dir,
-                                 stage=st.name, log=log, progress=progress,
-                                 checkpoint=_ckpt(out_dir, st.name))
+                                 stage=st.name, log=log, progress=progress, checkpoint=ckpt,
+                                 resume=bool(resume and ckpt and os.path.exists(ckpt)))
         trained_quantized = any(l.config.use_quantization for _, l in walk(model) if l.config is not None)
         rows[st.name] = eval_table_row(model, data, loss_fn, quant_changes, noise_level, noise_seeds,
                                        calibrate_first=not trained_quantized, batch_size=batch_size)
         log(format_table({st.name: rows[st.name]}, noise_level, noise_seeds))
         if out_dir:
-            hdf5.save(model, os.path.join(out_dir, f"{st.name}.h5"))
+            hdf5.save(model, os.path.join(out_dir, f"{st.name}.h5"), data=getattr(data, "source", None))
+            state["done"].append(st.name)
+            state["rows"][st.name] = rows[st.name]
+            write_text(os.path.join(out_dir, RECIPE_STATE), json.dumps(state, indent=1))
     return model, rows, histories
+
+
+def _read_recipe_state(out_dir) -> dict:
+    path = os.path.join(out_dir, RECIPE_STATE)
+    if not os.path.exists(path):
+        return {"done": [], "rows": {}}
+    with open(path) as f:
+        st = json.load(f)
+    st["rows"] = {k: _row_from_json(v) for k, v in st["rows"].items()}
+    return st
+
+
+def _row_from_json(row: dict) -> dict:
+    """A table row read back from JSON: the noisy column's (mean, std) pairs as tuples again."""
+    noisy = row.get("noisy")
+    return dict(row, noisy={k: tuple(v) for k, v in noisy.items()} if noisy else noisy)

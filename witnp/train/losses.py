@@ -7,6 +7,7 @@ Values are Python floats computed in float64; gradients float32 of the predictio
 from __future__ import annotations
 
 import numpy as np
+from ..errors import NonFiniteError
 
 __all__ = ["CrossEntropyLoss", "MSELoss"]
 
@@ -18,7 +19,7 @@ def _pred(owner, pred, ndim=None):
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{owner}: pred has shape {a.shape}; expected {ndim} dimensions (N, C)")
     if not np.isfinite(a).all():
-        raise ValueError(f"{owner}: pred contains NaN or inf; expected finite numbers")
+        raise NonFiniteError(f"{owner}: pred contains NaN or inf; expected finite numbers")
     return a
 
 

@@ -22,6 +22,7 @@ from ... import kernels as K
 from .layouts import pick_layout
 from ..matrix import amax, bias_operand, checked_gain, noisy_bias, weight_codes
 from ...quant import shift_offset
+from ...errors import NonFiniteError
 
 __all__ = ["qconv_forward", "qconv_backward"]
 
@@ -53,7 +54,7 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     # codes in the layout's order (Conv2d's already padded), shared by the forward and the weight gradient
     xq, xn, xmask, bad = lay.quantize(x, sx, s, xlo, xhi, pn, pad)
     if bad:
-        raise ValueError(f"{owner}: x contains NaN or inf value(s); expected finite numbers")
+        raise NonFiniteError(f"{owner}: x contains NaN or inf value(s); expected finite numbers")
     # weight and bias codes, in the product's layout
     perm = lay.perm
     w2 = perm(W)
@@ -115,7 +116,7 @@ def qconv_backward(dy, ctx):
                                                ctx["xq"], ctx["xn"], ctx["pad"], ctx.get("wa", ctx["wq"]),
                                                ctx.get("wna", ctx["wneg"]), ctx["xmask"], ctx["sx"])
     if bad:
-        raise ValueError(f"{ctx['owner']}: dy contains NaN or inf value(s); expected finite numbers")
+        raise NonFiniteError(f"{ctx['owner']}: dy contains NaN or inf value(s); expected finite numbers")
     if noisy:
         dwq = dwq * ctx["w_factor"]
     gba = sums * (ctx["b_factor"] if noisy else f32(128))
