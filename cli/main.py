@@ -48,6 +48,18 @@ def _load_dataset(data):
     return runconfig.load_dataset(data)
 
 
+def _model_takes(model, d, model_path):
+    """MODEL run on one test frame of the data, before any work: a clear error when they do not fit."""
+    try:
+        y = model(d.x_test[:1])
+    except (ValueError, TypeError) as e:
+        raise runconfig.RunConfigError(f"{model_path} does not take the frames of {d.name} (x {d.x_test.shape[1:]}): "
+                                       f"{e}") from None
+    if d.n_classes is not None and (y.ndim != 2 or y.shape[1] < d.n_classes):
+        raise runconfig.RunConfigError(f"{model_path} outputs shape {y.shape[1:]} per frame; {d.name} has "
+                                       f"{d.n_classes} classes")
+
+
 def _data_of(model_path, data):
     """--data, or the dataset the model file records it was trained on."""
     if data:
@@ -238,6 +250,7 @@ def eval_(model_path, data, noise_level, noise_seeds, integer):
     """Loss and accuracy of MODEL on the test split."""
     model = wn.load(model_path)
     d = _load_dataset(_data_of(model_path, data))
+    _model_takes(model, d, model_path)
     quantized = any(l.config is not None and l.config.use_quantization for _, l in wn.walk(model))
     if noise_level and not quantized:
         raise runconfig.RunConfigError(f"--noise-level {noise_level}: {model_path} is a float model and noise acts "
@@ -285,6 +298,7 @@ def export(model_path, output, golden, data, c_header, json_path):
     gold = None
     if golden:
         d = _load_dataset(_data_of(model_path, data))
+        _model_takes(model, d, model_path)
         if golden > len(d.x_test):
             raise runconfig.RunConfigError(f"--golden {golden}: the test split of {d.name} has {len(d.x_test)} "
                                            f"frames; expected at most {len(d.x_test)}")
@@ -342,7 +356,10 @@ def inspect(path, data):
             click.echo(line)
         return
     model = wn.load(path)
-    sat = _saturation(model, _load_dataset(data)) if data else {}
+    if data:
+        d = _load_dataset(data)
+        _model_takes(model, d, path)
+    sat = _saturation(model, d) if data else {}
     click.echo(f"{path}: {type(model).__name__}, {sum(p.size for _, p in model.named_params())} parameters")
     for name, layer in wn.walk(model):
         cfg = layer.config

@@ -231,10 +231,12 @@ for name, m in [("no_y_test.npz", "missing arrays ['y_test']"), ("short_y.npz", 
                 ("not_npz.npz", "not a readable .npz"), ("missing.npz", "no such dataset file"),
                 ("wrong_shape.npz", "does not fit the data")]:
     case(f"data-train-{name}", _cli("train", "--out", "fresh", "--set", f"data='{name}'"), m)
-    case(f"data-eval-{name}", _cli("eval", "run/best.h5", "--data", name), "--data" if name != "wrong_shape.npz"
-         else "")
-    case(f"data-export-{name}", _cli("export", "run/best.h5", "-o", "h.h5", "--data", name),
-         "--data" if name != "wrong_shape.npz" else "")
+    m2 = "--data" if name != "wrong_shape.npz" else "does not take the frames of wrong_shape"
+    case(f"data-eval-{name}", _cli("eval", "run/best.h5", "--data", name), m2)
+    case(f"data-export-{name}", _cli("export", "run/best.h5", "-o", "h.h5", "--data", name), m2)
+    case(f"data-inspect-{name}", _cli("inspect", "run/best.h5", "--data", name), m2)
+case("data-export-rows-on-cnn", _cli("export", "run/best.h5", "-o", "h.h5", "--data", "digits_rows"),
+     "does not take the frames of digits_rows")
 # --- model files, through each command that reads one ---
 for name, m in [("neg_io_max.h5", "expected values >= 0"), ("nan_io_max.h5", "NaN or inf"),
                 ("edited_config.h5", "two different configs"), ("corrupt_weight.h5", "checksum mismatch"),
