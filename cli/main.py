@@ -374,8 +374,10 @@ def inspect(path, data):
             if "weight" in sc:
                 g = wn.quant.gain(sc["x"], sc["weight"], sc["y"])
                 line += f" G {g} (shift {int(np.log2(g)) if g > 0 and (g & (g - 1)) == 0 else '-'})"
+                from witnp.array.matrix import weight_codes  # the array's own rule and mask (w_clip included)
                 w = layer.params["weight"]
-                line += f" | weights clipped {float((np.abs(w * sc['weight']) > 127.5).mean()):.2%}"
+                _, wmask = weight_codes(name, w.reshape(w.shape[0], -1), cfg, sc["weight"])
+                line += f" | weights clipped {1.0 - float(wmask.mean()):.2%}"
             line += " io_max " + " ".join(f"{k} {v:.4g}" for k, v in io.items())
         if name in sat:
             line += f" | saturated: inputs {sat[name][0]:.2%} outputs {sat[name][1]:.2%}"

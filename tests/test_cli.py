@@ -117,3 +117,14 @@ def test_cli_keeps_freed_memory_unless_told_not_to(monkeypatch, env, calls):
     res = CliRunner().invoke(main, ["inspect", "--help"], env=env)
     assert res.exit_code == 0, res.output
     assert len(seen) == calls
+
+
+def test_inspect_counts_clipped_weights_with_the_arrays_rule(tmp_path):
+    """W·sw = 127.3 is clipped to 127 on the array (the kernel's mask); the old 127.5 threshold said not."""
+    cfg = wn.LayerConfig(use_quantization=True, scale_x=16, scale_weight=16, scale_y=16, use_auto_scale=False)
+    lin = wn.Linear(4, 1, config=cfg)
+    lin.params["weight"][...] = np.array([[127.3 / 16, 1.0, -1.0, 200.0 / 16]], np.float32)
+    wn.save(wn.Sequential(lin), tmp_path / "m.h5")
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path / "m.h5")])
+    assert r.exit_code == 0, r.output
+    assert "weights clipped 50.00%" in r.output

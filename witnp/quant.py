@@ -13,7 +13,8 @@ from typing import Dict, Iterable
 
 import numpy as np
 
-__all__ = ["pow2_exponent", "scale_from_max", "gain", "shift_offset", "ScaleObserver", "IO_MAX_RESET"]
+__all__ = ["code_range", "WEIGHT_RANGE", "pow2_exponent", "scale_from_max", "gain", "shift_offset", "ScaleObserver",
+           "IO_MAX_RESET"]
 
 IO_MAX_RESET = 8.0
 """The constant every io_max is reset to at the start of an epoch (the vendor's module.train())."""
@@ -39,6 +40,18 @@ def scale_from_max(m: float, q: int) -> float:
 def gain(sx: float, sw: float, sy: float) -> int:
     """G = R(sx·sw/sy) (float64 ratio, half to even): the integer gain of the bit split and of noise."""
     return int(np.rint(float(sx) * float(sw) / float(sy)))
+
+
+WEIGHT_RANGE = (-128, 127)
+"""The int8 weight codes of the array (chip.md §2): Wq = R(clip(W·sw, -128, 127))."""
+
+
+def code_range(bits: int, signed: bool = True):
+    """(lo, hi) of a `bits`-bit code: signed Y(bits) = [-2^(bits-1), 2^(bits-1) - 1] (the array's and the
+    digital ops' outputs, chip.md §2), unsigned U(bits) = [0, 2^bits - 1] (the DAC's input codes). The one
+    home of these ranges: layers, the array, the engine and the export all read them here."""
+    bits = int(bits)
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
 
 
 def shift_offset(shift_num: float, sx: float, xb: int) -> float:

@@ -23,7 +23,7 @@ from numba import prange
 from .._jit import jit, kernel
 from ..simd.dot_tile import DC, DR, dot_fma
 from ..layout import _fill
-from ..quant.quantize import input_code, input_codes_pn
+from ..quant.quantize import input_code, input_codes_pn, output_code
 from .wide import _grad_plane, conv_image
 
 __all__ = ["quantize_wide", "wide_conv_rq", "wide_backward"]
@@ -114,16 +114,11 @@ def wide_conv_rq(X, Xn, ximg, ldx, xg, boff, A, An, ag, ps, aoff, si, nk, groups
                     for w in range(Wo):
                         u = np.float32(acc[s0 + np.uint64(w)] + bc) / div
                         u = u + neg[s0 + np.uint64(w)] / div
-                        v = u * mul
-                        q = np.rint(min(max(v, lo), hi))
-                        mf[d0 + np.uint64(w)] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
-                        yf[d0 + np.uint64(w)] = min(max(q, lo2), hi2) / outdiv
+                        yf[d0 + np.uint64(w)], mf[d0 + np.uint64(w)] = output_code(u * mul, lo, hi, lo2, hi2, outdiv)
                 else:
                     for w in range(Wo):
                         v = (np.float32(acc[s0 + np.uint64(w)] + bc) / div) * mul
-                        q = np.rint(min(max(v, lo), hi))
-                        mf[d0 + np.uint64(w)] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
-                        yf[d0 + np.uint64(w)] = min(max(q, lo2), hi2) / outdiv
+                        yf[d0 + np.uint64(w)], mf[d0 + np.uint64(w)] = output_code(v, lo, hi, lo2, hi2, outdiv)
     return y
 
 

@@ -35,6 +35,16 @@ def input_codes_pn(v, sx, lo, hi):
             np.int8((v > zero) & (p <= hi)) - np.int8((v < zero) & (n <= hi)))
 
 
+@jit(inline="always")
+def output_code(v, lo, hi, lo2, hi2, outdiv):
+    """The output rule of the requantization (chip.md §2, §4), for v = the accumulator already divided and
+    scaled: q = R(clip(v, [lo, hi])); returns (clip(q, [lo2, hi2]) / outdiv, mask), mask (uint8) 1 where both
+    clamps pass (the straight-through gradient's mask). All float32; inlined in Numba's IR, so the callers'
+    loops still vectorize. The one home of this rule for every requantizing kernel."""
+    q = np.rint(min(max(v, lo), hi))
+    return min(max(q, lo2), hi2) / outdiv, np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
+
+
 @jit
 def _row_plain(x, b, sx, shift, lo, hi, xa, xd, mask, split):
     nb = 0
@@ -216,10 +226,7 @@ def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
             u = np.float32(acc[r, c] + bias[c]) / div
             if has_neg:
                 u = u + np.float32(neg[r, c]) / div
-            v = u * mul
-            q = np.rint(min(max(v, lo), hi))
-            mask[r, c] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
-            y[r, c] = min(max(q, lo2), hi2) / outdiv
+            y[r, c], mask[r, c] = output_code(u * mul, lo, hi, lo2, hi2, outdiv)
 
 
 @kernel
@@ -252,16 +259,11 @@ def requant_nchw(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
                 for k in range(W * C):
                     u = np.float32(af[r0 + np.uint64(k)] + bt[k]) / div
                     u = u + np.float32(nf[r0 + np.uint64(k)]) / div
-                    v = u * mul
-                    q = np.rint(min(max(v, lo), hi))
-                    mf[r0 + np.uint64(k)] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
-                    t[k] = min(max(q, lo2), hi2) / outdiv
+                    t[k], mf[r0 + np.uint64(k)] = output_code(u * mul, lo, hi, lo2, hi2, outdiv)
             else:
                 for k in range(W * C):
                     v = (np.float32(af[r0 + np.uint64(k)] + bt[k]) / div) * mul
-                    q = np.rint(min(max(v, lo), hi))
-                    mf[r0 + np.uint64(k)] = np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
-                    t[k] = min(max(q, lo2), hi2) / outdiv
+                    t[k], mf[r0 + np.uint64(k)] = output_code(v, lo, hi, lo2, hi2, outdiv)
             transpose_blocks(t, 0, C, yf, (b * C * H + h) * W, H * W, W, C)
     return y
 

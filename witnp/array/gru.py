@@ -16,7 +16,7 @@ from .. import kernels as K
 from ..kernels.gru.quant_step import HQ, NF  # the slots of the saved per-step arrays
 from .matrix import amax, checked_gain, noisy_bias, weight_codes
 from ..memory import empty
-from ..quant import pow2_exponent
+from ..quant import code_range, pow2_exponent
 
 __all__ = ["array_params", "qgru_forward", "qgru_backward", "luts"]
 
@@ -42,7 +42,8 @@ def _check_pow2(s, what, owner):
 
 def luts(yb, ones, sy_zr, sy_n):
     """(sigmoid LUT, tanh LUT, σ' and tanh' tables) over codes -2^(yb-1)..2^(yb-1)-1, evaluated in float32."""
-    c = np.arange(-(1 << (yb - 1)), 1 << (yb - 1), dtype=np.float32)
+    lo, hi = code_range(yb)
+    c = np.arange(lo, hi + 1, dtype=np.float32)
     with np.errstate(over="ignore"):
         s = (f32(1) / (f32(1) + np.exp(-(c / f32(sy_zr))))).astype(np.float32)
     th = np.tanh(c / f32(sy_n)).astype(np.float32)
@@ -92,7 +93,7 @@ def _xcodes(x2, sx, xb, pn, stacked, dt):
     M, Kin = x2.shape
     xa = empty((M, 2 * Kin if stacked else Kin))
     mask = empty((M, Kin), np.int8)
-    K.quantize_input(x2, sx, 0.0, 0, (1 << xb) - 1, pn, stacked, False, xa, _EMPTY, mask, n=x2.size)
+    K.quantize_input(x2, sx, 0.0, *code_range(xb, signed=False), pn, stacked, False, xa, _EMPTY, mask, n=x2.size)
     return xa.astype(dt, copy=False), mask
 
 

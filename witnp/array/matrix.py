@@ -28,11 +28,11 @@ import numpy as np
 
 from .. import kernels as K
 from ..memory import empty
-from ..quant import gain, shift_offset
+from ..quant import code_range, gain, shift_offset
 from ..errors import NonFiniteError
 
-__all__ = ["bias_operand", "array_forward", "array_backward", "weight_grad_into", "checked_gain", "weight_codes",
-           "noisy_bias", "amax"]
+__all__ = ["bias_operand", "bias_codes", "array_forward", "array_backward", "bias_tail", "weight_grad_into",
+           "checked_gain", "weight_codes", "noisy_bias", "amax"]
 
 f32 = np.float32
 _EMPTY = np.empty((0, 0), np.float32)
@@ -86,8 +86,10 @@ def noisy_bias(noise, rng, ba: np.ndarray, N: int):
     return term, factor
 
 
-def _bias_codes(b, wq, cfg, P, s, split, n_out):
-    """Analog bias code (Bq or Bl), its clamp mask, and the digital Bd (or None); all (O,) float32."""
+def bias_codes(b, wq, cfg, P, s, split, n_out):
+    """Analog bias code (Bq or Bl), its clamp mask, and the digital Bd (or None); all (O,) float32 (chip.md §2:
+    Bq = R(clip((f32(b·f32(sx·sw)) - s·ΣWq) / 128, -128N, 127N)); the split form in the module docstring).
+    The one home of the bias rule: the layers' forward and the firmware export both call it."""
     ba = np.empty(n_out, np.float32)
     bmask = np.empty(n_out, np.uint8)
     bd = np.zeros(n_out, np.float32)
@@ -124,7 +126,7 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     split = xb > 8
     pn = cfg.handle_neg_in == "PN"
     noisy = noise is not None and noise.active
-    ylo, yhi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
+    ylo, yhi = code_range(yb)
     G = checked_gain(owner, sx, sw, sy, "bit split" if split else "noisy forward") if (split or noisy) else None
     wq, wmask = weight_codes(owner, W, cfg, sw)
 
@@ -136,13 +138,13 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     xa = empty((B, Ka))
     xd = empty((B, Kin)) if split else _EMPTY
     xmask = empty((B, Kin), np.int8)
-    bad = K.quantize_input(x, sx, s, 0, (1 << xb) - 1, pn, concat, split, xa, xd, xmask, n=x.size)
+    bad = K.quantize_input(x, sx, s, *code_range(xb, signed=False), pn, concat, split, xa, xd, xmask, n=x.size)
     if bad:
         raise NonFiniteError(f"{owner}: x contains {bad} NaN or inf value(s); expected finite numbers")
 
     P = f32(sx * sw)
-    Ba, bmask, Bd = _bias_codes(b, wq, cfg, P, s, split, O)
-    xbound = 255 if split else (1 << xb) - 1
+    Ba, bmask, Bd = bias_codes(b, wq, cfg, P, s, split, O)
+    xbound = 255 if split else code_range(xb, signed=False)[1]
     ctx = dict(owner=owner, x_shape=x.shape, wq=wq, wmask=wmask, xa=xa, xd=xd, xmask=xmask, bmask=bmask, concat=concat,
                split=split, noisy=noisy, s=s, sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None,
                N=cfg.bias_row_N)
@@ -216,11 +218,7 @@ def array_backward(dy: np.ndarray, ctx: dict):
     if split:
         dwq = dwq + gd.T @ (f32(256) * ctx["xd"])
 
-    gba = ga.sum(axis=0, dtype=np.float32) * (ctx["b_factor"] if noisy else f32(128))
-    gba = np.where(ctx["bmask"] != 0, gba, f32(0)).astype(np.float32)  # dL/d(pre-clip bias code)
-    if ctx["s"]:  # Shift: the bias code holds -s·ΣWq/128
-        dwq = dwq - (gba * f32(ctx["s"] / 128.0))[:, None]
-    db = (gba * (P / f32(128))).astype(np.float32) if ctx["has_bias"] else None
+    dwq, db = bias_tail(ga.sum(axis=0, dtype=np.float32), dwq, ctx, shift=True)
 
     if split:  # dXl/dXq = 0: the input gradient flows through the digital part only
         dxa, cat = gd @ wq, False
@@ -231,6 +229,21 @@ def array_backward(dy: np.ndarray, ctx: dict):
     dx = empty((B, Kin))
     K.input_grad(np.ascontiguousarray(dxa, dtype=np.float32), ctx["xmask"], ctx["sx"], cat, dx, n=dx.size)
     return dx, np.ascontiguousarray(dwq, dtype=np.float32), db
+
+
+def bias_tail(colsum: np.ndarray, dwq: np.ndarray, ctx: dict, shift: bool):
+    """The straight-through backward through the bias codes (chip.md §7), shared by every array layer.
+
+    colsum (O,) float32: Σ over rows of dL/d(analog accumulator); dwq (O, K) the weight codes' gradient.
+    The bias rows add 128·Bq (noise: the noisy rows' factor), so dL/dBq = 128·colsum where the bias clamp
+    passes; with Shift (and shift=True) the bias code holds -s·ΣWq/128, so dwq gets -dL/dBq·s/128; the float
+    bias's gradient is dL/dBq·P/128 (Bq = R(b·P/128), P = sx·sw). Returns (dwq, db (O,) float32 or None)."""
+    gba = colsum * (ctx["b_factor"] if ctx["noisy"] else f32(128))
+    gba = np.where(ctx["bmask"] != 0, gba, f32(0)).astype(np.float32)  # dL/d(pre-clip bias code)
+    if shift and ctx["s"]:
+        dwq = dwq - (gba * f32(ctx["s"] / 128.0))[:, None]
+    db = (gba * (ctx["P"] / f32(128))).astype(np.float32) if ctx["has_bias"] else None
+    return dwq, db
 
 
 def weight_grad_into(grad: np.ndarray, dwq: np.ndarray, ctx: dict) -> None:

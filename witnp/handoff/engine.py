@@ -18,7 +18,7 @@ import numpy as np
 from ..array.conv.ops import Geometry
 from .handoff_file import read_handoff
 from .int_ops import gru_q_int, shift_round
-from ..quant import pow2_exponent
+from ..quant import code_range, pow2_exponent
 
 __all__ = ["shift_round", "IntegerEngine"]  # shift_round: from int_ops, for the tests
 
@@ -50,11 +50,11 @@ def _input_codes(c, s_in, rec, signed=False):
     R(relu(±v)·sx) = max(±R(v·sx), 0) and R(v·sx + s) = R(v·sx) + s (s an integer), so one R(v·sx) serves."""
     xb, mode = int(rec["x_quant_bits"]), rec["handle_neg_in"]
     u = _scaled(c, s_in, rec["scale_x"])
-    hi = (1 << xb) - 1
+    hi = code_range(xb, signed=False)[1]
     if mode == "PN":
         return np.clip(np.maximum(u, 0), 0, hi), np.clip(np.maximum(-u, 0), 0, hi)
     if signed:
-        return np.clip(u, -(1 << (xb - 1)), (1 << (xb - 1)) - 1), None
+        return np.clip(u, *code_range(xb)), None
     return np.clip(u + int(rec.get("shift", 0)), 0, hi), None
 
 
@@ -181,8 +181,8 @@ class IntegerEngine:
         """Two-input digital ops (chip.md §8) on codes: Add, Mul, Cat; Divide by its table."""
         t = rec["type"]
         xb, yb = int(rec["x_quant_bits"]), int(rec["y_quant_bits"])
-        lo, hi = -(1 << (xb - 1)), (1 << (xb - 1)) - 1
-        ylo, yhi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
+        lo, hi = code_range(xb)
+        ylo, yhi = code_range(yb)
         (c1, s1), (c2, s2) = outs
         sl, sr, sy = float(rec["scale_x1"]), float(rec["scale_x2"]), float(rec["scale_y"])
         ly = _log2(sy, "scale_y")
@@ -215,7 +215,7 @@ class IntegerEngine:
         xb, yb = int(rec["x_quant_bits"]), int(rec["y_quant_bits"])
         wq = rec["weight"].astype(np.int64)
         e = _requant_exp(rec)
-        lo, hi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
+        lo, hi = code_range(yb)
         lo2, hi2 = out_clip if out_clip is not None else (lo, hi)
         b = rec["bias_npu"].astype(np.int64)
         if xb > 8:
@@ -258,7 +258,7 @@ class IntegerEngine:
             acc = _conv(pos, w, g, _pad_code(rec))
             if neg is not None:
                 acc = acc + _conv(neg, rec["weight_neg"].astype(np.int64), g, 0)
-        lo, hi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
+        lo, hi = code_range(yb)
         y = np.clip(shift_round(acc + rec["bias_npu"].astype(np.int64), e), lo, hi)
         if mode == "PN" and not transposed:
             y = np.clip(y, -128, 127)
@@ -277,8 +277,8 @@ class IntegerEngine:
         """Single-input digital ops by their tables over input codes (per channel on axis 1 when per_channel)."""
         xb = int(rec["x_quant_bits"])
         signed = bool(rec.get("signed_in", True))
-        lo = -(1 << (xb - 1)) if signed else 0
-        q = np.clip(_scaled(c, s, rec["scale_x"]), lo, lo + (1 << xb) - 1) - lo
+        lo, hi = code_range(xb, signed)
+        q = np.clip(_scaled(c, s, rec["scale_x"]), lo, hi) - lo
         lut = rec["lut"]
         if rec.get("per_channel"):
             ch = np.arange(c.shape[1]).reshape((1, -1) + (1,) * (c.ndim - 2))
@@ -289,7 +289,7 @@ class IntegerEngine:
     def _mean(c, s, rec):
         """y = clip(R(ΣXq / n), Y(yb)) at the input scale, R an exact rational rounding half to even."""
         xb, yb = int(rec["x_quant_bits"]), int(rec["y_quant_bits"])
-        q = np.clip(_scaled(c, s, rec["scale_x"]), -(1 << (xb - 1)), (1 << (xb - 1)) - 1)
+        q = np.clip(_scaled(c, s, rec["scale_x"]), *code_range(xb))
         dim = json.loads(rec["dims"])
         axes = tuple(range(q.ndim)) if dim is None else tuple(d % q.ndim for d in (dim if isinstance(dim, list)
                                                                                   else [dim]))
@@ -298,7 +298,7 @@ class IntegerEngine:
         fl = S // n
         r2 = 2 * (S - fl * n)
         y = fl + ((r2 > n) | ((r2 == n) & (fl % 2 == 1)))
-        return np.clip(y, -(1 << (yb - 1)), (1 << (yb - 1)) - 1), float(rec["scale_x"])
+        return np.clip(y, *code_range(yb)), float(rec["scale_x"])
 
     @staticmethod
     def _gru(c, s, rec):

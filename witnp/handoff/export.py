@@ -16,7 +16,7 @@ from ..array import matrix as cim
 from .handoff_file import leaf_records, read_handoff, write_handoff  # noqa: F401  (re-exported)
 from ..array.conv.ops import wmat_conv
 from ..layers.container import Sequential
-from ..quant import gain, pow2_exponent, shift_offset
+from ..quant import code_range, gain, pow2_exponent, shift_offset
 from .atomic import write_text
 from .engine import IntegerEngine
 
@@ -51,9 +51,9 @@ def _array_record(name, layer, warn) -> dict:
     wq, wmask = cim.weight_codes(name, np.ascontiguousarray(w2), cfg, sw)  # the training forward's own codes
     co = layer.out_features if t == "Linear" else layer.out_channels
     if t == "ConvTranspose2d":
-        ba, bmask, bd = cim._bias_codes(b, np.empty((co, 0), f32), cfg, P, 0.0, False, co)
+        ba, bmask, bd = cim.bias_codes(b, np.empty((co, 0), f32), cfg, P, 0.0, False, co)
     else:
-        ba, bmask, bd = cim._bias_codes(b, wq, cfg, P, s, split, co)
+        ba, bmask, bd = cim.bias_codes(b, wq, cfg, P, s, split, co)
     rec = {"type": t, "x_quant_bits": cfg.x_quant_bits, "y_quant_bits": cfg.y_quant_bits,
            "handle_neg_in": cfg.handle_neg_in, "bias_row_N": cfg.bias_row_N, "scale_x": sx, "scale_weight": sw,
            "scale_y": sy, "shift": s, "to_linear": bool(to_linear), "config": json.dumps(cfg.to_dict()),
@@ -102,8 +102,8 @@ def _lut_record(name, layer, warn) -> dict:
     sc = layer.observer.scales_for_forward(False, layer._qs())
     xb = cfg.x_quant_bits
     signed = layer.signed_in
-    lo = -(1 << (xb - 1)) if signed else 0
-    q = np.arange(lo, lo + (1 << xb), dtype=np.float32)
+    lo, hi = code_range(xb, signed)
+    q = np.arange(lo, hi + 1, dtype=np.float32)
     t = type(layer).__name__
     per_channel = t.startswith("BatchNorm") or (t == "PReLU" and layer.params["weight"].size > 1)
     x = q / f32(sc["x"])
@@ -133,7 +133,7 @@ def _digital_record(name, layer) -> dict:
         rec["dim"] = layer.dim
     if t == "Divide":  # a two-input table over both input codes
         xb = cfg.x_quant_bits
-        q = np.arange(-(1 << (xb - 1)), 1 << (xb - 1), dtype=np.float32)
+        q = np.arange(code_range(xb)[0], code_range(xb)[1] + 1, dtype=np.float32)
         a, b = np.meshgrid(q / f32(sc["x1"]), q / f32(sc["x2"]), indexing="ij")
         y, _ = layer.forward((a.copy(), b.copy()), train=False)
         rec["lut2"] = np.rint(y * f32(sc["y"])).astype(np.int32)

@@ -2,6 +2,8 @@
 integers only (docs/gru.md). Plain NumPy on int64, no floating point."""
 import numpy as np
 
+from ..quant import code_range
+
 __all__ = ["shift_round", "gru_q_int"]
 
 
@@ -28,7 +30,8 @@ def gru_q_int(xz, xi, h0q, wzr, win, whn, bzr, bin_, bhn, e_zr, e_in, e_hn, k_zr
     """
     N, T, I = xz[0].shape
     H = h0q.shape[1]
-    lo, hi, off = -(1 << (yb - 1)), (1 << (yb - 1)) - 1, 1 << (yb - 1)
+    lo, hi = code_range(yb)
+    off = -lo
     wzr, win, whn = (np.asarray(w, np.int64) for w in (wzr, win, whn))
     h = np.asarray(h0q, np.int64)
     out = np.empty((N, T, H), np.int64)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import kernels as K
 from ..config import LayerConfig
-from ..quant import ScaleObserver
+from ..quant import ScaleObserver, code_range
 from .base import Layer, check_array, check_finite, check_grad
 
 __all__ = ["DigitalOp", "ReLU", "Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "Mean", "Add", "Mul", "Divide", "Cat"]
@@ -31,7 +31,7 @@ f32 = np.float32
 
 def _q(x, s, bits, signed):
     """Codes R(clip(x·s, Y(bits) or U(bits))) and the clip mask (bool), float32."""
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    lo, hi = code_range(bits, signed)
     c = x * f32(s)
     return np.rint(np.clip(c, f32(lo), f32(hi))), (c >= lo) & (c <= hi)
 
@@ -43,7 +43,7 @@ def _out(f, sy, bits, signed):
 
 def _out_codes(v, sy, bits, signed):
     """y = clip(R(v), range)/sy for v already in output units, and the clip's mask on v."""
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    lo, hi = code_range(bits, signed)
     return (np.clip(np.rint(v), f32(lo), f32(hi)) / f32(sy)).astype(np.float32), (v >= lo) & (v <= hi)
 
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from ... import kernels as K
 from .layouts import pick_layout
-from ..matrix import amax, bias_operand, checked_gain, noisy_bias, weight_codes
-from ...quant import shift_offset
+from ..matrix import amax, bias_operand, bias_tail, checked_gain, noisy_bias, weight_codes
+from ...quant import WEIGHT_RANGE, code_range, shift_offset
 from ...errors import NonFiniteError
 
 __all__ = ["qconv_forward", "qconv_backward"]
@@ -39,14 +39,11 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     pn = mode == "PN"
     noisy = noise is not None and noise.active
     G = checked_gain(owner, sx, sw, sy, "noisy forward") if noisy else None
-    ylo, yhi = -(1 << (yb - 1)), (1 << (yb - 1)) - 1
-    lo2, hi2 = (-128, 127) if (pn and not transposed) else (ylo, yhi)
+    ylo, yhi = code_range(yb)
+    lo2, hi2 = WEIGHT_RANGE if (pn and not transposed) else (ylo, yhi)
     # the input codes' range
     s = shift_offset(cfg.shift_num, sx, xb) if mode == "Shift" else 0.0
-    if mode == "FALSE" and not transposed:
-        xlo, xhi = -(1 << (xb - 1)), (1 << (xb - 1)) - 1
-    else:
-        xlo, xhi = 0, (1 << xb) - 1
+    xlo, xhi = code_range(xb, signed=mode == "FALSE" and not transposed)
     pad = float(np.rint(min(max(s, xlo), xhi)))  # the code of a zero input (padding)
     # the layout is picked for the integer codes' bound, as the noiseless statistics below multiply them too
     lay = pick_layout(geo, transposed, x.shape, co, (max(abs(xlo), xhi), 128))
@@ -119,10 +116,7 @@ def qconv_backward(dy, ctx):
         raise NonFiniteError(f"{ctx['owner']}: dy contains NaN or inf value(s); expected finite numbers")
     if noisy:
         dwq = dwq * ctx["w_factor"]
-    gba = sums * (ctx["b_factor"] if noisy else f32(128))
-    gba = np.where(ctx["bmask"] != 0, gba, f32(0)).astype(np.float32)
-    if ctx["s"] and not transposed:  # Shift: the bias code holds -s·ΣWq/128
-        dwq = dwq - (gba * f32(ctx["s"] / 128.0))[:, None]
+    dwq, db = bias_tail(sums, dwq, ctx, shift=not transposed)
     dW = np.zeros(dwq.shape, np.float32)
     K.scale_masked(np.ascontiguousarray(dwq, dtype=np.float32), ctx["wmask"], ctx["sw"], dW, True, n=dW.size)
     if pn:
@@ -130,5 +124,4 @@ def qconv_backward(dy, ctx):
             dwn = dwn * ctx["wn_factor"]
         K.scale_masked(np.ascontiguousarray(dwn, dtype=np.float32), ctx["wnmask"], -ctx["sw"], dW, True,
                        n=dW.size)  # Wneg = R(clip(-W·sw)): d/dW = -sw
-    db = (gba * (P / f32(128))).astype(np.float32) if ctx["has_bias"] else None
     return dx, lay.unperm(dW, ctx["w_shape"]), db
