@@ -1,7 +1,9 @@
 """The one place where kernels get their Numba options.
 
 Every kernel is compiled twice from the same body, serial and parallel (``prange`` becomes ``range`` in the
-serial twin); tests check that both agree bit for bit.
+serial twin); tests check that both agree bit for bit and that the parallel twin ran. Five kernels have no
+parallel loop on purpose, so their parallel twin runs serially: `conv_dw_rows` (a sum over the batch in batch
+order) and the four GRU recurrences (a loop over time); tests/kernels/test_twins.py keeps that list true.
 
 Which twin runs: serial by default. Measured on the 2-core CI machine (bench/bench_linear.py, B256 512->512
 QAT step): with NumPy's OpenBLAS using both cores, the parallel twins made the step 3.5x slower (16 ms
@@ -32,6 +34,7 @@ import os
 import types
 
 import numba
+import numpy as np
 from numba.core.caching import FunctionCache
 
 from .simd.width import LANES
@@ -80,10 +83,18 @@ def set_parallel_threshold(n):
 
 
 class Kernel:
-    """A kernel body compiled serial (`.serial`) and parallel (`.parallel`); calling it picks by size."""
+    """A kernel body compiled serial (`.serial`) and parallel (`.parallel`); calling it picks by size.
 
-    def __init__(self, fn):
+    raw=True marks a kernel that reads its arrays through raw pointers (the LLVM-IR tiles and gathers of
+    `simd`, which ignore strides): calling it with an array that is not C-contiguous is refused with a
+    ValueError naming the argument, instead of reading the wrong memory. `parallel_calls` counts the calls
+    that ran the parallel twin (the tests' proof that it ran)."""
+
+    def __init__(self, fn, raw=False):
         self.py_func = fn
+        self.raw = raw
+        self.parallel_calls = 0
+        self._arg_names = fn.__code__.co_varnames[:fn.__code__.co_argcount]
         # A distinct function object per variant: Numba's on-disk cache is keyed by qualified name, so two
         # dispatchers of one function object with different flags would overwrite each other's cache.
         twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
@@ -96,11 +107,25 @@ class Kernel:
 
     def __call__(self, *args, n=None):
         """Run the parallel twin when `n` (the work size, in elements) reaches the threshold, else serial."""
+        if self.raw:
+            self.check_layout(args)
         if n is not None and PARALLEL_MIN_ELEMENTS is not None and n >= PARALLEL_MIN_ELEMENTS:
+            self.parallel_calls += 1
             return self.parallel(*args)
         return self.serial(*args)
 
+    def check_layout(self, args):
+        """ValueError for an array argument that is not C-contiguous (a raw kernel would misread it)."""
+        for name, a in zip(self._arg_names, args):
+            if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
+                raise ValueError(f"{self.__name__}: argument {name} is a non-contiguous {a.dtype} array (shape "
+                                 f"{a.shape}, strides {a.strides}); this kernel reads raw memory: expected a "
+                                 f"C-contiguous array (np.ascontiguousarray)")
 
-def kernel(fn):
-    """Decorator: compile `fn` as a serial/parallel `Kernel` pair with the project's options."""
-    return Kernel(fn)
+
+def kernel(fn=None, *, raw=False):
+    """Decorator: compile `fn` as a serial/parallel `Kernel` pair with the project's options; ``@kernel`` or
+    ``@kernel(raw=True)`` for kernels that read arrays through raw pointers."""
+    if fn is None:
+        return lambda f: Kernel(f, raw=raw)
+    return Kernel(fn, raw=raw)

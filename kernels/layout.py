@@ -23,6 +23,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from ._jit import jit, kernel
+from .simd.raw import require_contiguous
 from .simd.tile import _OFF0, LANES, tile_fma
 
 __all__ = ["nchw_to_nhwc", "nchw_to_nhwc_f32", "grad_to_nhwc", "nhwc_to_nchw", "pad_nhwc"]
@@ -40,6 +41,7 @@ _S3 = ((0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15))
 def _t8x8(typingctx, src, s0, lds, dst, d0, ldd):
     """dst[d0 + j·ldd + i] = src[s0 + i·lds + j] for i, j < 8: an 8 x 8 block, transposed (1-D float32
     arrays; the caller keeps every index in bounds)."""
+    require_contiguous("transpose_blocks", src, dst)
     if any(getattr(t, "dtype", None) != types.float32 or t.ndim != 1 for t in (src, dst)):
         return None
     sig = types.void(src, s0, lds, dst, d0, ldd)
@@ -69,7 +71,7 @@ def _t8x8(typingctx, src, s0, lds, dst, d0, ldd):
     return sig, codegen
 
 
-@kernel
+@kernel(raw=True)
 def nchw_to_nhwc(x, top, left, fill, out):
     """x (B, C, H, W) -> out (B, Hp, Wp, C): x[b, :, h, w] at out[b, top + h, left + w, :], `fill` elsewhere.
     Any dtype and layout (a strided view, say): element by element."""
@@ -111,7 +113,7 @@ def _pad_row(of, o0, Wp, W, C, left, h, H, fill):
     return True
 
 
-@kernel
+@kernel(raw=True)
 def nchw_to_nhwc_f32(x, top, left, fill, out):
     """`nchw_to_nhwc` for C-contiguous float32 x and out, in 8 x 8 register blocks (see the module
     docstring)."""
@@ -178,7 +180,7 @@ def _mask_scale_row(of, mf, o0, m0, W, C, c, rs):
     return nb
 
 
-@kernel
+@kernel(raw=True)
 def grad_to_nhwc(g, mask, c, out, rowsum, top, left):
     """The output gradient of a quantized conv into the products' layout, through the output clip, in one
     pass over g (it was a transpose, a masked scale and a BLAS column sum, each a pass over g), padded with
@@ -209,7 +211,7 @@ def _grad_row(gf, mf, c, of, rowsum, bp, Hp, Wp, H, W, C, top, left):
     return _mask_scale_row(of, mf, o0, (b * H + h) * W * C, W, C, c, rowsum[b * H + h])
 
 
-@kernel
+@kernel(raw=True)
 def nhwc_to_nchw(x, out):
     """x (B, H, W, C) -> out (B, C, H, W)."""
     B, H, W, C = x.shape
@@ -222,7 +224,7 @@ def nhwc_to_nchw(x, out):
     return out
 
 
-@kernel
+@kernel(raw=True)
 def pad_nhwc(x, top, left, fill, out):
     """x (B, H, W, C) -> out (B, Hp, Wp, C): x at out[:, top:top + H, left:left + W], `fill` elsewhere. Both
     C-contiguous: each image row is one contiguous run of W·C values, copied as such (0.27 ms against 0.44

@@ -1,4 +1,6 @@
 """LayerConfig: vendor names and values, presets, global defaults, and refusals that name the field."""
+import dataclasses
+
 import pytest
 
 import witnp as wn
@@ -56,7 +58,7 @@ def test_impossible_values_are_refused_naming_the_field(kw, err, match):
 
 
 def test_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         wn.LayerConfig().noise_level = 3
 
 

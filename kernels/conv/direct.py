@@ -19,7 +19,7 @@ from ..simd.tile import rows_fma
 __all__ = ["conv_rows", "conv_dw_rows"]
 
 
-@kernel
+@kernel(raw=True)
 def conv_rows(x, wb, arow, crow, n, ps, pc, tapoff, kc, groups, ag, ogp, out):
     """For each output row r and group g, n pixels q:
         out[crow[r] + q·pc + g·ogp + o] = Σ_t Σ_{c<kc} x[arow[r] + g·ag + q·ps + tapoff[t] + c] · wb[g, t·kc + c, o]
@@ -32,7 +32,7 @@ def conv_rows(x, wb, arow, crow, n, ps, pc, tapoff, kc, groups, ag, ogp, out):
     return out
 
 
-@kernel
+@kernel(raw=True)
 def conv_dw_rows(x, gy, abase, rowoff, si, nki, tapoff, cg, groups, ogp, ldg, out):
     """Weight gradient of a direct convolution, added into out (G, T, cg, ogp) (flat float32):
         out[g, t, c, o] += Σ_b Σ_{ko, ki} x[abase[b] + rowoff[ko] + ki·si + tapoff[t] + g·cg + c]

@@ -17,7 +17,7 @@ __all__ = ["at_b"]
 _CHUNK = 128  # rows per pass: 128 rows of a 192-column A and a 256-column B are 224 KB
 
 
-@kernel
+@kernel(raw=True)
 def at_b(A, a0, lda, ka, R, Bm, b0, ldb, C):
     """C (ka, nc) = Σ_{r < R} A[a0 + r·lda + i] · Bm[b0 + r·ldb + o], for i < ka and o < nc.
 

@@ -49,7 +49,7 @@ def conv_image(X, x0, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out
                 p += mr
 
 
-@kernel
+@kernel(raw=True)
 def wide_conv(X, x0, ximg, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out, oimg, ldo, L, nimg):
     """For image b < nimg, group g, row p < nrows, pixel l < L (a multiple of 2·LANES):
         out[b·oimg + (g·nrows + p)·ldo + l] = Σ_t Σ_{k < nk} A[g·ag + p·ps + aoff[t] + k·si]
@@ -61,7 +61,7 @@ def wide_conv(X, x0, ximg, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows
     return out
 
 
-@kernel
+@kernel(raw=True)
 def wide_dw(Gm, gimg, ldg, gs, nk, X, ximg, xg, xo, groups, ogp, nimg, out):
     """out[g·ogp + p, q] = Σ_b Σ_{k < nk·LANES} Gm[b·gimg + (g·ogp + p)·ldg + gs + k]
                                                · X[b·ximg + g·xg + xo[q] + gs + k]
@@ -91,7 +91,7 @@ def _copy(dst, d0, src, s0, n):
         dst[d + np.uint64(i)] = src[s + np.uint64(i)]
 
 
-@kernel
+@kernel(raw=True)
 def to_wide(x, out, m0, ld, S, top, left, fill):
     """x (B, C, H, W) -> wide planes: x[b, c, h, w] at out[m0 + (b·C + c)·ld + (top + h)·S + left + w],
     `fill` everywhere else in out (margins, padding, row ends), so out is written whole."""
@@ -111,7 +111,7 @@ def to_wide(x, out, m0, ld, S, top, left, fill):
     return out
 
 
-@kernel
+@kernel(raw=True)
 def from_wide(src, m0, ld, S, bias, out):
     """out (B, C, H, W) = the wide planes' first H rows and W columns: out[b, c, h, w] =
     src[m0 + (b·C + c)·ld + h·S + w] (+ bias[c] when bias has C entries, else nothing added)."""
@@ -156,7 +156,7 @@ def _grad_plane(gf, mf, has_mask, c, out, o0, ld, S, top, left, s_img, Ho, Wo, c
     return nb
 
 
-@kernel
+@kernel(raw=True)
 def grad_to_wide(g, mask, c, out, ld, S, top, left, groups, ogp, chsum):
     """Output gradient g (B, O, Ho, Wo) -> wide planes for the products, zero outside the image:
         out[(b·groups + o // og)·ogp + o % og) plane, row top + h, column left + w] = g[b, o, h, w]·c

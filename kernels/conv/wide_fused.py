@@ -57,7 +57,7 @@ def _quantize_plane(xf, s_pl, H, W, sx, shift, lo, hi, pn, outp, outn, o0, ld, S
     return nb
 
 
-@kernel
+@kernel(raw=True)
 def quantize_wide(x, sx, shift, lo, hi, pn, outp, outn, m0, ld, S, top, left, fill, mask):
     """`quant.quantize.quantize_input` (no split; PN concatenated) written into wide planes (`wide.to_wide`'s layout):
     x[b, c, h, w]'s code at outp[m0 + (b·C + c)·ld + (top + h)·S + left + w], `fill` everywhere else in outp;
@@ -83,7 +83,7 @@ def quantize_wide(x, sx, shift, lo, hi, pn, outp, outn, m0, ld, S, top, left, fi
     return bad
 
 
-@kernel
+@kernel(raw=True)
 def wide_conv_rq(X, Xn, ximg, ldx, xg, boff, A, An, ag, ps, aoff, si, nk, groups, nrows, ldo, S,
                  bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
     """Per image b: `wide.conv_image` of its planes (X from b·ximg; with Xn not empty also Xn with weights An,
@@ -122,7 +122,7 @@ def wide_conv_rq(X, Xn, ximg, ldx, xg, boff, A, An, ag, ps, aoff, si, nk, groups
     return y
 
 
-@kernel
+@kernel(raw=True)
 def wide_backward(g, mask, c, ldg, S, top, left, groups, ogp, gsize, boff, A, An, ag, ps, aoff, si, nk, nrows, ldo,
                   L, xmask, sx, dx, X, Xn, ximg, xg, xo, gs, nkd, dw, dwn, chsum):
     """The whole backward of a quantized stride-1 Conv2d, one image at a time, so that the image's output

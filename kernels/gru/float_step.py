@@ -32,7 +32,7 @@ def _gates(gi, gh, hp, H, bhh, h, r, z, n, ghn):
         h[j] = (one - zz) * nn + zz * hp[j]
 
 
-@kernel
+@kernel(raw=True)
 def gru_forward(gi, whhT, bhh, h0, hs, r, z, n, ghn):
     """gi (T, N, 3H) float32 (W_ih x + b_ih), whhT (H, C3) = W_hhᵀ with columns padded to C3 (a multiple of
     LANES), bhh (3H,), h0 (N, H).
@@ -72,7 +72,7 @@ def _gate_grads(dh, dy, hp, r, z, n, ghn, H, dgi, dgh):
         dh[j] = g * zz
 
 
-@kernel
+@kernel(raw=True)
 def gru_backward(dhs, dhT, whh, h0, hs, r, z, n, ghn, dgi, dgh, dh0):
     """Backward through time of `gru_forward` (time-major).
 

@@ -127,7 +127,7 @@ def _bias_rows(acc, bias, N, C):
             acc[b, j] += bias[j]
 
 
-@kernel
+@kernel(raw=True)
 def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, kzr, kin, khn, czr, chn, cin, sy_n,
                   yb, pn, stacked, ones, lut_sig, lut_tanh, dsig, dtanh, track, F, hz, hh, amax_acc, y):
     """One call for the whole sequence, time-major (each step's rows are one contiguous block, which the
@@ -255,7 +255,7 @@ def _x_grad(d, mask, sx, stacked, half, n, first, dx):
         dx[i] = v if first else dx[i] + v
 
 
-@kernel
+@kernel(raw=True)
 def gru_q_backward(dhs, h0, F, wzrT, whnT, wzxT, wixT, mz, mi, sx_zr, sx_hn, sxz, sxi, pn, stacked, G, gs, dx,
                    dh0):
     """Straight-through backward through time of `gru_q_forward` (all gradients in real units, float32),

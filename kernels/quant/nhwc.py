@@ -15,7 +15,7 @@ from .quantize import input_code, input_codes_pn
 __all__ = ["quantize_nhwc"]
 
 
-@kernel
+@kernel(raw=True)
 def quantize_nhwc(x, sx, shift, lo, hi, pn, xp, xn, pp, pnp, top, left, fill, mask):
     """`quantize.quantize_input` (no split; PN as two branches) of x (B, C, H, W) float32 into channels-last codes:
         FALSE/Shift: q = R(clip(x·sx + shift, [lo, hi]));  PN: qp, qn = R(clip(relu(±x)·sx, [lo, hi]))

@@ -229,7 +229,7 @@ def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
             y[r, c], mask[r, c] = output_code(u * mul, lo, hi, lo2, hi2, outdiv)
 
 
-@kernel
+@kernel(raw=True)
 def requant_nchw(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
     """`requant` of channels-last accumulators with y written channels-first, in one pass (it was `requant`
     and then a transpose of y, a second pass over the output):
@@ -311,7 +311,7 @@ def input_grad(dxa, mask, sx, concat, dx):
     return dx
 
 
-@kernel
+@kernel(raw=True)
 def input_grad_nhwc(dpos, dneg, mask, sx, dx):
     """`input_grad` from channels-last code gradients straight into channels-first dx, in one pass (it was a
     transpose of each branch and then `input_grad`):

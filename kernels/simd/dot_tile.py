@@ -19,6 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._jit import jit
+from .raw import require_contiguous
 from .width import LANES
 
 __all__ = ["DR", "DC", "dot_fma"]
@@ -28,6 +29,7 @@ DR, DC = (4, 6) if LANES == 16 else (2, 4)
 
 @intrinsic
 def _dot(typingctx, Gm, g0, ldg, gk, Xm, x0, xk, xo, q0, nko, nk, Cm, c0, ldc, accum):
+    require_contiguous("dot_fma", Gm, gk, Xm, xk, xo, Cm)
     if any(getattr(t, "dtype", None) != types.float32 or t.ndim != 1 for t in (Gm, Xm, Cm)):
         return None
     sig = types.void(Gm, g0, ldg, gk, Xm, x0, xk, xo, q0, nko, nk, Cm, c0, ldc, accum)

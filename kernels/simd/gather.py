@@ -16,6 +16,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._jit import jit
+from .raw import require_contiguous
 from .width import LANES
 
 __all__ = ["lookup2"]
@@ -25,6 +26,7 @@ __all__ = ["lookup2"]
 def _lookup_block(typingctx, ci, j, lut, dlut, m, val, der):
     """Entries j..j+LANES-1: val = lut[ci], der = dlut[ci]·m (ci int32, the rest float32, all 1-D; the
     tables of one power-of-two size)."""
+    require_contiguous("lookup2", ci, lut, dlut, m, val, der)
     if ci.dtype != types.int32 or ci.ndim != 1 or any(
             t.dtype != types.float32 or t.ndim != 1 for t in (lut, dlut, m, val, der)):
         return None

@@ -31,6 +31,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .._jit import jit
+from .raw import require_contiguous
 from .width import LANES
 
 __all__ = ["LANES", "lanes_up", "pad_cols", "tile_fma", "tile_fma_tab", "rows_fma", "acc_rows"]
@@ -40,6 +41,7 @@ def _make_tile(NV, SIZES):
     by the runtime argument mr (a row count outside SIZES does nothing)."""
     @intrinsic
     def _tile(typingctx, mr, A, a0, ps, offs, nko, si, nki, Bm, b0, boffs, ldb, Cm, c0, ldc, accum):
+        require_contiguous("tile_fma", A, offs, Bm, boffs, Cm)
         if any(getattr(t, "dtype", None) != types.float32 or t.ndim != 1 for t in (A, Bm, Cm)):
             return None  # the loads below read float32: refuse any other array at typing time
         table = not isinstance(boffs, (types.NoneType, types.Omitted))

@@ -34,7 +34,7 @@ CASES = [(kind, neg, xb) for kind in ("Linear", "Conv2d", "to_linear", "ConvT") 
 
 @pytest.mark.parametrize("kind, neg, xb", CASES)
 def test_engine_equals_the_model_per_layer(kind, neg, xb):
-    rng = np.random.default_rng(hash((kind, neg, xb)) % 2 ** 32)
+    rng = np.random.default_rng(CASES.index((kind, neg, xb)))  # the same draws every run (hash() is salted)
     cfg = wn.LayerConfig(use_quantization=True, handle_neg_in=neg, x_quant_bits=xb, y_quant_bits=10,
                          bias_d=1.5, bias_row_N=2, shift_num=0.7)
     if kind == "Linear":
