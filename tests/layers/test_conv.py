@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import witnp as wn
 
 from ..conftest import central_diff
-from .spec_conv import conv2d_ref, conv_transpose2d_ref, spec_qconv
+from .spec_conv import conv2d_ref, conv_transpose2d_ref, spec_qconv, spec_qconv2d_grads
 
 pairs = st.tuples
 
@@ -141,6 +141,32 @@ def test_quantized_conv_transpose2d_matches_spec(c, neg, xb, yb, scales, N):
     want = spec_qconv(x, layer.params["weight"], layer.params["bias"], sx=sx, sw=sw, sy=sy, xb=xb, yb=yb, N=N,
                       neg=neg, transposed=True, geo=c["geo"])
     np.testing.assert_array_equal(layer(x), want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(c=conv_geometry(), neg=st.sampled_from(["FALSE", "PN", "Shift"]), xb=st.sampled_from([8, 10]),
+       yb=st.sampled_from([8, 10]), N=st.sampled_from([1, 8]), shift_num=st.sampled_from([0.25, 1.0, 3.0]),
+       scales=st.sampled_from([(16, 32, 16), (64, 128, 8), (8, 16, 64)]))
+def test_quantized_conv2d_gradients_equal_the_spec_formula_by_formula(c, neg, xb, yb, N, shift_num, scales):
+    """dx, dW and db of the quantized Conv2d against chip.md §7 transcribed term by term (spec_conv), to float
+    order: the Shift term of the weight gradient, the bias clamp, PN's two branches and clips included."""
+    sx, sw, sy = scales
+    cfg = wn.LayerConfig(use_quantization=True, use_auto_scale=False, scale_x=sx, scale_weight=sw, scale_y=sy,
+                         x_quant_bits=xb, y_quant_bits=yb, handle_neg_in=neg, bias_row_N=N, shift_num=shift_num)
+    rng = np.random.default_rng(c["seed"])
+    geo = c["geo"]
+    layer = wn.Conv2d(c["ci"], c["co"], c["k"], config=cfg, **geo)
+    layer.params["bias"][...] = rng.normal(size=c["co"]).astype(np.float32) * 4  # some bias codes clamp at N = 1
+    x = (rng.normal(size=(c["B"], c["ci"], c["H"], c["W"])) * 0.8).astype(np.float32)
+    y, ctx = layer.forward(x, train=True)
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    dx = layer.backward(dy, ctx)
+    want_dx, want_dw, want_db = spec_qconv2d_grads(x, layer.params["weight"], layer.params["bias"], dy, sx=sx, sw=sw,
+                                                   sy=sy, xb=xb, yb=yb, N=N, neg=neg, shift_num=shift_num, geo=geo)
+    scale = max(1.0, float(np.abs(want_dw).max()))
+    np.testing.assert_allclose(layer.grads["weight"], want_dw, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(layer.grads["bias"], want_db, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(want_db).max()))
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(want_dx).max())))
 
 
 def test_quantized_straight_through_pn_int8_clip_after_rounding():

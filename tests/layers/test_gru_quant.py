@@ -14,6 +14,7 @@ from witnp.handoff.int_ops import gru_q_int
 from witnp.train.loop import with_config
 
 from ..conftest import Replay
+from .gru_reference import gru_integer
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*io_max of:RuntimeWarning")
 
@@ -26,7 +27,7 @@ def qcfg(neg="PN", yb=8, **kw):
 
 
 def integer_reference(g, x, h0, amax=None):
-    """Quantize once (x codes, weight and bias codes), then integers only. amax: see `gru_q_int`."""
+    """The integer engine's GRU (`gru_q_int`) on the codes witnp's arrays make. amax: see `gru_q_int`."""
     sc = g.scales
     H = g.hidden_size
     arrays = cim_gru.array_params(g.params, H, g.has_bias)
@@ -51,20 +52,54 @@ def integer_reference(g, x, h0, amax=None):
                      int(math.log2(sc["x_hn"])) - 7, g.config.y_quant_bits, pn, g.scale_ones, ls, lt, amax)
 
 
-@settings(max_examples=40, deadline=None)
-@given(N=st.integers(1, 3), T=st.integers(1, 6), I=st.integers(1, 5), H=st.integers(1, 6),
-       neg=st.sampled_from(["PN", "FALSE"]), yb=st.integers(8, 10), ones=st.sampled_from([127, 128]),
-       sx=st.sampled_from([16, 64, 256]), sw=st.sampled_from([32, 128, 512]), sy=st.sampled_from([8, 32, 128]),
-       N_rows=st.integers(1, 8), bias=st.booleans(), seed=st.integers(0, 10 ** 6))
-def test_integer_reference_equals_training_forward(N, T, I, H, neg, yb, ones, sx, sw, sy, N_rows, bias, seed):
+def independent(g, x, h0):
+    """tests/layers/gru_reference.py (docs/gru.md transcribed, no witnp code) for the GRU layer g."""
+    p = g.params
+    return gru_integer(p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"), x, h0, g.scales,
+                       g.config.handle_neg_in == "PN", g.config.y_quant_bits, g.scale_ones, g.config.bias_row_N)
+
+
+GRU_CASES = dict(N=st.integers(1, 3), T=st.integers(1, 6), I=st.integers(1, 5), H=st.integers(1, 6),
+                 neg=st.sampled_from(["PN", "FALSE"]), yb=st.integers(8, 10), ones=st.sampled_from([127, 128]),
+                 sx=st.sampled_from([16, 64, 256]), sw=st.sampled_from([32, 128, 512]),
+                 sy=st.sampled_from([8, 32, 128]), N_rows=st.integers(1, 8), bias=st.booleans(),
+                 seed=st.integers(0, 10 ** 6))
+
+
+def _case(N, T, I, H, neg, yb, ones, sx, sw, sy, N_rows, bias, seed):
     rng = np.random.default_rng(seed)
     g = wn.GRU(I, H, bias=bias, config=qcfg(neg, yb, scale_x=sx, scale_weight=sw, scale_y=sy, bias_row_N=N_rows),
                rng=rng, scale_ones=ones)
     x = rng.normal(size=(N, T, I)).astype(np.float32)
     h0 = (rng.normal(size=(N, H)) * 0.6).astype(np.float32)
+    return g, x, h0
+
+
+@settings(max_examples=40, deadline=None)
+@given(**GRU_CASES)
+def test_training_forward_equals_the_independent_reference(**case):
+    g, x, h0 = _case(**case)
     y, _ = g.forward((x, h0), train=True)
-    hq = integer_reference(g, x, h0)
-    np.testing.assert_array_equal(y * 128, hq.astype(np.float32))
+    np.testing.assert_array_equal(y * 128, independent(g, x, h0).astype(np.float32))
+
+
+@settings(max_examples=40, deadline=None)
+@given(**GRU_CASES)
+def test_the_engines_integer_gru_equals_the_independent_reference(**case):
+    """int_ops.gru_q_int (the integer engine's GRU) on the codes witnp makes, against the transcription."""
+    g, x, h0 = _case(**case)
+    np.testing.assert_array_equal(integer_reference(g, x, h0), independent(g, x, h0))
+
+
+@pytest.mark.parametrize("neg", ["PN", "FALSE"])
+def test_exported_gru_on_the_integer_engine_equals_the_independent_reference(neg):
+    from witnp.handoff.engine import IntegerEngine
+    from witnp.handoff.export import export_model
+    g, x, _ = _case(3, 7, 4, 5, neg, 8, 128, 64, 128, 32, 2, True, 11)
+    model = wn.Sequential(g)
+    y_eng = IntegerEngine(export_model(model)).run(x)[0]
+    want = independent(g, x, np.zeros((3, 5), np.float32)).astype(np.float32) / 128
+    np.testing.assert_array_equal(y_eng, want)
 
 
 @settings(max_examples=20, deadline=None)
