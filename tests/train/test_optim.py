@@ -137,6 +137,7 @@ def test_bad_arguments():
         optim.Adam({"p": (p.astype(np.float64), g)}, lr=0.1)
 
 
+@pytest.mark.torch
 def test_against_torch_when_installed():
     torch = pytest.importorskip("torch")
     for name, kw in (("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)),
