@@ -16,7 +16,7 @@ setup(
     # like `kernels` or `cli` lands top-level in site-packages.
     package_dir={"witnp": "witnp", "witnp.kernels": "kernels", "witnp.cli": "cli", "witnp._data": "data"},
     package_data={"witnp._data": ["*.npz", "README.md"], "witnp.cli": ["*.toml"]},
-    install_requires=["numpy>=1.24", "numba>=0.59", "h5py>=3.8", "click>=8.1"],
+    install_requires=["numpy>=1.24", "numba>=0.59", "h5py>=3.8", "click>=8.1", "threadpoolctl>=3.1"],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
     entry_points={"console_scripts": ["witnp=witnp.cli.main:main"]},
 )

@@ -11,10 +11,11 @@ import click
 import numpy as np
 
 import witnp as wn
+from witnp.errors import TrainingDiverged
 
 from . import runconfig
 
-EXIT_ERRORS = (ValueError, TypeError, OSError, KeyError, wn.ModelFileError)
+EXIT_ERRORS = (ValueError, TypeError, OSError, KeyError, TrainingDiverged)  # ModelFileError is a ValueError
 
 
 def friendly(fn):
@@ -26,7 +27,7 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
-        except EXIT_ERRORS + (wn.train.TrainingDiverged,) as e:
+        except EXIT_ERRORS as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
@@ -36,10 +37,15 @@ def friendly(fn):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(wn.__version__, prog_name="witnp")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("--threads", type=click.IntRange(1), default=None, envvar="WITNP_THREADS", show_envvar=True,
+              help="Threads for BLAS and Numba [default: 1, never slower than more on a shared or busy machine; "
+                   "see witnp/threads.py].")
 @click.pass_context
-def main(ctx, debug):
+def main(ctx, debug, threads):
     """Train and deploy neural networks for analog compute-in-memory chips (WTM2101 class)."""
     ctx.ensure_object(dict)["debug"] = debug
+    from witnp.threads import set_threads
+    set_threads(threads or 1)
     if os.environ.get("WITNP_KEEP_FREED_MEMORY", "1") != "0":
         wn.keep_freed_memory()  # steps reuse freed pages instead of faulting in new ones (witnp/memory.py)
 

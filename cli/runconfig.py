@@ -11,11 +11,10 @@ import re
 import tomllib
 from collections import OrderedDict
 
-import witnp as wn
 from witnp.config import LayerConfig
-from witnp.train.data import load_npz
-from witnp.layers.registry import LAYER_TYPES, build
-from witnp.train.loop import Stage
+
+# witnp's layers, training and data modules load Numba: they are imported inside the functions that need
+# them, so that `witnp --help` and argument errors start in a fraction of a second.
 
 DEFAULT_TOML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.toml")
 CONFIG_FIELDS = {f for f in LayerConfig.__dataclass_fields__} | {"auto_scale_updata_step"}
@@ -191,6 +190,8 @@ def _check_fields(where: str, d: dict) -> None:
 
 
 def build_model(cfg: dict):
+    import witnp as wn
+    from witnp.layers.registry import LAYER_TYPES, build
     layers = cfg.get("model", {}).get("layers")
     if not isinstance(layers, list) or not layers:
         raise RunConfigError("model.layers: expected a non-empty list of layers ({type = ..., ...})")
@@ -232,6 +233,7 @@ def load_data(cfg: dict):
 def load_dataset(name: str, key: str = "--data"):
     """A shipped dataset by name, or an .npz by path; its `source` records which, for the model files."""
     from witnp import _data
+    from witnp.train.data import load_npz
     shipped = name in _data.names()
     try:
         return load_npz(_data.path(name), source=name) if shipped else load_npz(name)
@@ -240,6 +242,7 @@ def load_dataset(name: str, key: str = "--data"):
 
 
 def stages_of(cfg: dict):
+    from witnp.train.loop import Stage
     quant = dict(cfg.get("quant", {}))
     _check_fields("quant", quant)
     overrides = dict(cfg.get("model", {}).get("overrides", {}) or {})

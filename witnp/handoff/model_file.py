@@ -23,6 +23,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import ModelFileError
 from ..layers.container import walk
 from .atomic import atomic_write
 from ..layers.registry import build, layer_spec
@@ -31,10 +32,6 @@ __all__ = ["save", "load", "load_checkpoint", "recorded_data", "atomic_h5", "Mod
 
 FORMAT = "witnp-model"
 SCHEMA_VERSION = "1.0"
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be used: not HDF5, not witnp's, another schema, or inconsistent."""
 
 
 def _crc(a: np.ndarray) -> int:

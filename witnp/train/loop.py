@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import NonFiniteError
+from ..errors import NonFiniteError, TrainingDiverged
 from ..handoff import model_file as hdf5
 from ..handoff.atomic import write_text
 from . import optim
@@ -38,10 +38,6 @@ __all__ = ["TrainingDiverged", "fit", "evaluate", "calibrate", "with_config", "S
 def _check_int(owner, name, v, lo, hi=None):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
         raise ValueError(f"{owner}: {name}={v!r}; expected an integer " + (f">= {lo}" if hi is None else f"in {lo}..{hi}"))
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf; the message names the epoch and batch."""
 
 
 def _state(model) -> dict:
