@@ -87,6 +87,30 @@ def _command_line(repeat, rounds, rounds_help):
     return a, sorted({int(v) for v in a.threads.split(",")}), sides
 
 
+def machine_line():
+    """The CPU model, its SIMD flags (AVX, AVX2, FMA, AVX-512 ...) and the kernels' width: every figure a bench
+    prints belongs to the machine this line names."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    simd = sorted(fl for fl in flags if fl.startswith(("avx", "fma", "sse4")) or fl in ("f16c",))
+    try:
+        lanes = subprocess.run([sys.executable, "-c", "from witnp.kernels.simd import width; print(width.LANES)"],
+                               capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        lanes = "?"
+    return (f"machine: {model}, {os.cpu_count()} cores; SIMD flags: {' '.join(simd) or 'none seen'}; "
+            f"witnp kernels: {lanes} float32 lanes" + (f" (forced by WITNP_SIMD_LANES)" if os.environ.get(
+                "WITNP_SIMD_LANES") else ""))
+
+
 def _torch_hint(sides):
     if "torch" not in sides:
         print("(torch not installed: `pip install torch==2.13.0` for the side-by-side figures)")
@@ -99,6 +123,7 @@ def bench_main(script, witnp_worker, torch_worker, report, repeat=30):
     if a.worker:
         print(json.dumps((witnp_worker if a.worker == "witnp" else torch_worker)(a.repeat)))
         return
+    print(machine_line())
     for t in threads:
         res = interleaved(script, sides, t, a.rounds)
         print(f"\n== {t} thread(s): forward+backward, median ms ==")
@@ -189,6 +214,7 @@ def paired_main(script, cases, report, pairs, repeat=20):
     if a.worker:
         serve(cases(a.worker), a.repeat)
         return
+    print(machine_line())
     for t in threads:
         med, ratios = paired(script, sides, t, a.rounds, pairs)
         print(f"\n== {t} thread(s): forward+backward, median ms of {a.rounds} paired rounds ==")

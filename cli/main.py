@@ -27,6 +27,10 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
+        except BrokenPipeError:  # `witnp inspect ... | head`: the reader left; end quietly (Python's own advice)
+            import sys
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(1)
         except EXIT_ERRORS as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -391,15 +395,21 @@ def inspect(path, data):
 
 
 def _saturation(model, d):
-    """Fraction of clipped inputs and saturated outputs of each top-level array layer on the test split."""
+    """Per top-level array layer of a Sequential, on up to 256 test frames: the share of input values clipped at
+    the input code range, and of outputs clipped at the output range. An input of exactly 0 is not clipped
+    (PN's relu and the other modes code it exactly, though PN's straight-through mask is 0 there)."""
     out = {}
-    _, ctxs = model.forward(d.x_test[:256], train=False)
     if not isinstance(model, wn.Sequential):
         return out
-    for (name, layer), ctx in zip(model.children.items(), ctxs):
+    x = d.x_test[:256]
+    for name, layer in model.children.items():
+        y, ctx = layer.forward(x, train=False)
         a = ctx.get("array", ctx) if isinstance(ctx, dict) else None
         if a and "ymask" in a and "xmask" in a:
-            out[name] = (float((a["xmask"] == 0).mean()), float((a["ymask"] == 0).mean()))
+            xm, xv = np.asarray(a["xmask"]).reshape(-1), np.asarray(x).reshape(-1)
+            clipped = (xm == 0) & (xv != 0) if xm.size == xv.size else (xm == 0)  # unfolded inputs: mask only
+            out[name] = (float(clipped.mean()), float((np.asarray(a["ymask"]) == 0).mean()))
+        x = y
     return out
 
 

@@ -128,3 +128,19 @@ def test_inspect_counts_clipped_weights_with_the_arrays_rule(tmp_path):
     r = CliRunner().invoke(main, ["inspect", str(tmp_path / "m.h5")])
     assert r.exit_code == 0, r.output
     assert "weights clipped 50.00%" in r.output
+
+
+def test_inspect_saturation_counts_clipped_values_not_zeros(tmp_path):
+    """A PN layer's straight-through mask is 0 at x = 0 too; only values past the code range count. Inputs:
+    per row two zeros, one value past 255/16 and one inside, so 25 % of the inputs clip."""
+    cfg = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", scale_x=16, scale_weight=16, scale_y=16,
+                         use_auto_scale=False)
+    lin = wn.Linear(4, 2, config=cfg)
+    lin.params["weight"][...] = 0.01
+    wn.save(wn.Sequential(lin), tmp_path / "m.h5")
+    x = np.tile(np.array([[0.0, 0.0, 20.0, 1.0], [0.0, -30.0, 0.0, -2.0]], np.float32), (5, 1))
+    y = np.zeros(10, np.int64)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x, y_test=y + np.arange(10) % 2)
+    r = CliRunner().invoke(main, ["inspect", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz")])
+    assert r.exit_code == 0, r.output
+    assert "saturated: inputs 25.00% outputs 0.00%" in r.output
