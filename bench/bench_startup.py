@@ -5,8 +5,9 @@ first cold (every kernel compiles) and then warm (the on-disk cache serves them)
     python bench/bench_startup.py [--epochs 1]
 
 The install is non-editable, so the package lands in site-packages; the Numba cache then goes where Numba puts
-it for that location (next to the sources when writable, else the user-wide cache): NUMBA_CACHE_DIR points
-both runs at one empty folder here so that "cold" really is cold. Not a timed test.
+it for that location (next to the sources when writable, else the user-wide cache): NUMBA_CACHE_DIR points each
+command's two runs at a folder of its own, empty before the first, so that "cold" really is cold. Not a timed
+test.
 """
 import argparse
 import os
@@ -41,8 +42,8 @@ def main():
         py = os.path.join(venv, "bin", "python")
         subprocess.run([py, "-m", "pip", "install", "-q", ROOT], check=True, capture_output=True)
         witnp = os.path.join(venv, "bin", "witnp")
-        env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(tmp, "numba-cache"))
-        env.pop("VIRTUAL_ENV", None)
+        base = dict(os.environ)
+        base.pop("VIRTUAL_ENV", None)
         work = os.path.join(tmp, "work")
         os.makedirs(work)
         ep = [] if a.epochs is None else [x for i in range(3) for x in ("--set", f"stages.{i}.epochs={a.epochs}")]
@@ -52,7 +53,8 @@ def main():
                 ("witnp train (GRU example)", lambda k: [witnp, "train", "--config", gru, "--out", f"gru{k}",
                                                          "--no-progress"] + ep)]
         print(f"{'command':30s} {'cold s':>8s} {'warm s':>8s}")
-        for name, cmd in rows:
+        for i, (name, cmd) in enumerate(rows):  # each command cold from its own empty cache, then warm
+            env = dict(base, NUMBA_CACHE_DIR=os.path.join(tmp, f"numba-cache-{i}"))
             cold = timed(cmd("cold"), env, work)
             warm = timed(cmd("warm"), env, work)
             print(f"{name:30s} {cold:8.1f} {warm:8.1f}")

@@ -198,7 +198,7 @@ def _weight_grad(a, G2, g0, O, gsum, xs, hs, stacked):
         wf = a["w_factor"]  # (K_eff, O): rows of [Wqᵀ; -Wqᵀ] with PN
         dwq = dwq * wf[:Kin].T - prod(1) * wf[Kin:].T if stacked else dwq * wf.T
     dW = np.zeros(a["wq"].shape, f32)
-    K.scale_masked(np.ascontiguousarray(dwq, dtype=f32), a["wmask"], a["sw"], dW, True, n=dW.size)
+    K.scale_masked(np.ascontiguousarray(dwq, dtype=f32), a["wmask"], f32(a["sw"]), dW, True, n=dW.size)
     gb = gsum * (a["b_factor"] if a["noisy"] else 128.0)
     db = np.where(a["bmask"] != 0, gb, 0.0) * float(a["P"]) / 128.0
     return dW, db.astype(f32)

@@ -248,4 +248,4 @@ def bias_tail(colsum: np.ndarray, dwq: np.ndarray, ctx: dict, shift: bool):
 
 def weight_grad_into(grad: np.ndarray, dwq: np.ndarray, ctx: dict) -> None:
     """grad += dwq·sw where the weight's clamps pass (the chain through Wq = R(clip(clip(W)·sw)))."""
-    K.scale_masked(dwq, ctx["wmask"], ctx["sw"], grad, True, n=grad.size)
+    K.scale_masked(dwq, ctx["wmask"], f32(ctx["sw"]), grad, True, n=grad.size)  # the kernel casts c to float32 anyway: one signature

@@ -204,8 +204,10 @@ def _convT_plan(geo, B, H, W, Ci, Ho, Wo, cog, joint):
                 calls.append((_phase_weights(w5, n_w, ti, tj, cogp), tap, arow, crow, nw, Ci, geo.sw * ldc, cig, cig,
                               cogp, B * nh * nw * ldc))
     for c in calls:
-        for a in c[:4]:
-            a.flags.writeable = False
+        # the cached plan is shared: its gather index is frozen. The tables handed to conv_rows stay writeable
+        # (conv_rows only reads them): Numba types a read-only array apart, and compiled conv_rows a second
+        # time for them (2.4 s of a cold `witnp train`)
+        c[0].flags.writeable = False
     return calls, ldc
 
 

@@ -118,10 +118,10 @@ def qconv_backward(dy, ctx):
         dwq = dwq * ctx["w_factor"]
     dwq, db = bias_tail(sums, dwq, ctx, shift=not transposed)
     dW = np.zeros(dwq.shape, np.float32)
-    K.scale_masked(np.ascontiguousarray(dwq, dtype=np.float32), ctx["wmask"], ctx["sw"], dW, True, n=dW.size)
+    K.scale_masked(np.ascontiguousarray(dwq, dtype=np.float32), ctx["wmask"], f32(ctx["sw"]), dW, True, n=dW.size)
     if pn:
         if noisy:
             dwn = dwn * ctx["wn_factor"]
-        K.scale_masked(np.ascontiguousarray(dwn, dtype=np.float32), ctx["wnmask"], -ctx["sw"], dW, True,
+        K.scale_masked(np.ascontiguousarray(dwn, dtype=np.float32), ctx["wnmask"], f32(-ctx["sw"]), dW, True,
                        n=dW.size)  # Wneg = R(clip(-W·sw)): d/dW = -sw
     return dx, lay.unperm(dW, ctx["w_shape"]), db
