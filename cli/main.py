@@ -404,11 +404,11 @@ def _saturation(model, d):
     x = d.x_test[:256]
     for name, layer in model.children.items():
         y, ctx = layer.forward(x, train=False)
-        a = ctx.get("array", ctx) if isinstance(ctx, dict) else None
-        if a and "ymask" in a and "xmask" in a:
-            xm, xv = np.asarray(a["xmask"]).reshape(-1), np.asarray(x).reshape(-1)
+        masks = layer.clip_masks(ctx) if hasattr(layer, "clip_masks") else None
+        if masks is not None:
+            xm, xv = np.asarray(masks[0]).reshape(-1), np.asarray(x).reshape(-1)
             clipped = (xm == 0) & (xv != 0) if xm.size == xv.size else (xm == 0)  # unfolded inputs: mask only
-            out[name] = (float(clipped.mean()), float((np.asarray(a["ymask"]) == 0).mean()))
+            out[name] = (float(clipped.mean()), float((np.asarray(masks[1]) == 0).mean()))
         x = y
     return out
 

@@ -282,7 +282,7 @@ def test_quantized_conv2d_layouts_agree(c, neg, noise):
         old, L.supports = L.supports, (L.supports if wide else (lambda geo: False))
         try:
             y, ctx = layer.forward(x, train=True, rng=np.random.default_rng(7))
-            assert isinstance(ctx["layout"], L.Wide) == wide
+            assert isinstance(ctx.run.layout, L.Wide) == wide
             dx = layer.backward(np.random.default_rng(8).normal(size=y.shape).astype(np.float32), ctx)
         finally:
             L.supports = old

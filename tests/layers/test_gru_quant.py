@@ -222,7 +222,7 @@ def test_past_the_float32_bound_runs_float64_and_stays_exact(neg):
     x = rng.normal(size=(2, 3, 520)).astype(np.float32)
     h0 = (rng.normal(size=(2, 8)) * 0.6).astype(np.float32)
     y, ctx = g.forward((x, h0), train=True)
-    assert ctx["hz"].dtype == np.float64
+    assert ctx.run.hz.dtype == np.float64
     np.testing.assert_array_equal(y * 128, integer_reference(g, x, h0).astype(np.float32))
     dx, dh0 = g.backward(np.ones_like(y), ctx)
     assert np.isfinite(dx).all() and np.isfinite(g.grads["weight_ih"]).all() and dx.shape == x.shape

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import kernels as K
 from ..kernels.gru.quant_step import HQ, NF  # the slots of the saved per-step arrays
+from .ctx import GRUCtx
 from .matrix import amax, checked_gain, noisy_bias, weight_codes
 from ..memory import empty
 from ..quant import code_range, pow2_exponent
@@ -146,21 +147,21 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
                     hn["k"], zr["c"], hn["c"], ar_in["c"], float(sc["y_n"]), yb, pn, stacked, ones, *tabs,
                     bool(want_stats) and not noisy, F, hz, hh, amax_acc, y, n=N * T * H)
     hq = F[:, :, HQ]  # (T, N, H)
-    ctx = dict(x_shape=x.shape, h0=h0, h0q=h0q, hq=hq, F=F, hz=hz, hh=hh, arr=arr, xz=xz, xi=xi, sc=dict(sc),
-               pn=pn, stacked=stacked, amax_acc=amax_acc)
+    ctx = GRUCtx(x_shape=x.shape, h0=h0, h0q=h0q, hq=hq, F=F, hz=hz, hh=hh, arr=arr, xz=xz, xi=xi, sc=dict(sc),
+                 pn=pn, stacked=stacked, amax_acc=amax_acc)
     stats = None
     if want_stats:
         if noisy:  # the y statistics are the noiseless accumulators' (chip.md §5)
             c0 = qgru_forward(layer, x, h0, sc, None, None, True)[1]
         else:
             c0 = ctx
-        hreal = np.concatenate([c0["h0q"][None], c0["hq"][:-1]]) / 128.0  # the h inputs of every step
+        hreal = np.concatenate([c0.h0q[None], c0.hq[:-1]]) / 128.0  # the h inputs of every step
         # acc/(sx·sw) = v/sy for every array (v = acc·k, k = sy/(sx·sw) > 0 without noise)
         stats = {"x_zr": max(amax(x), amax(hreal)), "x_in": amax(x), "x_hn": amax(hreal),
                  "weight_zr": amax(arrays["zr"][0]), "weight_in": amax(arrays["in"][0]),
                  "weight_hn": amax(arrays["hn"][0]),
-                 "y_zr": f32(f32(c0["amax_acc"][0] * zr["k"]) / sc["y_zr"]),
-                 "y_n": f32(max(f32(c0["amax_acc"][2] * ar_in["k"]), f32(c0["amax_acc"][1] * hn["k"])) / sc["y_n"])}
+                 "y_zr": f32(f32(c0.amax_acc[0] * zr["k"]) / sc["y_zr"]),
+                 "y_n": f32(max(f32(c0.amax_acc[2] * ar_in["k"]), f32(c0.amax_acc[1] * hn["k"])) / sc["y_n"])}
     return y, ctx, stats
 
 
@@ -206,9 +207,9 @@ def _weight_grad(a, G2, g0, O, gsum, xs, hs, stacked):
 
 def qgru_backward(layer, dy, ctx):
     """dy (N, T, H) float32 -> dx (N, T, I), dh0 (N, H); adds the parameter gradients into layer.grads."""
-    N, T, I = ctx["x_shape"]
+    N, T, I = ctx.x_shape
     H = layer.hidden_size
-    arr, sc, pn, stacked = ctx["arr"], ctx["sc"], ctx["pn"], ctx["stacked"]
+    arr, sc, pn, stacked = ctx.arr, ctx.sc, ctx.pn, ctx.stacked
     zr, ar_in, hn = arr["zr"], arr["in"], arr["hn"]
     # G rows: [zr | hn | in] gradients plus zero slack, so that each block's tile reads (padded to LANES
     # columns) stay inside its row
@@ -221,20 +222,20 @@ def qgru_backward(layer, dy, ctx):
     def wT(a, r0, r1, blocks):  # rows r0:r1 of Wp (and Wn when stacked) transposed: (O, K) with padded blocks
         parts = [a["wp"][r0:r1].T] + ([a["wn"][r0:r1].T] if stacked else [])
         return np.concatenate([K.pad_cols(p, f32) for p in parts], 1) if blocks else K.pad_cols(np.concatenate(parts, 1), f32)
-    mz, mi = ctx["xz"][1].reshape(T, N, I), ctx["xi"][1].reshape(T, N, I)
-    K.gru_q_backward(np.ascontiguousarray(dy, dtype=f32), ctx["h0q"], ctx["F"],
+    mz, mi = ctx.xz[1].reshape(T, N, I), ctx.xi[1].reshape(T, N, I)
+    K.gru_q_backward(np.ascontiguousarray(dy, dtype=f32), ctx.h0q, ctx.F,
                      wT(zr, I, I + H, False), wT(hn, 0, H, False), wT(zr, 0, I, True), wT(ar_in, 0, I, True), mz, mi,
                      float(sc["x_zr"]), float(sc["x_hn"]), float(sc["x_zr"]), float(sc["x_in"]), pn, stacked, G, gs,
                      dx, dh0, n=N * T * H)
     G2 = G.reshape(T * N, G.shape[2])
-    Kr = ctx["hz"].shape[2]
-    grads = {"zr": _weight_grad(zr, G2, 0, 2 * H, gs[:2 * H], _parts(ctx["xz"][0], I, stacked),
-                                _parts(ctx["hz"].reshape(T * N, Kr), H, stacked), stacked),
-             "in": _weight_grad(ar_in, G2, 3 * H, H, gs[3 * H:4 * H], _parts(ctx["xi"][0], I, stacked), None, stacked),
-             "hn": _weight_grad(hn, G2, 2 * H, H, gs[2 * H:3 * H], _parts(ctx["hh"].reshape(T * N, Kr), H, stacked),
+    Kr = ctx.hz.shape[2]
+    grads = {"zr": _weight_grad(zr, G2, 0, 2 * H, gs[:2 * H], _parts(ctx.xz[0], I, stacked),
+                                _parts(ctx.hz.reshape(T * N, Kr), H, stacked), stacked),
+             "in": _weight_grad(ar_in, G2, 3 * H, H, gs[3 * H:4 * H], _parts(ctx.xi[0], I, stacked), None, stacked),
+             "hn": _weight_grad(hn, G2, 2 * H, H, gs[2 * H:3 * H], _parts(ctx.hh.reshape(T * N, Kr), H, stacked),
                                 None, stacked)}
     _to_params(layer, grads, I, H)
-    h128 = ctx["h0"].astype(np.float64) * 128.0  # h0 enters as clip(R(h0·128), -128, 127)
+    h128 = ctx.h0.astype(np.float64) * 128.0  # h0 enters as clip(R(h0·128), -128, 127)
     dh0_real = np.where((h128 >= -128) & (h128 <= 127), dh0, 0.0)
     return np.ascontiguousarray(dx.transpose(1, 0, 2)), dh0_real.astype(f32)
 

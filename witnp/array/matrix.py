@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import kernels as K
 from ..memory import empty
+from .ctx import ArrayCtx
 from ..quant import code_range, gain, shift_offset
 from ..errors import NonFiniteError
 
@@ -145,9 +146,9 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     P = f32(sx * sw)
     Ba, bmask, Bd = bias_codes(b, wq, cfg, P, s, split, O)
     xbound = 255 if split else code_range(xb, signed=False)[1]
-    ctx = dict(owner=owner, x_shape=x.shape, wq=wq, wmask=wmask, xa=xa, xd=xd, xmask=xmask, bmask=bmask, concat=concat,
-               split=split, noisy=noisy, s=s, sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None,
-               N=cfg.bias_row_N)
+    ctx = ArrayCtx(owner=owner, x_shape=x.shape, wq=wq, wmask=wmask, xa=xa, xd=xd, xmask=xmask, bmask=bmask,
+                   concat=concat, split=split, noisy=noisy, s=s, sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None,
+                   N=cfg.bias_row_N)
     if noisy:
         wm = np.concatenate([wq.T, -wq.T], axis=0) if concat else wq.T  # (Ka, O), the array's layout
         e1 = noise.draw(rng, (Ka, O))
@@ -155,7 +156,7 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
         bias_term, b_factor = noisy_bias(noise, rng, Ba, cfg.bias_row_N)
         acc = xa @ wn
         div, mul = f32(G), f32(1)
-        ctx.update(wn=wn, w_factor=noise.derivative(wm, e1), b_factor=b_factor)
+        ctx.wn, ctx.w_factor, ctx.b_factor = wn, noise.derivative(wm, e1), b_factor
     else:
         acc = K.matmul_exact(xa, wq.T, xbound, 128)
         bias_term = 128.0 * Ba.astype(np.float64)
@@ -166,14 +167,14 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     lo2, hi2 = out_clip if out_clip is not None else (ylo, yhi)
     K.requant(acc, _EMPTY, bias_operand(bias_term), div, mul, ylo, yhi, ylo if split else lo2,
               yhi if split else hi2, 1.0 if split else sy, ya, ymask, n=acc.size)
-    ctx["ymask"] = ymask
+    ctx.ymask = ymask
     y = ya
     if split:
         accd = K.matmul_exact(xd, wq.T, (1 << (xb - 8)) - 1, 128).astype(np.float64) * 256.0
         y = empty((B, O))
         omask = empty((B, O), np.uint8)
         K.combine_split(ya, accd, 128.0 * Bd.astype(np.float64), G, lo2, hi2, sy, y, omask, n=y.size)
-        ctx["omask"] = omask
+        ctx.omask = omask
 
     stats = None
     if want_stats:  # max|x|, max|W| (raw) and max|u| of the noiseless analog accumulator (chip.md §5)
@@ -186,66 +187,66 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     return y, ctx, stats
 
 
-def array_backward(dy: np.ndarray, ctx: dict):
+def array_backward(dy: np.ndarray, ctx: ArrayCtx):
     """Straight-through backward of `array_forward` (chip.md §7).
 
     dy : (B, O) float32. Returns dx (B, K) float32, dWq (O, K) float32 (the gradient w.r.t. the weight
     codes' float weight before the ·sw/clamp factor, see `weight_grad_into`), db (O,) float32 or None.
     """
     B, O = dy.shape
-    Kin = ctx["x_shape"][1]
-    split, noisy, concat = ctx["split"], ctx["noisy"], ctx["concat"]
-    sy, P, G = f32(ctx["sy"]), ctx["P"], ctx["G"]
-    wq, xa = ctx["wq"], ctx["xa"]
+    Kin = ctx.x_shape[1]
+    split, noisy, concat = ctx.split, ctx.noisy, ctx.concat
+    sy, P, G = f32(ctx.sy), ctx.P, ctx.G
+    wq, xa = ctx.wq, ctx.xa
     # ga = dL/d(analog accumulator), gd = dL/d(digital accumulator), both (B, O)
     ga = empty((B, O))
     if split:
         gs = empty((B, O))
-        bad = K.scale_masked(dy, ctx["omask"], f32(1) / sy, gs, False, n=gs.size)  # dL/d(yl + yd)
-        K.scale_masked(gs, ctx["ymask"], (f32(1) / f32(G)) if noisy else (sy / P), ga, False, n=ga.size)
+        bad = K.scale_masked(dy, ctx.omask, f32(1) / sy, gs, False, n=gs.size)  # dL/d(yl + yd)
+        K.scale_masked(gs, ctx.ymask, (f32(1) / f32(G)) if noisy else (sy / P), ga, False, n=ga.size)
         gd = gs / f32(G)
     else:
-        bad = K.scale_masked(dy, ctx["ymask"], (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P), ga, False,
+        bad = K.scale_masked(dy, ctx.ymask, (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P), ga, False,
                              n=ga.size)
         gd = None
     if bad:
-        raise NonFiniteError(f"{ctx['owner']}: dy contains {bad} NaN or inf value(s); expected finite numbers")
+        raise NonFiniteError(f"{ctx.owner}: dy contains {bad} NaN or inf value(s); expected finite numbers")
 
     dwa = ga.T @ xa  # (O, Ka)
     if noisy:
-        dwa *= ctx["w_factor"].T
+        dwa *= ctx.w_factor.T
     dwq = dwa[:, :Kin] - dwa[:, Kin:] if concat else dwa
     if split:
-        dwq = dwq + gd.T @ (f32(256) * ctx["xd"])
+        dwq = dwq + gd.T @ (f32(256) * ctx.xd)
 
     dwq, db = bias_tail(ga.sum(axis=0, dtype=np.float32), dwq, ctx, shift=True)
 
     if split:  # dXl/dXq = 0: the input gradient flows through the digital part only
         dxa, cat = gd @ wq, False
     elif noisy:
-        dxa, cat = ga @ ctx["wn"].T, concat
+        dxa, cat = ga @ ctx.wn.T, concat
     else:
         dxa, cat = ga @ wq, False
     dx = empty((B, Kin))
-    K.input_grad(np.ascontiguousarray(dxa, dtype=np.float32), ctx["xmask"], ctx["sx"], cat, dx, n=dx.size)
+    K.input_grad(np.ascontiguousarray(dxa, dtype=np.float32), ctx.xmask, ctx.sx, cat, dx, n=dx.size)
     return dx, np.ascontiguousarray(dwq, dtype=np.float32), db
 
 
-def bias_tail(colsum: np.ndarray, dwq: np.ndarray, ctx: dict, shift: bool):
+def bias_tail(colsum: np.ndarray, dwq: np.ndarray, ctx, shift: bool):
     """The straight-through backward through the bias codes (chip.md §7), shared by every array layer.
 
     colsum (O,) float32: Σ over rows of dL/d(analog accumulator); dwq (O, K) the weight codes' gradient.
     The bias rows add 128·Bq (noise: the noisy rows' factor), so dL/dBq = 128·colsum where the bias clamp
     passes; with Shift (and shift=True) the bias code holds -s·ΣWq/128, so dwq gets -dL/dBq·s/128; the float
     bias's gradient is dL/dBq·P/128 (Bq = R(b·P/128), P = sx·sw). Returns (dwq, db (O,) float32 or None)."""
-    gba = colsum * (ctx["b_factor"] if ctx["noisy"] else f32(128))
-    gba = np.where(ctx["bmask"] != 0, gba, f32(0)).astype(np.float32)  # dL/d(pre-clip bias code)
-    if shift and ctx["s"]:
-        dwq = dwq - (gba * f32(ctx["s"] / 128.0))[:, None]
-    db = (gba * (ctx["P"] / f32(128))).astype(np.float32) if ctx["has_bias"] else None
+    gba = colsum * (ctx.b_factor if ctx.noisy else f32(128))
+    gba = np.where(ctx.bmask != 0, gba, f32(0)).astype(np.float32)  # dL/d(pre-clip bias code)
+    if shift and ctx.s:
+        dwq = dwq - (gba * f32(ctx.s / 128.0))[:, None]
+    db = (gba * (ctx.P / f32(128))).astype(np.float32) if ctx.has_bias else None
     return dwq, db
 
 
-def weight_grad_into(grad: np.ndarray, dwq: np.ndarray, ctx: dict) -> None:
+def weight_grad_into(grad: np.ndarray, dwq: np.ndarray, ctx: ArrayCtx) -> None:
     """grad += dwq·sw where the weight's clamps pass (the chain through Wq = R(clip(clip(W)·sw)))."""
-    K.scale_masked(dwq, ctx["wmask"], f32(ctx["sw"]), grad, True, n=grad.size)  # the kernel casts c to float32 anyway: one signature
+    K.scale_masked(dwq, ctx.wmask, f32(ctx.sw), grad, True, n=grad.size)  # the kernel casts c to float32 anyway: one signature

@@ -9,7 +9,8 @@ to_linear and groups > 1 is refused, as by the vendor.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 
@@ -24,6 +25,17 @@ from .base import check_array, check_finite, check_grad, check_pair, check_flag
 from .linear import ArrayLayer
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
+
+
+@dataclass(slots=True)
+class ConvLayerCtx:
+    """Conv2d / ConvTranspose2d forward -> backward. kind "float": run holds the float operands; "linear"
+    (to_linear): the array's record of the unfolded patches; "quant": the quantized conv's record
+    (`witnp.array.ctx.ConvCtx`)."""
+    kind: str
+    run: Any
+    unbatched: bool
+    y_shape: tuple
 
 
 class _ConvBase(ArrayLayer):
@@ -109,34 +121,39 @@ class _ConvBase(ArrayLayer):
             check_finite(self, "x", x)
             if cfg.w_clip is not None:
                 np.clip(W, -cfg.w_clip, cfg.w_clip, out=W)
-            y, ctx = self._float_forward(x, W, b)
+            kind, (y, run) = "float", self._float_forward(x, W, b)
         elif cfg.to_linear:
-            y, ctx = self._linear_forward(x, W, b, train, rng)
+            kind, (y, run) = "linear", self._linear_forward(x, W, b, train, rng)
         else:
-            y, ctx = self._quant_call(lambda sc, noise, r, want: cim_conv.qconv_forward(
+            kind, (y, run) = "quant", self._quant_call(lambda sc, noise, r, want: cim_conv.qconv_forward(
                 type(self).__name__, x, W, b, cfg, sc["x"], sc["weight"], sc["y"], self.geo, self.transposed,
                 self.out_channels, noise=noise, rng=r, want_stats=want), train, rng)
-            ctx["kind"] = "quant"
-        ctx["unbatched"] = unbatched
-        ctx["y_shape"] = y.shape
-        return (y[0] if unbatched else y), ctx
+        return (y[0] if unbatched else y), ConvLayerCtx(kind, run, unbatched, y.shape)
 
     def backward(self, dy, ctx):
         """dx (same shape as x) float32 from dy (shape of y); adds dW, db into ``grads``."""
-        shape = ctx["y_shape"][1:] if ctx["unbatched"] else ctx["y_shape"]
-        g = check_grad(self, dy, shape, finite=ctx["kind"] == "float")
-        g = g.reshape(ctx["y_shape"])
-        if ctx["kind"] == "float":
-            dx, dw, db = self._float_backward(g, ctx)
+        shape = ctx.y_shape[1:] if ctx.unbatched else ctx.y_shape
+        g = check_grad(self, dy, shape, finite=ctx.kind == "float")
+        g = g.reshape(ctx.y_shape)
+        if ctx.kind == "float":
+            dx, dw, db = self._float_backward(g, ctx.run)
             self.grads["weight"] += dw.reshape(self.params["weight"].shape)
-        elif ctx["kind"] == "linear":
-            dx, db = self._linear_backward(g, ctx)
+        elif ctx.kind == "linear":
+            dx, db = self._linear_backward(g, ctx.run)
         else:
-            dx, dw, db = cim_conv.qconv_backward(g, ctx)
+            dx, dw, db = cim_conv.qconv_backward(g, ctx.run)
             self.grads["weight"] += dw.reshape(self.params["weight"].shape)
         if db is not None:
             self.grads["bias"] += db
-        return dx[0] if ctx["unbatched"] else dx
+        return dx[0] if ctx.unbatched else dx
+
+    def clip_masks(self, ctx):
+        """(input mask, output mask) of a quantized forward (0 where clipped; PN's input mask also 0 at x = 0;
+        to_linear: the masks of the unfolded patches), or None after a float forward."""
+        if ctx.kind == "float":
+            return None
+        rec = ctx.run if ctx.kind == "quant" else ctx.run["array"]
+        return rec.xmask, rec.ymask
 
 
 class Conv2d(_ConvBase):
@@ -189,8 +206,7 @@ class Conv2d(_ConvBase):
         y2, actx = self._quant_call(lambda sc, noise, r, want: cim.array_forward(
             "Conv2d", rows, wmat_conv(W, jfirst=True), b, self.config, sc["x"], sc["weight"], sc["y"],
             noise=noise, rng=r, want_stats=want, out_clip=(-128, 127)), train, rng)
-        return to_nchw(y2.reshape(B, Ho, Wo, -1)), {"kind": "linear", "array": actx, "x_shape": xh.shape,
-                                                    "Wo": Wo}
+        return to_nchw(y2.reshape(B, Ho, Wo, -1)), {"array": actx, "x_shape": xh.shape, "Wo": Wo}
 
     def _linear_backward(self, g, ctx):
         co, geo = self.out_channels, self.geo

@@ -15,7 +15,8 @@ q = xb for signed inputs, xb+1 for unsigned ones, yb for signed outputs, yb+1 fo
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -25,6 +26,25 @@ from ..quant import ScaleObserver, code_range
 from .base import Layer, check_array, check_finite, check_grad
 
 __all__ = ["DigitalOp", "ReLU", "Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "Mean", "Add", "Mul", "Divide", "Cat"]
+
+
+@dataclass(slots=True)
+class DigitalCtx:
+    """A digital op's forward -> backward (every op of the family uses the fields it needs; the rest stay None).
+    m: the straight-through clip mask(s) of a quantized forward (None in float mode or where nothing clips)."""
+    v: Any = None
+    m: Any = None
+    a: Any = None
+    b: Any = None
+    mw: Any = None
+    x: Any = None
+    pos: Any = None
+    shape: Any = None
+    axes: Any = None
+    n: Any = None
+    sizes: Any = None
+    d: Any = None
+
 
 f32 = np.float32
 
@@ -107,18 +127,18 @@ class _Unary(DigitalOp):
         """x any shape, float -> y same shape, float32."""
         x = self._input(x)
         if not self.config.use_quantization:
-            return self.f(x), {"v": x, "m": None}
+            return self.f(x), DigitalCtx(v=x, m=None)
         sc = self._scales(train)
         xq, mx = _q(x, sc["x"], self.config.x_quant_bits, self.signed_in)
         v = xq / f32(sc["x"])
         y, my = _out(self.f(v), sc["y"], self.config.y_quant_bits, self.signed_out)
         self._record(train, {"x": x, "y": y})
-        return y, {"v": v, "m": mx & my}
+        return y, DigitalCtx(v=v, m=mx & my)
 
     def backward(self, dy, ctx):
-        g = check_grad(self, dy, ctx["v"].shape)
-        dx = g * self.df(ctx["v"])
-        return (dx if ctx["m"] is None else np.where(ctx["m"], dx, f32(0))).astype(np.float32)
+        g = check_grad(self, dy, ctx.v.shape)
+        dx = g * self.df(ctx.v)
+        return (dx if ctx.m is None else np.where(ctx.m, dx, f32(0))).astype(np.float32)
 
 
 class ReLU(DigitalOp):
@@ -126,10 +146,10 @@ class ReLU(DigitalOp):
 
     def forward(self, x, *, train: bool = False, rng=None):
         x = self._input(x)
-        return np.maximum(x, f32(0)), {"pos": x > 0}
+        return np.maximum(x, f32(0)), DigitalCtx(pos=x > 0)
 
     def backward(self, dy, ctx):
-        return np.where(ctx["pos"], check_grad(self, dy, ctx["pos"].shape), f32(0)).astype(np.float32)
+        return np.where(ctx.pos, check_grad(self, dy, ctx.pos.shape), f32(0)).astype(np.float32)
 
 
 class Sigmoid(_Unary):
@@ -198,26 +218,26 @@ class PReLU(DigitalOp):
         w = self.params["weight"]
         if not self.config.use_quantization:
             a = w.reshape(shape)
-            return np.where(x > 0, x, a * x).astype(np.float32), {"v": x, "a": a, "m": None, "mw": None}
+            return np.where(x > 0, x, a * x).astype(np.float32), DigitalCtx(v=x, a=a, m=None, mw=None)
         sc = self._scales(train)
         xq, mx = _q(x, sc["x"], self.config.x_quant_bits, True)
         wq, mw = _q(w, sc["weight"], 8, True)
         v, a = xq / f32(sc["x"]), (wq / f32(sc["weight"])).reshape(shape)
         y, my = _out(np.where(v > 0, v, a * v), sc["y"], self.config.y_quant_bits, True)
         self._record(train, {"x": x, "weight": w, "y": y})
-        return y, {"v": v, "a": a, "m": mx & my, "mw": mw}
+        return y, DigitalCtx(v=v, a=a, m=mx & my, mw=mw)
 
     def backward(self, dy, ctx):
-        v, a = ctx["v"], ctx["a"]
+        v, a = ctx.v, ctx.a
         g = check_grad(self, dy, v.shape)
-        if ctx["m"] is not None:
-            g = np.where(ctx["m"], g, f32(0))
+        if ctx.m is not None:
+            g = np.where(ctx.m, g, f32(0))
         neg = v <= 0
         gw = np.where(neg, g * v, f32(0))
         axes = tuple(i for i in range(v.ndim) if not (a.size > 1 and i == 1))
         gw = gw.sum(axis=axes, dtype=np.float32).reshape(-1)
-        if ctx["mw"] is not None:
-            gw = np.where(ctx["mw"], gw, f32(0))
+        if ctx.mw is not None:
+            gw = np.where(ctx.mw, gw, f32(0))
         self.grads["weight"] += gw
         return np.where(neg, g * a, g).astype(np.float32)
 
@@ -232,7 +252,7 @@ class Sqrt(DigitalOp):
         x = self._input(x)
         if not self.config.use_quantization:
             y = np.sqrt(x).astype(np.float32)
-            return y, {"x": x, "m": None}
+            return y, DigitalCtx(x=x, m=None)
         sc = self._scales(train)
         xq, mx = _q(x, sc["x"], self.config.x_quant_bits, False)
         n = xq.astype(np.int64) << 8
@@ -242,15 +262,15 @@ class Sqrt(DigitalOp):
         v = (r.astype(np.float32) * f32(sc["y"])) / (f32(16) * np.sqrt(f32(sc["x"])))
         y, my = _out_codes(v, sc["y"], self.config.y_quant_bits, False)
         self._record(train, {"x": x, "y": y})
-        return y, {"x": x, "m": mx & my}
+        return y, DigitalCtx(x=x, m=mx & my)
 
     def backward(self, dy, ctx):
-        x = ctx["x"]
+        x = ctx.x
         g = check_grad(self, dy, x.shape)
         pos = x > 0
         dx = np.where(pos, g / (f32(2) * np.sqrt(np.where(pos, x, f32(1)))), f32(0))
-        if ctx["m"] is not None:
-            dx = np.where(ctx["m"], dx, f32(0))
+        if ctx.m is not None:
+            dx = np.where(ctx.m, dx, f32(0))
         return dx.astype(np.float32)
 
 
@@ -281,7 +301,7 @@ class Mean(DigitalOp):
         x = self._input(x)
         axes = self._axes(x)
         n = int(np.prod([x.shape[a] for a in axes])) if axes else 1
-        ctx = {"shape": x.shape, "axes": axes, "n": n}
+        ctx = DigitalCtx(shape=x.shape, axes=axes, n=n)
         if not self.config.use_quantization:
             return x.mean(axis=axes, keepdims=self.keepdim, dtype=np.float32), ctx
         sc = self._scales(train)
@@ -289,15 +309,15 @@ class Mean(DigitalOp):
         s = xq.sum(axis=axes, keepdims=True, dtype=np.float32) / f32(n)
         y, my = _out_codes(s, sc["x"], self.config.y_quant_bits, True)  # keeps the input scale
         self._record(train, {"x": x})
-        ctx["m"] = mx & my
+        ctx.m = mx & my
         return (y if self.keepdim else y.reshape([d for i, d in enumerate(x.shape) if i not in axes])), ctx
 
     def backward(self, dy, ctx):
-        shape, axes = ctx["shape"], ctx["axes"]
+        shape, axes = ctx.shape, ctx.axes
         kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
         out_shape = kept if self.keepdim else tuple(d for i, d in enumerate(shape) if i not in axes)
-        g = np.broadcast_to(check_grad(self, dy, out_shape).reshape(kept) / f32(ctx["n"]), shape)
-        return (np.where(ctx["m"], g, f32(0)) if "m" in ctx else g).astype(np.float32)
+        g = np.broadcast_to(check_grad(self, dy, out_shape).reshape(kept) / f32(ctx.n), shape)
+        return (np.where(ctx.m, g, f32(0)) if ctx.m is not None else g).astype(np.float32)
 
 
 class _Binary(DigitalOp):
@@ -320,20 +340,20 @@ class Add(_Binary):
     def forward(self, xs, *, train: bool = False, rng=None):
         x1, x2 = self._pair(xs)
         if not self.config.use_quantization:
-            return x1 + x2, {"shape": x1.shape}
+            return x1 + x2, DigitalCtx(shape=x1.shape)
         sc = self._scales(train)
         s = min(sc["x1"], sc["x2"])
         xb, yb = self.config.x_quant_bits, self.config.y_quant_bits
         (q1, m1), (q2, m2) = _q(x1, s, xb, True), _q(x2, s, xb, True)
         y, my = _out_codes(((q1 + q2) * f32(sc["y"])) / f32(s), sc["y"], yb, True)
         self._record(train, {"x1": x1, "x2": x2, "y": y})
-        return y, {"shape": x1.shape, "m": (m1 & my, m2 & my)}
+        return y, DigitalCtx(shape=x1.shape, m=(m1 & my, m2 & my))
 
     def backward(self, dy, ctx):
-        g = check_grad(self, dy, ctx["shape"])
-        if ctx.get("m") is None:
+        g = check_grad(self, dy, ctx.shape)
+        if ctx.m is None:
             return g, g.copy()
-        return np.where(ctx["m"][0], g, f32(0)), np.where(ctx["m"][1], g, f32(0))
+        return np.where(ctx.m[0], g, f32(0)), np.where(ctx.m[1], g, f32(0))
 
 
 class Mul(_Binary):
@@ -342,7 +362,7 @@ class Mul(_Binary):
     def forward(self, xs, *, train: bool = False, rng=None):
         x1, x2 = self._pair(xs)
         if not self.config.use_quantization:
-            return x1 * x2, {"a": x1, "b": x2, "m": None}
+            return x1 * x2, DigitalCtx(a=x1, b=x2, m=None)
         sc = self._scales(train)
         xb = self.config.x_quant_bits
         q1, m1 = _q(x1, sc["x1"], xb, True)
@@ -350,13 +370,13 @@ class Mul(_Binary):
         a, b = q1 / f32(sc["x1"]), q2 / f32(sc["x2"])
         y, my = _out(a * b, sc["y"], self.config.y_quant_bits, True)
         self._record(train, {"x1": x1, "x2": x2, "y": y})
-        return y, {"a": a, "b": b, "m": (m1 & my, m2 & my)}
+        return y, DigitalCtx(a=a, b=b, m=(m1 & my, m2 & my))
 
     def backward(self, dy, ctx):
-        g = check_grad(self, dy, ctx["a"].shape)
-        d1, d2 = g * ctx["b"], g * ctx["a"]
-        if ctx["m"] is not None:
-            d1, d2 = np.where(ctx["m"][0], d1, f32(0)), np.where(ctx["m"][1], d2, f32(0))
+        g = check_grad(self, dy, ctx.a.shape)
+        d1, d2 = g * ctx.b, g * ctx.a
+        if ctx.m is not None:
+            d1, d2 = np.where(ctx.m[0], d1, f32(0)), np.where(ctx.m[1], d2, f32(0))
         return d1.astype(np.float32), d2.astype(np.float32)
 
 
@@ -379,17 +399,17 @@ class Divide(_Binary):
         inside = nz & (r >= -8) & (r <= 8)
         v = np.clip(r, f32(-8), f32(8))
         if not self.config.use_quantization:
-            return v, {"a": a, "b": b, "m": (inside, inside)}
+            return v, DigitalCtx(a=a, b=b, m=(inside, inside))
         y, my = _out(v, sc["y"], self.config.y_quant_bits, True)
         self._record(train, {"x1": x1, "x2": x2, "y": y})
-        return y, {"a": a, "b": b, "m": (inside & my & m1, inside & my & m2)}
+        return y, DigitalCtx(a=a, b=b, m=(inside & my & m1, inside & my & m2))
 
     def backward(self, dy, ctx):
-        a, b = ctx["a"], ctx["b"]
+        a, b = ctx.a, ctx.b
         g = check_grad(self, dy, a.shape)
         safe = np.where(b != 0, b, f32(1))
-        d1 = np.where(ctx["m"][0], g / safe, f32(0))
-        d2 = np.where(ctx["m"][1], -g * a / (safe * safe), f32(0))
+        d1 = np.where(ctx.m[0], g / safe, f32(0))
+        d2 = np.where(ctx.m[1], -g * a / (safe * safe), f32(0))
         return d1.astype(np.float32), d2.astype(np.float32)
 
 
@@ -416,7 +436,7 @@ class Cat(DigitalOp):
             if x.ndim != nd or x.shape[:d] + x.shape[d + 1:] != xs[0].shape[:d] + xs[0].shape[d + 1:]:
                 raise ValueError(f"Cat: x{i} has shape {x.shape}, x1 {xs[0].shape}; expected equal shapes except "
                                  f"on dim {self.dim}")
-        ctx = {"sizes": [x.shape[d] for x in xs], "d": d}
+        ctx = DigitalCtx(sizes=[x.shape[d] for x in xs], d=d)
         if not self.config.use_quantization:
             return np.concatenate(xs, axis=d), ctx
         if len(xs) != 2:
@@ -427,11 +447,11 @@ class Cat(DigitalOp):
         v = np.concatenate([q / f32(sc[k]) for (q, _), k in zip(qs, ("x1", "x2"))], axis=d)
         y, my = _out(v, sc["y"], self.config.y_quant_bits, True)
         self._record(train, {"x1": xs[0], "x2": xs[1], "y": y})
-        ctx["m"] = np.concatenate([m for _, m in qs], axis=d) & my
+        ctx.m = np.concatenate([m for _, m in qs], axis=d) & my
         return y, ctx
 
     def backward(self, dy, ctx):
         g = check_array(self, "dy", dy, min_ndim=1)
-        if "m" in ctx:
-            g = np.where(ctx["m"], g, f32(0))
-        return tuple(np.split(g, np.cumsum(ctx["sizes"])[:-1], axis=ctx["d"]))
+        if ctx.m is not None:
+            g = np.where(ctx.m, g, f32(0))
+        return tuple(np.split(g, np.cumsum(ctx.sizes)[:-1], axis=ctx.d))

@@ -8,7 +8,8 @@ input projection of every step is one matrix product; weight gradients are matri
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 
@@ -25,6 +26,17 @@ from .base import Layer, check_array, check_finite, check_grad, check_flag
 __all__ = ["GRU", "GRUCell"]
 
 f32 = np.float32
+
+
+@dataclass(slots=True)
+class GRULayerCtx:
+    """GRU / GRUCell forward -> backward: the quantized recurrence's record (`witnp.array.ctx.GRUCtx`) or the
+    float recurrence's saved arrays (run), the initial state h0 (N, H) and the output's shape."""
+    quant: bool
+    run: Any
+    h0: np.ndarray
+    y_shape: tuple
+    with_h: bool
 
 
 ARRAY_SCALES = ("x_zr", "weight_zr", "y_zr", "x_in", "weight_in", "x_hn", "weight_hn", "y_n")
@@ -107,7 +119,6 @@ class _GRUBase(Layer):
                                         rng if rng is not None else noise_rng(), self.observer.wants_record(train))
         if train:
             self.observer.after_train_forward(st or {}, qs)
-        c["quant"] = True
         return y, c
 
     def extra_repr(self):
@@ -180,18 +191,17 @@ class GRU(_GRUBase):
                              f"{self.input_size})")
         check_finite(self, "x", x)
         h0 = self._h0(h, x.shape[0])
-        hs, c = self._qrun(x, h0, train, rng) if self.config.use_quantization else self._run(x, h0)
-        c["with_h"] = with_h
-        c["y_shape"] = hs.shape
-        return hs, c
+        quant = self.config.use_quantization
+        hs, run = self._qrun(x, h0, train, rng) if quant else self._run(x, h0)
+        return hs, GRULayerCtx(quant, run, h0, hs.shape, with_h)
 
     def backward(self, dy, ctx):
-        g = check_grad(self, dy, ctx["y_shape"])
-        if ctx.get("quant"):
-            dx, dh0 = cim_gru.qgru_backward(self, g, ctx)
+        g = check_grad(self, dy, ctx.y_shape)
+        if ctx.quant:
+            dx, dh0 = cim_gru.qgru_backward(self, g, ctx.run)
         else:
-            dx, dh0 = self._back(g, np.zeros_like(ctx["h0"]), ctx)
-        return (dx, dh0) if ctx["with_h"] else dx
+            dx, dh0 = self._back(g, np.zeros_like(ctx.h0), ctx.run)
+        return (dx, dh0) if ctx.with_h else dx
 
 
 class GRUCell(_GRUBase):
@@ -210,16 +220,14 @@ class GRUCell(_GRUBase):
             raise ValueError(f"GRUCell: x has shape {x.shape}; expected (N, {self.input_size})")
         check_finite(self, "x", x)
         h0 = self._h0(xh[1], x.shape[0])
-        if self.config.use_quantization:
-            hs, c = self._qrun(x[:, None, :], h0, train, rng)
-        else:
-            hs, c = self._run(x[:, None, :], h0)
-        return hs[:, 0], c
+        quant = self.config.use_quantization
+        hs, run = self._qrun(x[:, None, :], h0, train, rng) if quant else self._run(x[:, None, :], h0)
+        return hs[:, 0], GRULayerCtx(quant, run, h0, h0.shape, True)
 
     def backward(self, dy, ctx):
-        g = check_grad(self, dy, ctx["h0"].shape)
-        if ctx.get("quant"):
-            dx, dh = cim_gru.qgru_backward(self, g[:, None, :], ctx)
+        g = check_grad(self, dy, ctx.y_shape)
+        if ctx.quant:
+            dx, dh = cim_gru.qgru_backward(self, g[:, None, :], ctx.run)
         else:
-            dx, dh = self._back(np.zeros_like(ctx["h0"])[:, None], g, ctx)
+            dx, dh = self._back(np.zeros_like(ctx.h0)[:, None], g, ctx.run)
         return dx[:, 0], dh

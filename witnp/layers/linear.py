@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from ..array import matrix as cim
+from ..array.ctx import ArrayCtx
 from ..config import LayerConfig
 from ..noise import noise_model
 from ..quant import ScaleObserver
@@ -108,27 +110,41 @@ class Linear(ArrayLayer):
             y2 = x2 @ W.T
             if b is not None:
                 y2 += b
-            ctx = {"quant": False, "x": x2, "W": W}
+            ctx = LinearCtx(False, lead + (self.out_features,), x=x2, W=W)
         else:
             y2, actx = self._quant_call(lambda sc, noise, r, want: cim.array_forward(
                 "Linear", x2, W, b, self.config, sc["x"], sc["weight"], sc["y"], noise=noise, rng=r,
                 want_stats=want), train, rng)
-            ctx = {"quant": True, "array": actx}
-        ctx["y_shape"] = lead + (self.out_features,)
-        return y2.reshape(ctx["y_shape"]), ctx
+            ctx = LinearCtx(True, lead + (self.out_features,), array=actx)
+        return y2.reshape(ctx.y_shape), ctx
 
     def backward(self, dy, ctx):
         """dx (..., in_features) float32 from dy (..., out_features); adds dW, db into ``grads``."""
-        g = check_grad(self, dy, ctx["y_shape"], finite=not ctx["quant"]).reshape(-1, self.out_features)
-        if not ctx["quant"]:
-            dx = g @ ctx["W"]
-            self.grads["weight"] += g.T @ ctx["x"]
+        g = check_grad(self, dy, ctx.y_shape, finite=not ctx.quant).reshape(-1, self.out_features)
+        if not ctx.quant:
+            dx = g @ ctx.W
+            self.grads["weight"] += g.T @ ctx.x
             if "bias" in self.grads:
                 self.grads["bias"] += g.sum(axis=0)
         else:
-            actx = ctx["array"]
+            actx = ctx.array
             dx, dwq, db = cim.array_backward(g, actx)
             cim.weight_grad_into(self.grads["weight"], dwq, actx)
             if db is not None:
                 self.grads["bias"] += db
-        return dx.reshape(ctx["y_shape"][:-1] + (self.in_features,))
+        return dx.reshape(ctx.y_shape[:-1] + (self.in_features,))
+
+    def clip_masks(self, ctx):
+        """(input mask, output mask) of a quantized forward (the straight-through masks: 0 where the value was
+        clipped, and PN's input mask also 0 at x = 0), or None after a float forward."""
+        return (ctx.array.xmask, ctx.array.ymask) if ctx.quant else None
+
+
+@dataclass(slots=True)
+class LinearCtx:
+    """Linear.forward -> backward: the float operands, or the array's record (`witnp.array.ctx.ArrayCtx`)."""
+    quant: bool
+    y_shape: tuple
+    x: Optional[np.ndarray] = None       # (B, in) float32 (float mode)
+    W: Optional[np.ndarray] = None       # (out, in) float32 (float mode)
+    array: Optional[ArrayCtx] = None     # quantized mode

@@ -8,7 +8,8 @@ y = clip(R(f·sy), Y(yb))/sy; gradients straight through, masked by both clips.
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 
@@ -17,6 +18,20 @@ from .base import check_grad
 from .digital import DigitalOp, _out, _q
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
+
+
+@dataclass(slots=True)
+class NormCtx:
+    """BatchNorm forward -> backward: normalized input, 1/std, the reduction axes and broadcast shape, and the
+    quantized forward's clip masks (m: output, mx: input)."""
+    xhat: Any = None
+    invstd: Any = None
+    train: Any = None
+    axes: Any = None
+    bshape: Any = None
+    m: Any = None
+    mx: Any = None
+
 
 f32 = np.float32
 
@@ -77,32 +92,32 @@ class _BatchNorm(DigitalOp):
         xhat = ((v - mean.reshape(bshape)) * invstd.reshape(bshape)).astype(np.float32)
         gamma = self.params["weight"].reshape(bshape) if self.affine else f32(1)
         f = xhat * gamma + (self.params["bias"].reshape(bshape) if self.affine else f32(0))
-        ctx = {"xhat": xhat, "invstd": invstd, "train": train, "axes": axes, "bshape": bshape, "m": None}
+        ctx = NormCtx(xhat=xhat, invstd=invstd, train=train, axes=axes, bshape=bshape, m=None)
         if not quant:
             return f.astype(np.float32), ctx
         y, my = _out(f.astype(np.float32), sc["y"], self.config.y_quant_bits, True)
         self._record(train, {"x": x, "y": y})
-        ctx["mx"], ctx["m"] = mx, my
+        ctx.mx, ctx.m = mx, my
         return y, ctx
 
     def backward(self, dy, ctx):
-        xhat, axes, bshape = ctx["xhat"], ctx["axes"], ctx["bshape"]
+        xhat, axes, bshape = ctx.xhat, ctx.axes, ctx.bshape
         g = check_grad(self, dy, xhat.shape)
-        if ctx["m"] is not None:
-            g = np.where(ctx["m"], g, f32(0))
+        if ctx.m is not None:
+            g = np.where(ctx.m, g, f32(0))
         if self.affine:
             self.grads["weight"] += (g * xhat).sum(axis=axes, dtype=np.float32)
             self.grads["bias"] += g.sum(axis=axes, dtype=np.float32)
         gamma = self.params["weight"].reshape(bshape) if self.affine else f32(1)
         dxhat = g * gamma
-        invstd = ctx["invstd"].reshape(bshape)
-        if ctx["train"]:
+        invstd = ctx.invstd.reshape(bshape)
+        if ctx.train:
             dx = invstd * (dxhat - dxhat.mean(axis=axes, keepdims=True)
                            - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
         else:
             dx = dxhat * invstd
-        if ctx["m"] is not None:
-            dx = np.where(ctx["mx"], dx, f32(0))
+        if ctx.m is not None:
+            dx = np.where(ctx.mx, dx, f32(0))
         return dx.astype(np.float32)
 
 

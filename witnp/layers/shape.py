@@ -5,12 +5,26 @@ the float mean; follow it with a quantized op where the chip requantizes).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from ..rng import noise_rng
 from .base import Layer, check_array, check_finite, check_grad, check_pair
 
 __all__ = ["Flatten", "Reshape", "Dropout", "MaxPool2d", "AvgPool2d"]
+
+
+@dataclass(slots=True)
+class ShapeCtx:
+    """A shape op's forward -> backward (reshape, dropout mask, pooling indices and shapes)."""
+    shape: Any = None
+    keep: Any = None
+    idx: Any = None
+    pshape: Any = None
+    x_shape: Any = None
+
 
 f32 = np.float32
 
@@ -28,11 +42,11 @@ class Flatten(Layer):
         if s > e:
             raise ValueError(f"Flatten: start_dim={self.start_dim} comes after end_dim={self.end_dim} for x with "
                              f"shape {x.shape}")
-        return x.reshape(x.shape[:s] + (-1,) + x.shape[e + 1:]), {"shape": x.shape}
+        return x.reshape(x.shape[:s] + (-1,) + x.shape[e + 1:]), ShapeCtx(shape=x.shape)
 
     def backward(self, dy, ctx):
         g = check_array(self, "dy", dy, min_ndim=1)
-        return g.reshape(ctx["shape"])
+        return g.reshape(ctx.shape)
 
 
 class Reshape(Layer):
@@ -46,12 +60,12 @@ class Reshape(Layer):
     def forward(self, x, *, train: bool = False, rng=None):
         x = check_array(self, "x", x, min_ndim=1)
         try:
-            return x.reshape((x.shape[0],) + self.shape), {"shape": x.shape}
+            return x.reshape((x.shape[0],) + self.shape), ShapeCtx(shape=x.shape)
         except ValueError:
             raise ValueError(f"Reshape: x with shape {x.shape} cannot be reshaped to (N,) + {self.shape}") from None
 
     def backward(self, dy, ctx):
-        return check_array(self, "dy", dy, min_ndim=1).reshape(ctx["shape"])
+        return check_array(self, "dy", dy, min_ndim=1).reshape(ctx.shape)
 
 
 class Dropout(Layer):
@@ -69,16 +83,16 @@ class Dropout(Layer):
     def forward(self, x, *, train: bool = False, rng=None):
         x = check_array(self, "x", x, min_ndim=0)
         if not train or self.p == 0:
-            return x, {"keep": None, "shape": x.shape}
+            return x, ShapeCtx(keep=None, shape=x.shape)
         keep = (rng if rng is not None else noise_rng()).random(x.shape) >= self.p
         scale = f32(1.0 / (1.0 - self.p))
-        return np.where(keep, x * scale, f32(0)), {"keep": keep, "shape": x.shape}
+        return np.where(keep, x * scale, f32(0)), ShapeCtx(keep=keep, shape=x.shape)
 
     def backward(self, dy, ctx):
-        g = check_grad(self, dy, ctx["shape"])
-        if ctx["keep"] is None:
+        g = check_grad(self, dy, ctx.shape)
+        if ctx.keep is None:
             return g
-        return np.where(ctx["keep"], g * f32(1.0 / (1.0 - self.p)), f32(0))
+        return np.where(ctx.keep, g * f32(1.0 / (1.0 - self.p)), f32(0))
 
 
 class _Pool2d(Layer):
@@ -122,14 +136,14 @@ class MaxPool2d(_Pool2d):
         flat = win.reshape(win.shape[:4] + (-1,))
         idx = flat.argmax(axis=-1)
         y = np.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
-        return np.ascontiguousarray(y, dtype=np.float32), {"idx": idx, "pshape": pshape, "x_shape": x.shape}
+        return np.ascontiguousarray(y, dtype=np.float32), ShapeCtx(idx=idx, pshape=pshape, x_shape=x.shape)
 
     def backward(self, dy, ctx):
-        idx = ctx["idx"]
+        idx = ctx.idx
         g = check_grad(self, dy, idx.shape)
         gw = np.zeros(idx.shape + (self.k[0] * self.k[1],), np.float32)
         np.put_along_axis(gw, idx[..., None], g[..., None], axis=-1)
-        return self._scatter(gw.reshape(idx.shape + self.k), ctx["pshape"], ctx["x_shape"])
+        return self._scatter(gw.reshape(idx.shape + self.k), ctx.pshape, ctx.x_shape)
 
 
 class AvgPool2d(_Pool2d):
@@ -138,9 +152,9 @@ class AvgPool2d(_Pool2d):
     def forward(self, x, *, train: bool = False, rng=None):
         x, pshape, win = self._windows(x, 0.0)
         y = win.mean(axis=(-2, -1), dtype=np.float32)
-        return y, {"shape": y.shape, "pshape": pshape, "x_shape": x.shape}
+        return y, ShapeCtx(shape=y.shape, pshape=pshape, x_shape=x.shape)
 
     def backward(self, dy, ctx):
-        g = check_grad(self, dy, ctx["shape"]) / f32(self.k[0] * self.k[1])
-        gw = np.broadcast_to(g[..., None, None], ctx["shape"] + self.k)
-        return self._scatter(gw, ctx["pshape"], ctx["x_shape"])
+        g = check_grad(self, dy, ctx.shape) / f32(self.k[0] * self.k[1])
+        gw = np.broadcast_to(g[..., None, None], ctx.shape + self.k)
+        return self._scatter(gw, ctx.pshape, ctx.x_shape)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ... import kernels as K
 from .layouts import pick_layout
+from ..ctx import ConvCtx
 from ..matrix import amax, bias_operand, bias_tail, checked_gain, noisy_bias, weight_codes
 from ...quant import WEIGHT_RANGE, code_range, shift_offset
 from ...errors import NonFiniteError
@@ -63,24 +64,24 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     bvec = b if b is not None else np.zeros(co, np.float32)
     K.quantize_bias(bvec, wq if not transposed else np.empty((co, 0), np.float32), P, s,
                     np.zeros(co, np.float32), cfg.bias_row_N, False, ba, bmask, np.zeros(co, np.float32))
-    ctx = dict(owner=owner, transposed=transposed, layout=lay, x_shape=x.shape, w_shape=W.shape, co=co, wq=wq,
-               wmask=wmask, wneg=wneg, wnmask=wnmask, xq=xq, xn=xn, xmask=xmask, bmask=bmask, pn=pn,
-               noisy=noisy, s=s, sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None, pad=pad)
+    ctx = ConvCtx(owner=owner, transposed=transposed, layout=lay, x_shape=x.shape, w_shape=W.shape, co=co, wq=wq,
+                  wmask=wmask, wneg=wneg, wnmask=wnmask, xq=xq, xn=xn, xmask=xmask, bmask=bmask, pn=pn,
+                  noisy=noisy, s=s, sx=sx, sw=sw, sy=sy, P=P, G=G, has_bias=b is not None, pad=pad)
     wa, wna = wq, wneg
     if noisy:  # draws in the weight tensor's shape, permuted like the weight (chip.md §6: E1, E2, E3)
         e1 = perm(noise.draw(rng, W.shape))
         wa = noise.apply(wq, e1)
         bias_term, b_factor = noisy_bias(noise, rng, ba, cfg.bias_row_N)
-        ctx.update(wa=wa, w_factor=noise.derivative(wq, e1), b_factor=b_factor)
+        ctx.wa, ctx.w_factor, ctx.b_factor = wa, noise.derivative(wq, e1), b_factor
         if pn:
             e3 = perm(noise.draw(rng, W.shape))
             wna = noise.apply(wneg, e3)
-            ctx.update(wna=wna, wn_factor=noise.derivative(wneg, e3))
+            ctx.wna, ctx.wn_factor = wna, noise.derivative(wneg, e3)
         div, mul = f32(G), f32(1)
     else:
         bias_term = 128.0 * ba.astype(np.float64)
         div, mul = P, f32(sy)
-    y, ctx["ymask"] = lay.forward(xq, xn, wa, wna, pad, bound, bias_operand(bias_term), div, mul, ylo, yhi, lo2, hi2, sy)
+    y, ctx.ymask = lay.forward(xq, xn, wa, wna, pad, bound, bias_operand(bias_term), div, mul, ylo, yhi, lo2, hi2, sy)
     stats = None
     if want_stats:  # max|x|, max|W| (raw) and max|u| of the noiseless accumulator, u = pos/P + neg/P
         # (the fused forwards keep no accumulators, so they are made again here: only in the first
@@ -106,22 +107,22 @@ def qconv_backward(dy, ctx):
 
     Returns dx (B, C, H, W), dW in the weight tensor's layout (already ·sw and clamp-masked), db (Co,) or None.
     """
-    noisy, pn, transposed, lay = ctx["noisy"], ctx["pn"], ctx["transposed"], ctx["layout"]
-    P, G, sy = ctx["P"], ctx["G"], f32(ctx["sy"])
+    noisy, pn, transposed, lay = ctx.noisy, ctx.pn, ctx.transposed, ctx.layout
+    P, G, sy = ctx.P, ctx.G, f32(ctx.sy)
     # dy through the output clip, the per-channel sums of that (the bias gradient), dW and dx
-    dwq, dwn, dx, sums, bad = lay.backward_all(dy, ctx["ymask"], (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P),
-                                               ctx["xq"], ctx["xn"], ctx["pad"], ctx.get("wa", ctx["wq"]),
-                                               ctx.get("wna", ctx["wneg"]), ctx["xmask"], ctx["sx"])
+    dwq, dwn, dx, sums, bad = lay.backward_all(dy, ctx.ymask, (f32(1) / (f32(G) * sy)) if noisy else (f32(1) / P),
+                                               ctx.xq, ctx.xn, ctx.pad, ctx.wa if ctx.wa is not None else ctx.wq,
+                                               ctx.wna if ctx.wna is not None else ctx.wneg, ctx.xmask, ctx.sx)
     if bad:
-        raise NonFiniteError(f"{ctx['owner']}: dy contains NaN or inf value(s); expected finite numbers")
+        raise NonFiniteError(f"{ctx.owner}: dy contains NaN or inf value(s); expected finite numbers")
     if noisy:
-        dwq = dwq * ctx["w_factor"]
+        dwq = dwq * ctx.w_factor
     dwq, db = bias_tail(sums, dwq, ctx, shift=not transposed)
     dW = np.zeros(dwq.shape, np.float32)
-    K.scale_masked(np.ascontiguousarray(dwq, dtype=np.float32), ctx["wmask"], f32(ctx["sw"]), dW, True, n=dW.size)
+    K.scale_masked(np.ascontiguousarray(dwq, dtype=np.float32), ctx.wmask, f32(ctx.sw), dW, True, n=dW.size)
     if pn:
         if noisy:
-            dwn = dwn * ctx["wn_factor"]
-        K.scale_masked(np.ascontiguousarray(dwn, dtype=np.float32), ctx["wnmask"], f32(-ctx["sw"]), dW, True,
+            dwn = dwn * ctx.wn_factor
+        K.scale_masked(np.ascontiguousarray(dwn, dtype=np.float32), ctx.wnmask, f32(-ctx.sw), dW, True,
                        n=dW.size)  # Wneg = R(clip(-W·sw)): d/dW = -sw
-    return dx, lay.unperm(dW, ctx["w_shape"]), db
+    return dx, lay.unperm(dW, ctx.w_shape), db
