@@ -50,12 +50,14 @@ def conv_image(X, x0, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out
 
 
 @kernel(raw=True)
-def wide_conv(X, x0, ximg, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out, oimg, ldo, L, nimg):
+def wide_conv(X, boff, A, aoff, out, dims):
     """For image b < nimg, group g, row p < nrows, pixel l < L (a multiple of 2·LANES):
         out[b·oimg + (g·nrows + p)·ldo + l] = Σ_t Σ_{k < nk} A[g·ag + p·ps + aoff[t] + k·si]
                                                           · X[x0 + b·ximg + g·xg + boff[t] + k·ldx + l]
-    X, A, out: flat float32; boff, aoff (T,) int64. Each image's output planes are written in its
-    iteration only (prange-safe)."""
+    X, A, out: flat float32; boff, aoff (T,) int64. dims (14,) int64: x0, ximg, ldx, xg, ag, ps, si, nk, groups,
+    nrows, oimg, ldo, L, nimg. Each image's output planes are written in its iteration only (prange-safe)."""
+    x0, ximg, ldx, xg, ag, ps, si = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
+    nk, groups, nrows, oimg, ldo, L, nimg = dims[7], dims[8], dims[9], dims[10], dims[11], dims[12], dims[13]
     for b in prange(nimg):
         conv_image(X, x0 + b * ximg, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out, b * oimg, ldo, L)
     return out

@@ -84,8 +84,7 @@ def quantize_wide(x, sx, shift, lo, hi, pn, outp, outn, m0, ld, S, top, left, fi
 
 
 @kernel(raw=True)
-def wide_conv_rq(X, Xn, ximg, ldx, xg, boff, A, An, ag, ps, aoff, si, nk, groups, nrows, ldo, S,
-                 bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
+def wide_conv_rq(X, Xn, boff, A, An, aoff, bias, dims, rq, y, mask):
     """Per image b: `wide.conv_image` of its planes (X from b·ximg; with Xn not empty also Xn with weights An,
     the PN negative branch) over ldo pixels, then `quant.requant` of them straight into y (B, O, Ho, Wo),
     O = groups·nrows:
@@ -93,7 +92,12 @@ def wide_conv_rq(X, Xn, ximg, ldx, xg, boff, A, An, ag, ps, aoff, si, nk, groups
         v = u·mul; q = R(clip(v, [lo, hi])); y[b, o, h, w] = clip(q, [lo2, hi2]) / outdiv
     mask (B, O, Ho, Wo) uint8 out: 1 where both clamps pass.
     X, Xn, A, An flat float32 (Xn shape (0,): no negative branch); bias (O,) float32|float64 (as in
-    `quant.requant`)."""
+    `quant.requant`); boff, aoff int64 tap tables (`conv_image`).
+    dims (11,) int64: ximg, ldx, xg, ag, ps, si, nk, groups, nrows, ldo, S (`conv_image`'s geometry; S the
+    plane's row stride); rq (7,) float64: div, mul, lo, hi, lo2, hi2, outdiv (the requantization's constants)."""
+    ximg, ldx, xg, ag, ps, si, nk = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
+    groups, nrows, ldo, S = dims[7], dims[8], dims[9], dims[10]
+    div, mul, lo, hi, lo2, hi2, outdiv = rq[0], rq[1], rq[2], rq[3], rq[4], rq[5], rq[6]
     B, O, Ho, Wo = y.shape
     yf, mf = y.reshape(y.size), mask.reshape(mask.size)
     has_neg = Xn.shape[0] > 0
@@ -123,8 +127,7 @@ def wide_conv_rq(X, Xn, ximg, ldx, xg, boff, A, An, ag, ps, aoff, si, nk, groups
 
 
 @kernel(raw=True)
-def wide_backward(g, mask, c, ldg, S, top, left, groups, ogp, gsize, boff, A, An, ag, ps, aoff, si, nk, nrows, ldo,
-                  L, xmask, sx, dx, X, Xn, ximg, xg, xo, gs, nkd, dw, dwn, chsum):
+def wide_backward(g, mask, A, An, xmask, dx, X, Xn, tabs, dims, fs, dw, dwn, chsum):
     """The whole backward of a quantized stride-1 Conv2d, one image at a time, so that the image's output
     gradient planes (~150 KB) are made, read by the input gradient and read by the weight gradient while
     they are in cache (`grad_to_wide`, then the two products `wide_conv` and `wide_dw` went through memory):
@@ -133,7 +136,16 @@ def wide_backward(g, mask, c, ldg, S, top, left, groups, ogp, gsize, boff, A, An
       2. `wide_conv` of gp with A (and An when not empty: PN), through xmask into dx[b] (`quant.input_grad`);
       3. `wide_dw` of gp against image b of X (and Xn: PN): dw (dwn) accumulate over the images in order.
     g, mask (B, O, Ho, Wo) float32, uint8 (mask shape (0,): none); dx, xmask (B, C, H, W) float32, int8;
-    dw, dwn (groups·ogp, Qp) float32 out (dwn shape (0, 0) unless PN). Returns the number of non-finite g."""
+    dw, dwn (groups·ogp, Qp) float32 out (dwn shape (0, 0) unless PN). Returns the number of non-finite g.
+    tabs int64: the tap tables boff (nb), aoff (na) and xo (Qp) one after the other.
+    dims (20,) int64: ldg, S, top, left, groups, ogp, gsize, ag, ps, si, nk, nrows, ldo, L, ximg, xg, gs, nkd,
+    nb, na (the planes' and `conv_image`'s geometry, `dot_fma`'s start and length). fs (2,) float64: c (the
+    output gradient's scale), sx (the input codes' scale)."""
+    ldg, S, top, left, groups, ogp, gsize = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
+    ag, ps, si, nk, nrows, ldo, L = dims[7], dims[8], dims[9], dims[10], dims[11], dims[12], dims[13]
+    ximg, xg, gs, nkd, nb, na = dims[14], dims[15], dims[16], dims[17], dims[18], dims[19]
+    boff, aoff, xo = tabs[:nb], tabs[nb:nb + na], tabs[nb + na:]
+    c, sx = fs[0], fs[1]
     B, O, Ho, Wo = g.shape
     C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
     og = O // groups

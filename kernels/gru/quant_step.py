@@ -128,8 +128,7 @@ def _bias_rows(acc, bias, N, C):
 
 
 @kernel(raw=True)
-def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, kzr, kin, khn, czr, chn, cin, sy_n,
-                  yb, pn, stacked, ones, lut_sig, lut_tanh, dsig, dtanh, track, F, hz, hh, amax_acc, y):
+def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bias, tables, params, F, hz, hh, amax_acc, y):
     """One call for the whole sequence, time-major (each step's rows are one contiguous block, which the
     hardware prefetchers follow; batch-major rows at a stride of T rows ran the step 5x slower). The three
     arrays' accumulators live in per-step scratch rows, x part included, so they never go to memory.
@@ -139,20 +138,27 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bzr, bin_, bhn, sx_zr, sx_hn, 
     xz, xi (T, N, Kx) dt: the x input codes of the zr and in arrays ([pos | neg] when stacked, pos - neg when
         not); h0 (N, H) float32 Q7 codes.
     wzx (Kx, Cz), wix (Kx, Ci): the x rows of the zr and in arrays; wzr (Kr, Cz), whn (Kr, Ch): the h rows of
-        the zr and hn arrays ([Wp; Wn] when stacked), all dt with zero padding columns; bzr (Cz,), bin_ (Ci,),
-        bhn (Ch,) dt: the bias terms.
+        the zr and hn arrays ([Wp; Wn] when stacked), all dt with zero padding columns; bias (Cz + Ci + Ch,) dt:
+        the bias terms bzr, bin_, bhn of the three arrays one after the other.
     kzr, kin, khn: output = accumulator·k (sy/(sx·sw) without noise, 1/G with noise: powers of two); czr, chn,
         cin: d(real output)/d(accumulator) (1/(sx·sw), or 1/(G·sy) with noise); sy_n the scale of n_pre.
-    lut_sig, lut_tanh, dsig (σ'), dtanh (tanh', 0 where the LUT output clips): float32 (2^yb,), index
-        code + 2^(yb-1).
+    tables (4, 2^yb) float32: the rows lut_sig, lut_tanh, dsig (σ'), dtanh (tanh', 0 where the LUT output
+        clips), index code + 2^(yb-1).
+    params (14,) float64: sx_zr, sx_hn (the h codes' scales), kzr, kin, khn, czr, chn, cin, sy_n (below), then
+        yb, pn, stacked, ones, track as numbers.
     Outputs: F (T, N, NF, H) float32: field HQ the h' codes, FZ..FD the backward factors (see above), with
     the straight-through masks of every clip folded in; hz, hh (T, N, Kr) dt: the h input codes (the A rows
     of the recurrent products, and of the weight gradients; one array when sx_zr = sx_hn); amax_acc (3,) float64: max |accumulator| of the
     zr, hn and in arrays over the sequence, when `track` (auto-scale statistics); y (N, T, H) float32 the
     real h' (codes/128), batch-major like the layer's output.
     """
+    sx_zr, sx_hn, kzr, kin, khn = params[0], params[1], params[2], params[3], params[4]
+    czr, chn, cin, sy_n = params[5], params[6], params[7], params[8]
+    yb, pn, stacked, ones, track = int(params[9]), params[10] != 0, params[11] != 0, int(params[12]), params[13] != 0
+    lut_sig, lut_tanh, dsig, dtanh = tables[0], tables[1], tables[2], tables[3]
     T, N, Kx = xz.shape
     Cz, Ci, Ch = wzx.shape[1], wix.shape[1], whn.shape[1]
+    bzr, bin_, bhn = bias[:Cz], bias[Cz:Cz + Ci], bias[Cz + Ci:]
     H = h0.shape[1]
     Kr = hz.shape[2]
     lo = -(1 << (yb - 1))
@@ -256,8 +262,7 @@ def _x_grad(d, mask, sx, stacked, half, n, first, dx):
 
 
 @kernel(raw=True)
-def gru_q_backward(dhs, h0, F, wzrT, whnT, wzxT, wixT, mz, mi, sx_zr, sx_hn, sxz, sxi, pn, stacked, G, gs, dx,
-                   dh0):
+def gru_q_backward(dhs, h0, F, wzrT, whnT, wzxT, wixT, mz, mi, params, G, gs, dx, dh0):
     """Straight-through backward through time of `gru_q_forward` (all gradients in real units, float32),
     time-major like it.
 
@@ -265,12 +270,15 @@ def gru_q_backward(dhs, h0, F, wzrT, whnT, wzxT, wixT, mz, mi, sx_zr, sx_hn, sxz
     float32: the h rows' weights transposed ([Wpᵀ | Wnᵀ] when stacked), columns padded (Ca ≥ Kr, a multiple of
     LANES); wzxT (2H, Cx), wixT (H, Cx) the x rows' weights transposed, each block padded to Ip columns
     ([Wpᵀ | Wnᵀ] when stacked: Cx = 2Ip, else Ip); mz, mi (T, N, I) int8 the x codes' straight-through masks
-    of the zr and in arrays (`quantize_input`), sxz, sxi their input scales.
+    of the zr and in arrays (`quantize_input`); params (6,) float64: sx_zr, sx_hn (the h codes' scales), sxz,
+    sxi (the x codes' scales of the zr and in arrays), pn, stacked (as numbers).
     Outputs: G (T, N, ldg) with ldg ≥ 4H: [dL/d acc_zr (2H) | dL/d acc_hn (H) | dL/d acc_in (H)] (columns
     past 4H untouched), gs (4H,) float32 G's column sums over all steps and rows (the bias gradients; a
     separate BLAS pass over G cost 0.6-0.8 ms), dx (T, N, I) float32 (time-major: batch-major
     rows, 32 pages apart per step, made the backward 5-9% slower than one transpose afterwards), dh0 (N, H).
     """
+    sx_zr, sx_hn, sxz, sxi = params[0], params[1], params[2], params[3]
+    pn, stacked = params[4] != 0, params[5] != 0
     N, T, H = dhs.shape
     I = dx.shape[2]
     Ca, Cx = wzrT.shape[1], wzxT.shape[1]

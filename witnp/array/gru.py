@@ -131,7 +131,7 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
     zr, ar_in, hn = arr["zr"], arr["in"], arr["hn"]
     h0q = np.clip(np.rint(h0.astype(np.float64) * 128.0), -128, 127).astype(f32)
     ones = float(layer.scale_ones)
-    tabs = [t.astype(f32) for t in luts(yb, ones, sc["y_zr"], sc["y_n"])]
+    tabs = np.stack([t.astype(f32) for t in luts(yb, ones, sc["y_zr"], sc["y_n"])])  # sig, tanh, σ', tanh'
     F = empty((T, N, NF, H))
     Kr = 2 * H if stacked else H
     hz = empty((T, N, Kr), dt)
@@ -143,9 +143,10 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
     brow = lambda a: K.pad_cols(a["bias"][None, :], dt)[0]  # noqa: E731
     K.gru_q_forward(xz[0].reshape(T, N, -1), xi[0].reshape(T, N, -1), h0q, _wrows(zr, 0, I, stacked, dt),
                     _wrows(ar_in, 0, I, stacked, dt), _wrows(zr, I, I + H, stacked, dt), _wrows(hn, 0, H, stacked, dt),
-                    brow(zr), brow(ar_in), brow(hn), float(sc["x_zr"]), float(sc["x_hn"]), zr["k"], ar_in["k"],
-                    hn["k"], zr["c"], hn["c"], ar_in["c"], float(sc["y_n"]), yb, pn, stacked, ones, *tabs,
-                    bool(want_stats) and not noisy, F, hz, hh, amax_acc, y, n=N * T * H)
+                    np.concatenate([brow(zr), brow(ar_in), brow(hn)]), tabs,
+                    np.array([sc["x_zr"], sc["x_hn"], zr["k"], ar_in["k"], hn["k"], zr["c"], hn["c"], ar_in["c"],
+                              sc["y_n"], yb, pn, stacked, ones, bool(want_stats) and not noisy], np.float64),
+                    F, hz, hh, amax_acc, y, n=N * T * H)
     hq = F[:, :, HQ]  # (T, N, H)
     ctx = GRUCtx(x_shape=x.shape, h0=h0, h0q=h0q, hq=hq, F=F, hz=hz, hh=hh, arr=arr, xz=xz, xi=xi, sc=dict(sc),
                  pn=pn, stacked=stacked, amax_acc=amax_acc)
@@ -225,7 +226,7 @@ def qgru_backward(layer, dy, ctx):
     mz, mi = ctx.xz[1].reshape(T, N, I), ctx.xi[1].reshape(T, N, I)
     K.gru_q_backward(np.ascontiguousarray(dy, dtype=f32), ctx.h0q, ctx.F,
                      wT(zr, I, I + H, False), wT(hn, 0, H, False), wT(zr, 0, I, True), wT(ar_in, 0, I, True), mz, mi,
-                     float(sc["x_zr"]), float(sc["x_hn"]), float(sc["x_zr"]), float(sc["x_in"]), pn, stacked, G, gs,
+                     np.array([sc["x_zr"], sc["x_hn"], sc["x_zr"], sc["x_in"], pn, stacked], np.float64), G, gs,
                      dx, dh0, n=N * T * H)
     G2 = G.reshape(T * N, G.shape[2])
     Kr = ctx.hz.shape[2]

@@ -115,9 +115,10 @@ class WidePlan:
         """acc planes (B·O, ld_o) float32 of the convolution of the x planes with w (O, C/g, kh, kw) float32."""
         out = empty(self.B * self.O * self.ld_o)
         cg, og, T, G = self.cg, self.og, self.T, self.geo.groups
-        K.wide_conv(xbuf, 0, self.C * self.ld_x, self.ld_x, cg * self.ld_x, self.boff_f,
-                    np.ascontiguousarray(w, dtype=f32).reshape(-1), og * cg * T, cg * T, self.aoff, T, cg, G, og,
-                    out, self.O * self.ld_o, self.ld_o, self.ld_o, self.B, n=out.size)
+        dims = np.array([0, self.C * self.ld_x, self.ld_x, cg * self.ld_x, og * cg * T, cg * T, T, cg, G, og,
+                         self.O * self.ld_o, self.ld_o, self.ld_o, self.B], np.int64)
+        K.wide_conv(xbuf, self.boff_f, np.ascontiguousarray(w, dtype=f32).reshape(-1), self.aoff, out, dims,
+                    n=out.size)
         return out
 
     def forward_requant(self, xbuf, xneg, w, wneg, bias, div, mul, lo, hi, lo2, hi2, outdiv):
@@ -127,10 +128,11 @@ class WidePlan:
         y, mask = empty(shape), empty(shape, np.uint8)
         cg, og, T, G = self.cg, self.og, self.T, self.geo.groups
         e = np.empty(0, f32)
-        K.wide_conv_rq(xbuf, e if xneg is None else xneg, self.C * self.ld_x, self.ld_x, cg * self.ld_x,
-                       self.boff_f, _flat(w), e if wneg is None else _flat(wneg), og * cg * T, cg * T, self.aoff,
-                       T, cg, G, og, self.ld_o, self.S, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask,
-                       n=y.size)
+        dims = np.array([self.C * self.ld_x, self.ld_x, cg * self.ld_x, og * cg * T, cg * T, T, cg, G, og, self.ld_o,
+                         self.S], np.int64)
+        rq = np.array([div, mul, lo, hi, lo2, hi2, outdiv], np.float64)
+        K.wide_conv_rq(xbuf, e if xneg is None else xneg, self.boff_f, _flat(w), e if wneg is None else _flat(wneg),
+                       self.aoff, bias, dims, rq, y, mask, n=y.size)
         return y, mask
 
     def backward(self, g, mask, c, xbuf, xneg, w, wneg, xmask, sx):
@@ -147,12 +149,14 @@ class WidePlan:
         dx = empty((self.B, self.C, self.H, self.W))
         sums = np.empty((self.B, self.O), f32)
         e = np.empty(0, f32)
-        bad = K.wide_backward(np.ascontiguousarray(g, dtype=f32), np.empty(0, np.uint8) if mask is None else mask, c,
-                              self.ld_g, S, self.ah, self.aw, G, ogp, gsize, self.boff_dx, _flat(w),
-                              e if wneg is None else _flat(wneg), og * cg * T, T, self.aoff, cg * T, og, cg,
-                              self.ld_dx, self.ld_dx, xmask, sx, dx, xbuf, e if xneg is None else xneg,
-                              self.C * self.ld_x, cg * self.ld_x, self.xo, self.ah * S, -(-self.Ho * S // LANES), dw,
-                              dwn, sums, n=dx.size)
+        tabs = np.concatenate([self.boff_dx, self.aoff, self.xo]).astype(np.int64)
+        dims = np.array([self.ld_g, S, self.ah, self.aw, G, ogp, gsize, og * cg * T, T, cg * T, og, cg, self.ld_dx,
+                         self.ld_dx, self.C * self.ld_x, cg * self.ld_x, self.ah * S, -(-self.Ho * S // LANES),
+                         self.boff_dx.size, self.aoff.size], np.int64)
+        bad = K.wide_backward(np.ascontiguousarray(g, dtype=f32), np.empty(0, np.uint8) if mask is None else mask,
+                              _flat(w), e if wneg is None else _flat(wneg), xmask, dx, xbuf,
+                              e if xneg is None else xneg, tabs, dims, np.array([c, sx], np.float64), dw, dwn, sums,
+                              n=dx.size)
 
         def shaped(m):
             return np.ascontiguousarray(m.reshape(G, ogp, self.Qp)[:, :og, :cg * T]).reshape(self.O, cg, self.geo.kh,
@@ -163,9 +167,10 @@ class WidePlan:
         """dx planes (B·C, ld_dx) float32: the input gradient from the g planes and w (O, C/g, kh, kw)."""
         out = empty(self.B * self.C * self.ld_dx)
         cg, og, T, G = self.cg, self.og, self.T, self.geo.groups
-        K.wide_conv(gbuf, 0, G * self.ogp * self.ld_g, self.ld_g, self.ogp * self.ld_g, self.boff_dx,
-                    np.ascontiguousarray(w, dtype=f32).reshape(-1), og * cg * T, T, self.aoff, cg * T, og, G, cg,
-                    out, self.C * self.ld_dx, self.ld_dx, self.ld_dx, self.B, n=out.size)
+        dims = np.array([0, G * self.ogp * self.ld_g, self.ld_g, self.ogp * self.ld_g, og * cg * T, T, cg * T, og, G,
+                         cg, self.C * self.ld_dx, self.ld_dx, self.ld_dx, self.B], np.int64)
+        K.wide_conv(gbuf, self.boff_dx, np.ascontiguousarray(w, dtype=f32).reshape(-1), self.aoff, out, dims,
+                    n=out.size)
         return out
 
     def weight_grad(self, gbuf, xbuf):
