@@ -27,7 +27,7 @@ def conv_rows(x, wb, arow, crow, n, ps, pc, tapoff, kc, groups, ag, ogp, out):
     T = tapoff.shape[0]
     for r in prange(arow.shape[0]):
         for g in range(groups):
-            rows_fma(n, ogp, x, arow[r] + g * ag, ps, tapoff, T, 1, kc, wb, g * T * kc * ogp, ogp, out,
+            rows_fma(n, ogp, x, arow[r] + g * ag, ps, (tapoff, T, 1, kc), wb, g * T * kc * ogp, ogp, out,
                      crow[r] + g * ogp, pc, False)
     return out
 
@@ -43,6 +43,6 @@ def conv_dw_rows(x, gy, abase, rowoff, si, nki, tapoff, cg, groups, ogp, ldg, ou
     for b in range(abase.shape[0]):  # a sum over the batch: serial, in batch order
         for t in range(T):
             for g in range(groups):
-                rows_fma(cg, ogp, x, abase[b] + tapoff[t] + g * cg, 1, rowoff, nko, si, nki, gy,
+                rows_fma(cg, ogp, x, abase[b] + tapoff[t] + g * cg, 1, (rowoff, nko, si, nki), gy,
                          b * nko * nki * ldg + g * ogp, ldg, out, (g * T + t) * cg * ogp, ogp, True)
     return out

@@ -29,11 +29,13 @@ __all__ = ["wide_conv", "wide_dw", "to_wide", "from_wide", "grad_to_wide"]
 
 
 @jit
-def conv_image(X, x0, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out, o0, ldo, L):
-    """One image of `wide_conv`: for group g, row p < nrows, pixel l < L (a multiple of 2·LANES):
+def conv_image(X, x0, boff, A, aoff, out, o0, geo):
+    """One image of `wide_conv`, geo = (ldx, xg, ag, ps, si, nk, groups, nrows, ldo, L) (a tuple: free in
+    Numba): for group g, row p < nrows, pixel l < L (a multiple of 2·LANES):
         out[o0 + (g·nrows + p)·ldo + l] = Σ_t Σ_{k < nk} A[g·ag + p·ps + aoff[t] + k·si]
                                                       · X[x0 + g·xg + boff[t] + k·ldx + l]
     An empty tap table (a ConvTranspose2d phase that no tap reaches) writes zeros."""
+    ldx, xg, ag, ps, si, nk, groups, nrows, ldo, L = geo
     T = boff.shape[0]
     if T == 0:
         for r in range(groups * nrows):
@@ -44,7 +46,7 @@ def conv_image(X, x0, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out
             p = 0
             while p < nrows:
                 mr = _rows_next(nrows - p, _MAX2)
-                tile_fma_tab(mr, A, g * ag + p * ps, ps, aoff, T, si, nk, X, x0 + g * xg + l, boff, ldx, out,
+                tile_fma_tab(mr, A, g * ag + p * ps, ps, (aoff, T, si, nk), X, x0 + g * xg + l, boff, ldx, out,
                              o0 + (g * nrows + p) * ldo + l, ldo, False)
                 p += mr
 
@@ -59,7 +61,7 @@ def wide_conv(X, boff, A, aoff, out, dims):
     x0, ximg, ldx, xg, ag, ps, si = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
     nk, groups, nrows, oimg, ldo, L, nimg = dims[7], dims[8], dims[9], dims[10], dims[11], dims[12], dims[13]
     for b in prange(nimg):
-        conv_image(X, x0 + b * ximg, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, out, b * oimg, ldo, L)
+        conv_image(X, x0 + b * ximg, boff, A, aoff, out, b * oimg, (ldx, xg, ag, ps, si, nk, groups, nrows, ldo, L))
     return out
 
 
@@ -130,8 +132,10 @@ def from_wide(src, m0, ld, S, bias, out):
 
 
 @jit
-def _grad_plane(gf, mf, has_mask, c, out, o0, ld, S, top, left, s_img, Ho, Wo, chsum, b, o):
-    """One plane of `grad_to_wide` (source g[b, o] from gf[s_img]); returns its non-finite count."""
+def _grad_plane(gf, mf, has_mask, c, out, o0, geo, s_img, chsum, b, o):
+    """One plane of `grad_to_wide` (source g[b, o] from gf[s_img]), geo = (ld, S, top, left, Ho, Wo); returns
+    its non-finite count."""
+    ld, S, top, left, Ho, Wo = geo
     zero = np.float32(0)
     _fill(out, o0, top * S + left, zero)
     cols = np.zeros(Wo, np.float32)  # column sums: a sum along w would be a serial chain
@@ -181,6 +185,6 @@ def grad_to_wide(g, mask, c, out, ld, S, top, left, groups, ogp, chsum):
             _fill(out, o0, ld, zero)
         else:
             o = (r // ogp) * og + r % ogp
-            bad += _grad_plane(gf, mf, has_mask, c, out, o0, ld, S, top, left, (b * O + o) * Ho * Wo, Ho, Wo,
-                               chsum, b, o)
+            bad += _grad_plane(gf, mf, has_mask, c, out, o0, (ld, S, top, left, Ho, Wo), (b * O + o) * Ho * Wo, chsum,
+                               b, o)
     return bad

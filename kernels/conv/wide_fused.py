@@ -30,8 +30,11 @@ __all__ = ["quantize_wide", "wide_conv_rq", "wide_backward"]
 
 
 @jit
-def _quantize_plane(xf, s_pl, H, W, sx, shift, lo, hi, pn, outp, outn, o0, ld, S, top, left, fill, mf):
-    """One plane of `quantize_wide`: source xf[s_pl:], plane at o0. Returns its non-finite count."""
+def _quantize_plane(xf, s_pl, geo, q, pn, outp, outn, o0, mf):
+    """One plane of `quantize_wide`: source xf[s_pl:], plane at o0; geo = (H, W, ld, S, top, left), q = (sx,
+    shift, lo, hi, fill) (tuples: free in Numba). Returns its non-finite count."""
+    H, W, ld, S, top, left = geo
+    sx, shift, lo, hi, fill = q
     zero = np.float32(0)
     _fill(outp, o0, top * S + left, fill)
     if pn:
@@ -78,8 +81,8 @@ def quantize_wide(x, sx, shift, lo, hi, pn, outp, outn, m0, ld, S, top, left, fi
         _fill(outn, m0 + n * ld, outn.size - m0 - n * ld, zero)
     bad = 0
     for pl in prange(n):  # the body is a function: Numba's parfor pass fails on it inline ("cycle in lookup")
-        bad += _quantize_plane(xf, pl * H * W, H, W, sx, shift, lo, hi, pn, outp, outn, m0 + pl * ld, ld, S, top,
-                               left, fill, mf)
+        bad += _quantize_plane(xf, pl * H * W, (H, W, ld, S, top, left), (sx, shift, lo, hi, fill), pn, outp, outn,
+                               m0 + pl * ld, mf)
     return bad
 
 
@@ -105,11 +108,12 @@ def wide_conv_rq(X, Xn, boff, A, An, aoff, bias, dims, rq, y, mask):
     lo, hi, lo2, hi2 = np.float32(lo), np.float32(hi), np.float32(lo2), np.float32(hi2)
     for b in prange(B):
         acc = np.empty(O * ldo, np.float32)  # this image's planes: cache-resident until requantized
-        conv_image(X, b * ximg, ldx, xg, boff, A, ag, ps, aoff, si, nk, groups, nrows, acc, 0, ldo, ldo)
+        geo = (ldx, xg, ag, ps, si, nk, groups, nrows, ldo, ldo)
+        conv_image(X, b * ximg, boff, A, aoff, acc, 0, geo)
         neg = acc
         if has_neg:
             neg = np.empty(O * ldo, np.float32)
-            conv_image(Xn, b * ximg, ldx, xg, boff, An, ag, ps, aoff, si, nk, groups, nrows, neg, 0, ldo, ldo)
+            conv_image(Xn, b * ximg, boff, An, aoff, neg, 0, geo)
         for o in range(O):
             bc = bias[o]
             for h in range(Ho):
@@ -168,11 +172,12 @@ def wide_backward(g, mask, A, An, xmask, dx, X, Xn, tabs, dims, fs, dw, dwn, chs
         for pl in prange(groups * ogp):
             if pl % ogp < og:
                 o = (pl // ogp) * og + pl % ogp
-                bad += _grad_plane(gf, gm, has_mask, c, gp, pl * ldg, ldg, S, top, left, (b * O + o) * Ho * Wo, Ho,
-                                   Wo, chsum, b, o)
-        conv_image(gp, 0, ldg, ogp * ldg, boff, A, ag, ps, aoff, si, nk, groups, nrows, dp, 0, ldo, L)
+                bad += _grad_plane(gf, gm, has_mask, c, gp, pl * ldg, (ldg, S, top, left, Ho, Wo),
+                                   (b * O + o) * Ho * Wo, chsum, b, o)
+        geo = (ldg, ogp * ldg, ag, ps, si, nk, groups, nrows, ldo, L)
+        conv_image(gp, 0, boff, A, aoff, dp, 0, geo)
         if pn:
-            conv_image(gp, 0, ldg, ogp * ldg, boff, An, ag, ps, aoff, si, nk, groups, nrows, dn, 0, ldo, L)
+            conv_image(gp, 0, boff, An, aoff, dn, 0, geo)
         for ch in range(C):
             for h in range(H):
                 s0, d0 = np.uint64(ch * ldo + h * S), np.uint64(((b * C + ch) * H + h) * W)

@@ -96,10 +96,12 @@ NF = 6
 
 
 @jit
-def _factors(zr, nq, hp, d2, dn, ch, mh, mi, off, ones, kfz, kfr, kfh, cin, H, Fr, y):
-    """h' codes and the backward factors of one batch row into Fr (NF, H) (see the field list above), and
+def _factors(zr, nq, hp, d2, dn, ch, mh, mi, k, H, Fr, y):
+    """k = (off, ones, kfz, kfr, kfh, cin) (a tuple: free in Numba). h' codes and the backward factors of one
+    batch row into Fr (NF, H) (see the field list above), and
     the real h' = code/128 into y (H,). dn (H,), tanh' at n_pre (masked), is overwritten with dL/d n_pre
     per unit of dL/dh', the common factor of FR, FH and FI."""
+    off, ones, kfz, kfr, kfh, cin = k
     f4 = np.float32
     q = f4(1 / 128)
     for j in range(H):
@@ -195,8 +197,8 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bias, tables, params, F, hz, h
             lookup2(ci2, 2 * H, lut_sig, dsig, m2, zr, d2)
             _n_pre(cn, ch, zr[H:], off, lo, hi, H, cs, ms)
             lookup2(cs, H, lut_tanh, dtanh, ms, nq, dn)
-            _factors(zr, nq, F[t - 1, b, HQ] if t > 0 else h0[b], d2, dn, ch, mh, mi, off, f4(ones), kfz, kfr, kfh,
-                     f4(cin), H, F[t, b], y[b, t])
+            _factors(zr, nq, F[t - 1, b, HQ] if t > 0 else h0[b], d2, dn, ch, mh, mi,
+                     (off, f4(ones), kfz, kfr, kfh, f4(cin)), H, F[t, b], y[b, t])
             if t + 1 < T:
                 _h_codes(F[t, b, HQ], H, sx_zr, sx_hn, pn, stacked, hz[t + 1, b], hh[t + 1, b])
     return F

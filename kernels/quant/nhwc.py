@@ -31,8 +31,8 @@ def quantize_nhwc(x, sx, shift, lo, hi, pn, xp, xn, pp, pnp, top, left, fill, ma
     fill = np.float32(fill)
     bad = 0
     for b in prange(B):
-        bad += _image(xf, mf, b, C, H, W, sx, shift, lo, hi, pn, want_u, want_p, xpf, xnf, ppf, pnf, Hp, Wp, top,
-                      left, fill)
+        bad += _image(xf, mf, b, (C, H, W, Hp, Wp, top, left), (sx, shift, lo, hi, fill), pn, want_u, want_p, xpf,
+                      xnf, ppf, pnf)
     if want_p:
         for bp in prange(B * Hp):  # the padding rows above and below the image
             h = bp % Hp - top
@@ -44,10 +44,12 @@ def quantize_nhwc(x, sx, shift, lo, hi, pn, xp, xn, pp, pnp, top, left, fill, ma
 
 
 @jit
-def _image(xf, mf, b, C, H, W, sx, shift, lo, hi, pn, want_u, want_p, xpf, xnf, ppf, pnf, Hp, Wp, top, left, fill):
+def _image(xf, mf, b, geo, q, pn, want_u, want_p, xpf, xnf, ppf, pnf):
     """Image b of `quantize_nhwc`: its codes channels-first in one flat run (a row's 16-32 values per channel
-    are too short for the vector loop), then each row through the register transposes. Returns its
-    non-finite count."""
+    are too short for the vector loop), then each row through the register transposes. geo = (C, H, W, Hp,
+    Wp, top, left), q = (sx, shift, lo, hi, fill) (tuples: free in Numba). Returns its non-finite count."""
+    C, H, W, Hp, Wp, top, left = geo
+    sx, shift, lo, hi, fill = q
     n = C * H * W
     zero = np.float32(0)
     tp = np.empty(n, np.float32)

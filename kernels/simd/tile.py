@@ -138,10 +138,12 @@ def _rows_next(left, most):
 
 
 @jit
-def tile_fma(mr, nv, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum):
+def tile_fma(mr, nv, A, a0, ps, red, Bm, b0, ldb, Cm, c0, ldc, accum):
     """One tile of mr rows x nv·LANES columns (see the module docstring); 1 <= mr <= `_MAX2` (nv = 2) or
-    `_MAX1` (nv = 1). All arrays are 1-D float32 (offs: 1-D int64); the caller guarantees every index is
-    in bounds (no checks here)."""
+    `_MAX1` (nv = 1). red = (offs, nko, si, nki), the two-level reduction (a tuple: free in Numba). All
+    arrays are 1-D float32 (offs: 1-D int64); the caller guarantees every index is in bounds (no checks
+    here)."""
+    offs, nko, si, nki = red
     if nv == 2:
         _tile2(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, None, ldb, Cm, c0, ldc, accum)
     else:
@@ -149,24 +151,26 @@ def tile_fma(mr, nv, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, ac
 
 
 @jit
-def tile_fma_tab(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, boffs, ldb, Cm, c0, ldc, accum):
+def tile_fma_tab(mr, A, a0, ps, red, Bm, b0, boffs, ldb, Cm, c0, ldc, accum):
     """A 2·LANES-column tile whose B rows come from a table too: B row (ko, ki) starts at
-    b0 + boffs[ko] + ki·ldb (in `tile_fma`: b0 + (ko·nki + ki)·ldb). 1 <= mr <= `_MAX2`."""
+    b0 + boffs[ko] + ki·ldb (in `tile_fma`: b0 + (ko·nki + ki)·ldb). 1 <= mr <= `_MAX2`; red as in
+    `tile_fma`."""
+    offs, nko, si, nki = red
     _tile2(mr, A, a0, ps, offs, nko, si, nki, Bm, b0, boffs, ldb, Cm, c0, ldc, accum)
 
 
 @jit
-def rows_fma(n, ncols, A, a0, ps, offs, nko, si, nki, Bm, b0, ldb, Cm, c0, ldc, accum):
+def rows_fma(n, ncols, A, a0, ps, red, Bm, b0, ldb, Cm, c0, ldc, accum):
     """`n` rows (A stride ps, C stride ldc) x `ncols` columns (a multiple of LANES) of the tile product,
-    cut into column blocks of 2·LANES then LANES and, down the rows, equal tiles (`_rows_next`)."""
+    cut into column blocks of 2·LANES then LANES and, down the rows, equal tiles (`_rows_next`); red =
+    (offs, nko, si, nki) as in `tile_fma`."""
     for cb in range(0, ncols, 2 * LANES):
         nv = 2 if ncols - cb >= 2 * LANES else 1
         p = 0
         while p < n:
             left = n - p
             mr = _rows_next(left, _MAX2) if nv == 2 else _rows_next(left, _MAX1)
-            tile_fma(mr, nv, A, a0 + p * ps, ps, offs, nko, si, nki, Bm, b0 + cb, ldb, Cm, c0 + p * ldc + cb, ldc,
-                     accum)
+            tile_fma(mr, nv, A, a0 + p * ps, ps, red, Bm, b0 + cb, ldb, Cm, c0 + p * ldc + cb, ldc, accum)
             p += mr
 
 
@@ -185,7 +189,7 @@ def acc_rows(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
 def _acc_rows(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
     if all(a.dtype == types.float32 for a in (A, Bm, Cm)):
         def tiled(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
-            rows_fma(n, ncols, A, a0, ps, _OFF0, 1, 1, nk, Bm, 0, ldb, Cm, c0, ldc, accum)
+            rows_fma(n, ncols, A, a0, ps, (_OFF0, 1, 1, nk), Bm, 0, ldb, Cm, c0, ldc, accum)
         return tiled
 
     def loops(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):

@@ -111,9 +111,9 @@ def test_rows_fma_every_tile_size(n, ncols):
     a, b = _ints(rng, (n, K)), _ints(rng, (K, ncols))
     c = np.full((n, ncols), 7, np.float32)
     one = np.zeros(1, np.int64)
-    rows_fma(n, ncols, a.ravel(), 0, K, one, 1, 1, K, b.ravel(), 0, ncols, c.ravel(), 0, ncols, False)
+    rows_fma(n, ncols, a.ravel(), 0, K, (one, 1, 1, K), b.ravel(), 0, ncols, c.ravel(), 0, ncols, False)
     np.testing.assert_array_equal(c, a @ b)
-    rows_fma(n, ncols, a.ravel(), 0, K, one, 1, 1, K, b.ravel(), 0, ncols, c.ravel(), 0, ncols, True)
+    rows_fma(n, ncols, a.ravel(), 0, K, (one, 1, 1, K), b.ravel(), 0, ncols, c.ravel(), 0, ncols, True)
     np.testing.assert_array_equal(c, 2 * (a @ b))
 
 

@@ -54,4 +54,4 @@ def test_the_intrinsic_itself_refuses_a_strided_view_at_typing_time():
     c = np.zeros(4 * LANES, np.float32)
     one = np.zeros(1, np.int64)
     with pytest.raises(TypingError, match="reads raw memory and takes only 1-D C-contiguous"):
-        rows_fma(1, LANES, a[::2], 0, 1, one, 1, 1, 1, b, 0, LANES, c, 0, LANES, False)
+        rows_fma(1, LANES, a[::2], 0, 1, (one, 1, 1, 1), b, 0, LANES, c, 0, LANES, False)

@@ -21,7 +21,7 @@ L = simd.LANES
 a = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
 b = np.arange(5 * 2 * L, dtype=np.float32).reshape(5, 2 * L)
 c = np.zeros((3, 2 * L), np.float32)
-rows_fma(3, 2 * L, a.ravel(), 0, 5, np.zeros(1, np.int64), 1, 1, 5, b.ravel(), 0, 2 * L, c.ravel(), 0, 2 * L, False)
+rows_fma(3, 2 * L, a.ravel(), 0, 5, (np.zeros(1, np.int64), 1, 1, 5), b.ravel(), 0, 2 * L, c.ravel(), 0, 2 * L, False)
 assert (c == a @ b).all()
 s = rows_fma.stats
 print(json.dumps({"lanes": L, "hits": sum(s.cache_hits.values()), "misses": sum(s.cache_misses.values())}))

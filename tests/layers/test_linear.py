@@ -63,7 +63,12 @@ def test_layer_equals_spec_transcription(c):
     dx = lin.backward(gy, ctx)
     scale = lambda a: 1e-5 * max(1.0, float(np.abs(a).max()))  # noqa: E731
     np.testing.assert_allclose(dx, dxs, rtol=0, atol=scale(dxs))
-    np.testing.assert_allclose(lin.grads["weight"], dWs, rtol=0, atol=scale(dWs))
+    # Shift: dW = Σ g·Xq - s·Σ g/128·..., two terms of magnitude ~ (codes + s)·Σ|g|·sy/(sx·sw)·sw that cancel;
+    # float32 (the layer) and float64 (the spec) then differ by a few ulps of the terms, not of the result
+    s_off = min(c["shift_num"] * c["sx"], 2.0 ** c["xb"]) if c["neg"] == "Shift" else 0.0
+    terms = (2.0 ** c["xb"] + s_off) * float(np.abs(gy).sum(axis=0).max()) * c["sy"] / c["sx"]
+    w_atol = scale(dWs) + (8 * float(np.finfo(np.float32).eps) * terms if c["neg"] == "Shift" else 0.0)
+    np.testing.assert_allclose(lin.grads["weight"], dWs, rtol=0, atol=w_atol)
     if c["bias"]:
         np.testing.assert_allclose(lin.grads["bias"], dbs, rtol=0, atol=scale(dbs))
 
