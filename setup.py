@@ -10,6 +10,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",  # tomllib
     packages=["witnp", "witnp.array", "witnp.array.conv", "witnp.layers", "witnp.train", "witnp.handoff",
+              "witnp.analysis",
               "witnp.kernels", "witnp.kernels.simd", "witnp.kernels.conv", "witnp.kernels.gru", "witnp.kernels.quant",
               "witnp.cli", "witnp._data"],
     # kernels/, cli/ and data/ live at the top of the repository but install inside witnp, so nothing generic

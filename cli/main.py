@@ -344,10 +344,26 @@ def _check_outputs(model_path, outs):
 
 @main.command()
 @click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", default=None, help="Dataset whose test split measures activation saturation.")
+@click.option("--data", default=None, help="Dataset whose test split measures activation saturation [with "
+              "--compare, default: the data the model file records].")
+@click.option("--compare", is_flag=True, help="Run the test frames through the float, quantized and noisy model "
+              "and report every layer's cosine, SNR, error and saturation, the worst layers and what may help.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="With --compare: also write the "
+              "report as JSON (one record per layer).")
+@click.option("--frames", type=click.IntRange(1), default=256, show_default=True,
+              help="With --compare: test frames used.")
+@click.option("--noise-level", type=click.IntRange(0, 9), default=None,
+              help="With --compare: the noisy column's level [default: the model's, else 4; 0: none].")
+@click.option("--noise-seeds", type=click.IntRange(1), default=3, show_default=True,
+              help="With --compare: noise seeds averaged in the noisy column.")
 @friendly
-def inspect(path, data):
-    """Layers, shapes, scales, G and shifts, io_max and saturation of a model or handoff file."""
+def inspect(path, data, compare, json_path, frames, noise_level, noise_seeds):
+    """Layers, shapes, scales, G and shifts, io_max and saturation of a model or handoff file; with --compare,
+    where the quantized and noisy model lose accuracy, layer by layer."""
+    if not compare and (json_path or noise_level is not None):
+        raise click.UsageError("--json and --noise-level go with --compare")
+    if compare:
+        return _compare(path, data, json_path, frames, noise_level, noise_seeds)
     import h5py
     try:
         with h5py.File(path, "r") as f:
@@ -392,6 +408,34 @@ def inspect(path, data):
         if name in sat:
             line += f" | saturated: inputs {sat[name][0]:.2%} outputs {sat[name][1]:.2%}"
         click.echo(line)
+
+
+def _compare(path, data, json_path, frames, noise_level, noise_seeds):
+    from witnp.analysis.compare import compare, format_report
+    if json_path:
+        _check_outputs(path, [("--json", json_path)])
+    model = wn.load(path)
+    d = _load_dataset(_data_of(path, data))
+    _model_takes(model, d, path)
+    report = compare(model, d.x_test[:frames], noise_level=noise_level, noise_seeds=noise_seeds)
+    click.echo(f"{path}: {min(frames, len(d.x_test))} test frames of {d.name}; quantized and noisy outputs "
+               f"against the float model's, layer by layer")
+    click.echo(format_report(report))
+    if json_path:
+        from witnp.handoff.atomic import write_text
+        write_text(json_path, json.dumps(_finite(report), indent=1))
+        click.echo(f"wrote {json_path}")
+
+
+def _finite(v):
+    """JSON has no inf: an exact layer's SNR is written as null."""
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
 
 
 def _saturation(model, d):

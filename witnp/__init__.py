@@ -29,7 +29,8 @@ _NAMES = {**{n: ".layers" for n in _LAYERS},
           "set_threads": ".threads"}
 # public submodules; optim and losses kept their names from before the training package
 _MODULES = {"kernels": ".kernels", "quant": ".quant", "train": ".train", "layers": ".layers", "array": ".array",
-            "handoff": ".handoff", "config": ".config", "noise": ".noise", "rng": ".rng", "memory": ".memory",
+            "handoff": ".handoff", "analysis": ".analysis", "config": ".config", "noise": ".noise", "rng": ".rng",
+            "memory": ".memory",
             "threads": ".threads", "errors": ".errors", "optim": ".train.optim", "losses": ".train.losses"}
 
 __all__ = sorted(set(_NAMES) | {"losses", "optim", "__version__"})
