@@ -86,3 +86,24 @@ def test_noise_models_are_pluggable():
 
     register_noise_model("UNIFORM_TEST", Uniform)
     assert wn.LayerConfig(noise_model="UNIFORM_TEST", noise_level=1).noise_model == "UNIFORM_TEST"
+
+
+def test_attribute_assignment_shows_the_equivalent_call():
+    """The vendor's manual writes cfg.use_quantization = True; witnp's configs are frozen and say what to do."""
+    cfg = wn.LayerConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError, match=r"cfg = cfg.replace\(use_quantization=True\)"):
+        cfg.use_quantization = True
+    assert cfg.replace(use_quantization=True).use_quantization and not cfg.use_quantization
+
+
+@pytest.mark.parametrize("name, base, args", [
+    ("WitinGruCell", "GRUCell", (4, 3)), ("WitinElementAdd", "Add", ()), ("WitinElementMul", "Mul", ()),
+    ("WitinElementDivide", "Divide", ()), ("WitinGELU", "GELU", ()), ("WitinSigmoid", "Sigmoid", ()),
+    ("WitinTanh", "Tanh", ()), ("WitinPReLU", "PReLU", ()), ("WitinSqrt", "Sqrt", ()), ("WitinMean", "Mean", ()),
+    ("WitinCat", "Cat", ()), ("WitinBatchNorm2d", "BatchNorm2d", (3,))])
+def test_vendor_names_take_layer_config(name, base, args):
+    cfg = wn.LayerConfig(use_quantization=True, noise_level=2)
+    layer = getattr(wn, name)(*args, layer_config=cfg)
+    assert isinstance(layer, getattr(wn, base)) and type(layer).__name__ == name and layer.config == cfg
+    with pytest.raises(TypeError, match="not both"):
+        getattr(wn, name)(*args, layer_config=cfg, config=cfg)

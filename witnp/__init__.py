@@ -24,7 +24,10 @@ _NAMES = {**{n: ".layers" for n in _LAYERS},
           "CrossEntropyLoss": ".train.losses", "MSELoss": ".train.losses",
           "save": ".handoff.model_file", "load": ".handoff.model_file", "load_checkpoint": ".handoff.model_file",
           "ModelFileError": ".errors", "NonFiniteError": ".errors",
-          "WitinLinear": ".layers.vendor", "WitinConv2d": ".layers.vendor", "WitinConvTranspose2d": ".layers.vendor",
+          **{n: ".layers.vendor" for n in ("WitinLinear", "WitinConv2d", "WitinConvTranspose2d", "WitinGruCell",
+                                            "WitinElementAdd", "WitinElementMul", "WitinElementDivide", "WitinGELU",
+                                            "WitinSigmoid", "WitinTanh", "WitinPReLU", "WitinSqrt", "WitinMean",
+                                            "WitinCat", "WitinBatchNorm2d")},
           "manual_seed": ".rng", "register_noise_model": ".noise", "keep_freed_memory": ".memory",
           "set_threads": ".threads"}
 # public submodules; optim and losses kept their names from before the training package

@@ -229,6 +229,23 @@ def preset(name: str, **overrides) -> LayerConfig:
 _default = LayerConfig()
 
 
+_frozen_setattr = LayerConfig.__setattr__
+
+
+def _setattr_with_hint(self, name, value):
+    """The vendor's manual writes `cfg.use_quantization = True`; a LayerConfig is frozen (layers and models
+    share one), so the error shows the call that does it."""
+    try:
+        _frozen_setattr(self, name, value)
+    except dataclasses.FrozenInstanceError:
+        raise dataclasses.FrozenInstanceError(
+            f"LayerConfig is frozen (layers may share one): instead of cfg.{name} = {value!r}, write "
+            f"cfg = cfg.replace({name}={value!r}) (validated like the constructor)") from None
+
+
+LayerConfig.__setattr__ = _setattr_with_hint
+
+
 def get_default_config() -> LayerConfig:
     """The config that layers built with ``config=None`` take."""
     return _default
