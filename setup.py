@@ -18,6 +18,6 @@ setup(
     package_dir={"witnp": "witnp", "witnp.kernels": "kernels", "witnp.cli": "cli", "witnp._data": "data"},
     package_data={"witnp._data": ["*.npz", "README.md"], "witnp.cli": ["*.toml"]},
     install_requires=["numpy>=1.24", "numba>=0.59", "h5py>=3.8", "click>=8.1", "threadpoolctl>=3.1"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"], "plot": ["matplotlib>=3.5"]},
     entry_points={"console_scripts": ["witnp=witnp.cli.main:main"]},
 )

@@ -257,6 +257,22 @@ case("eval-noise-seeds-0", _cli("eval", "run/best.h5", "--noise-seeds", "0"), "-
 case("eval-float-noise", _cli("eval", "run/float.h5", "--noise-level", "3"), "float model")
 case("eval-float-integer", _cli("eval", "run/float.h5", "--integer"), "float model")
 case("eval-unknown-option", _cli("eval", "run/best.h5", "--noise", "3"), "No such option")
+for lv in ("10", "a-b", "5-2", "", "1,,2"):
+    case(f"eval-noise-levels-{lv}", _cli("eval", "run/best.h5", "--noise-levels", lv), "--noise-levels")
+case("eval-sweep-float", _cli("eval", "run/float.h5", "--noise-levels", "0-2"), "float model")
+case("eval-sweep-plot-onto-model", _cli("eval", "run/best.h5", "--noise-levels", "0-1", "--plot", "run/best.h5"),
+     "MODEL itself")
+case("eval-sweep-csv-onto-model", _cli("eval", "run/best.h5", "--noise-levels", "0-1", "--csv", "run/best.h5"),
+     "MODEL itself")
+case("eval-several-without-sweep", _cli("eval", "run/best.h5", "run/qat.h5"), "several MODELs")
+case("eval-csv-without-sweep", _cli("eval", "run/best.h5", "--csv", "s.csv"), "--noise-levels")
+case("eval-sweep-with-level", _cli("eval", "run/best.h5", "--noise-levels", "0-1", "--noise-level", "3"),
+     "--noise-level")
+case("eval-quantize-quantized", _cli("eval", "run/best.h5", "--quantize"), "already quantized")
+case("inspect-compare-float", _cli("inspect", "run/float.h5", "--compare"), "no quantized layer")
+case("inspect-compare-json-onto-model", _cli("inspect", "run/best.h5", "--compare", "--json", "run/best.h5"),
+     "MODEL itself")
+case("inspect-json-without-compare", _cli("inspect", "run/best.h5", "--json", "r.json"), "--compare")
 case("export-onto-model", _cli("export", "run/best.h5", "-o", "run/best.h5"), "MODEL itself")
 case("export-header-onto-model", _cli("export", "run/best.h5", "-o", "h.h5", "--c-header", "run/best.h5"),
      "MODEL itself")
