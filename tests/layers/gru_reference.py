@@ -44,6 +44,21 @@ def luts(yb, ones, sy_zr, sy_n):
     return ls, lt
 
 
+def arrays(weight_ih, weight_hh, bias_ih, bias_hh, scales):
+    """The three arrays of docs/gru.md from torch's parameters (gates r, z, n): weights {"zr": [[W_iz, W_hz],
+    [W_ir, W_hr]] (outputs z then r), "in": W_in, "hn": W_hn}, biases {"zr": [b_iz + b_hz, b_ir + b_hr], "in":
+    b_in, "hn": b_hn} (float32 sums) and output scales {"zr": sy_zr, "in" and "hn": sy_n}."""
+    H = weight_hh.shape[1]
+    r_, z_, n_ = slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
+    zeros = np.zeros(3 * H, f32)
+    bih = bias_ih if bias_ih is not None else zeros
+    bhh = bias_hh if bias_hh is not None else zeros
+    W = {"zr": np.block([[weight_ih[z_], weight_hh[z_]], [weight_ih[r_], weight_hh[r_]]]),
+         "in": weight_ih[n_], "hn": weight_hh[n_]}
+    b = {"zr": np.concatenate([bih[z_] + bhh[z_], bih[r_] + bhh[r_]]).astype(f32), "in": bih[n_], "hn": bhh[n_]}
+    return W, b, {"zr": scales["y_zr"], "in": scales["y_n"], "hn": scales["y_n"]}
+
+
 def gru_integer(weight_ih, weight_hh, bias_ih, bias_hh, x, h0, scales, pn, yb, ones, n_rows):
     """The quantized GRU over x (N, T, I) float32 from h0 (N, H) float32; returns h_q (N, T, H) int64 (Q7).
 
@@ -51,15 +66,7 @@ def gru_integer(weight_ih, weight_hh, bias_ih, bias_hh, x, h0, scales, pn, yb, o
     scales: {"x_zr", "weight_zr", "y_zr", "x_in", "weight_in", "x_hn", "weight_hn", "y_n"} (powers of two).
     """
     H = weight_hh.shape[1]
-    r_, z_, n_ = slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
-    zeros = np.zeros(3 * H, f32)
-    bih = bias_ih if bias_ih is not None else zeros
-    bhh = bias_hh if bias_hh is not None else zeros
-    # the three arrays of docs/gru.md: zr = [[W_iz, W_hz], [W_ir, W_hr]] (outputs z then r), in, hn
-    W = {"zr": np.block([[weight_ih[z_], weight_hh[z_]], [weight_ih[r_], weight_hh[r_]]]),
-         "in": weight_ih[n_], "hn": weight_hh[n_]}
-    b = {"zr": np.concatenate([bih[z_] + bhh[z_], bih[r_] + bhh[r_]]).astype(f32), "in": bih[n_], "hn": bhh[n_]}
-    sy = {"zr": scales["y_zr"], "in": scales["y_n"], "hn": scales["y_n"]}
+    W, b, sy = arrays(weight_ih, weight_hh, bias_ih, bias_hh, scales)
     Wq = {a: weight_codes(W[a], scales["weight_" + a]) for a in W}
     Bq = {a: bias_codes(b[a], scales["x_" + a], scales["weight_" + a], n_rows) for a in W}
     lo, hi = y_range(yb)
@@ -105,13 +112,7 @@ def gru_integer_grads(weight_ih, weight_hh, bias_ih, bias_hh, x, h0, dy, scales,
     Returns {"x": (N, T, I), "h0": (N, H), "weight_ih", "weight_hh", "bias_ih", "bias_hh"}."""
     H, I = weight_hh.shape[1], weight_ih.shape[1]
     r_, z_, n_ = slice(0, H), slice(H, 2 * H), slice(2 * H, 3 * H)
-    zeros = np.zeros(3 * H, f32)
-    bih = bias_ih if bias_ih is not None else zeros
-    bhh = bias_hh if bias_hh is not None else zeros
-    W = {"zr": np.block([[weight_ih[z_], weight_hh[z_]], [weight_ih[r_], weight_hh[r_]]]),
-         "in": weight_ih[n_], "hn": weight_hh[n_]}
-    b = {"zr": np.concatenate([bih[z_] + bhh[z_], bih[r_] + bhh[r_]]).astype(f32), "in": bih[n_], "hn": bhh[n_]}
-    sy = {"zr": scales["y_zr"], "in": scales["y_n"], "hn": scales["y_n"]}
+    W, b, sy = arrays(weight_ih, weight_hh, bias_ih, bias_hh, scales)
     sx = {a: scales["x_" + a] for a in W}
     sw = {a: scales["weight_" + a] for a in W}
     k = {a: sy[a] / (sx[a] * sw[a]) for a in W}
