@@ -370,18 +370,32 @@ def _noise_sweep(model_paths, data, quantize, levels_text, seeds, csv_path, json
               "records it was trained on].")
 @click.option("--c-header", type=click.Path(dir_okay=False), help="Also write a C header with the weights.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the gains and shifts as JSON.")
+@click.option("--strict", is_flag=True, help="Refuse the export (write nothing) when the pre-flight check finds "
+              "anything the chip's mapper would refuse or change.")
 @friendly
-def export(model_path, output, golden, data, c_header, json_path):
-    """Export MODEL (quantized) for the firmware: int8 weights, NPU bias, shifts, G, LUTs and golden vectors."""
-    from witnp.handoff.export import export_model, golden_vectors, write_c_header, write_gains_json, write_handoff
+def export(model_path, output, golden, data, c_header, json_path, strict):
+    """Export MODEL (quantized) for the firmware: int8 weights, NPU bias, shifts, G, LUTs and golden vectors.
+    The pre-flight check of what the chip's mapper enforces runs first; its findings are printed (or, with
+    --strict, refuse the export)."""
+    from witnp.handoff.export import export_model, golden_vectors, unsigned_input_findings, write_c_header, \
+        write_gains_json, write_handoff
     outs = [("-o", output), ("--c-header", c_header), ("--json", json_path)]
     _check_outputs(model_path, [(o, p) for o, p in outs if p])
     model = wn.train.with_config(wn.load(model_path), {"noise_level": 0})
-    records = export_model(model)
-    gold = None
+    findings = []  # the pre-flight check (`export.preflight`): the export's own findings, then the data's
+    records = export_model(model, warn=findings.append)
+    d = None
     if golden:
         d = _load_dataset(_data_of(model_path, data))
         _model_takes(model, d, model_path)
+        findings += unsigned_input_findings(model, d.x_test[:256])
+    if strict and findings:
+        raise runconfig.RunConfigError(f"--strict: the pre-flight check found {len(findings)} problem(s), nothing "
+                                       f"written; the first: {findings[0]}")
+    if records:
+        records[0][1]["warnings"] = list(findings)  # kept in the handoff file's attributes, as before
+    gold = None
+    if golden:
         if golden > len(d.x_test):
             raise runconfig.RunConfigError(f"--golden {golden}: the test split of {d.name} has {len(d.x_test)} "
                                            f"frames; expected at most {len(d.x_test)}")
@@ -393,8 +407,8 @@ def export(model_path, output, golden, data, c_header, json_path):
         write_c_header(c_header, records)
     if json_path:
         write_gains_json(json_path, records)
-    for w in records[0][1].get("warnings", []):
-        click.echo(f"warning: {w}", err=True)
+    for w in findings:
+        click.echo(f"pre-flight: {w}", err=True)
     click.echo(f"wrote {output}: {len(records)} layers" + (f", {golden} golden frames" if gold else ""))
 
 
@@ -459,6 +473,13 @@ def inspect(path, data, compare, json_path, frames, noise_level, noise_seeds):
         d = _load_dataset(data)
         _model_takes(model, d, path)
     sat = _saturation(model, d) if data else {}
+    findings = None
+    if any(l.config is not None and l.config.use_quantization for _, l in wn.walk(model)):
+        from witnp.handoff.export import preflight
+        try:
+            findings = preflight(wn.train.with_config(model, {"noise_level": 0}), d.x_test[:256] if data else None)
+        except ValueError as e:  # a layer the integer engine cannot run: say so, inspect the rest
+            findings = [f"not exportable: {e}"]
     click.echo(f"{path}: {type(model).__name__}, {sum(p.size for _, p in model.named_params())} parameters")
     for name, layer in wn.walk(model):
         cfg = layer.config
@@ -481,6 +502,11 @@ def inspect(path, data, compare, json_path, frames, noise_level, noise_seeds):
         if name in sat:
             line += f" | saturated: inputs {sat[name][0]:.2%} outputs {sat[name][1]:.2%}"
         click.echo(line)
+    if findings is not None:
+        click.echo("pre-flight (what the chip's mapper enforces): " + ("nothing found" if not findings else
+                                                                      f"{len(findings)} finding(s)"))
+        for f in findings:
+            click.echo(f"  {f}")
 
 
 def _compare(path, data, json_path, frames, noise_level, noise_seeds):

@@ -21,10 +21,12 @@ from .atomic import write_text
 from .engine import IntegerEngine
 
 __all__ = ["export_model", "leaf_records", "write_handoff", "read_handoff", "write_c_header", "write_gains_json", "golden_vectors",
-           "SUPPORTED", "MAX_COLUMNS"]
+           "SUPPORTED", "MAX_COLUMNS", "MAX_NPU_BIAS", "preflight", "unsigned_input_findings"]
 
 MAX_COLUMNS = 896
 """Output columns of one WTM2101 array; a wider layer must be split by the mapper."""
+MAX_NPU_BIAS = 16 * 128 * 255
+"""The largest |NPU bias| the mapper takes (16 bias rows of 128·255)."""
 SUPPORTED = ("Linear", "Conv2d", "ConvTranspose2d", "ReLU", "MaxPool2d", "Flatten", "Reshape", "Dropout",
              "Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "BatchNorm1d", "BatchNorm2d", "Mean", "Add", "Mul", "Divide",
              "Cat", "GRU", "Sequential", "Residual", "Branches")
@@ -84,6 +86,10 @@ def _array_record(name, layer, warn) -> dict:
     sat = int(W.size - wmask.sum())
     if sat:
         warn(f"{name}: {sat} of {W.size} weights lie outside the int8 range at scale_weight={sw} and are clipped")
+    big = int((np.abs(rec["bias_npu"].astype(np.int64)) > MAX_NPU_BIAS).sum())
+    if big:
+        warn(f"{name}: {big} NPU bias value(s) reach |{int(np.abs(rec['bias_npu'].astype(np.int64)).max())}|, past "
+             f"the mapper's ±{MAX_NPU_BIAS} (16·128·255)")
     nclip = int((~bmask.astype(bool)).sum())
     if nclip:
         warn(f"{name}: {nclip} bias value(s) exceed ±128·bias_row_N (N={cfg.bias_row_N}) and are clipped")
@@ -247,3 +253,32 @@ def write_gains_json(path, records) -> None:
             d["shift_" + k.replace("scale_", "")] = pow2_exponent(rec[k]) if rec[k] else None
         out[name] = d
     write_text(path, json.dumps(out, indent=2))
+
+
+def preflight(model, x=None) -> List[str]:
+    """What the chip's mapper would refuse or change in a quantized model, one line per finding, each naming the
+    layer, the value and the limit: weight codes saturating int8, bias codes clipped at ±128·bias_row_N, NPU
+    bias past ±16·128·255, more than 896 output columns (a split), scales that are not powers of two, G = 0
+    where it divides; and, given inputs x (N, ...) float32, negative inputs reaching an array layer with
+    handle_neg_in FALSE that codes its input unsigned (they become 0: PN or Shift keep them). Runs the export
+    without writing anything."""
+    found: List[str] = []
+    export_model(model, warn=found.append)
+    return found + unsigned_input_findings(model, x) if x is not None else found
+
+
+def unsigned_input_findings(model, x) -> List[str]:
+    """`preflight`'s data check alone: negative inputs x reaching an unsigned FALSE array layer."""
+    found: List[str] = []
+    if isinstance(model, Sequential):
+        h = np.asarray(x, np.float32)
+        for name, layer in model.children.items():
+            cfg = layer.config
+            unsigned = (cfg is not None and cfg.use_quantization and cfg.handle_neg_in == "FALSE"
+                        and (type(layer).__name__ in ("Linear", "ConvTranspose2d")
+                             or (type(layer).__name__ == "Conv2d" and cfg.to_linear)))
+            if unsigned and not isinstance(h, tuple) and (h < 0).any():
+                found.append(f"{name}: {float((h < 0).mean()):.1%} of its inputs are negative and handle_neg_in "
+                             f"FALSE codes them as 0; use PN or Shift")
+            h = layer.forward(h, train=False)[0]
+    return found
