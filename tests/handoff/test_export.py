@@ -148,3 +148,21 @@ def test_engine_runs_a_quantized_gru_model(tmp_path):
     assert codes["0"].shape == (5, 7, 6)
     write_handoff(tmp_path / "g.h5", recs)
     np.testing.assert_array_equal(IntegerEngine.from_file(tmp_path / "g.h5").run(x)[0], m(x))
+
+
+@pytest.mark.parametrize("neg", ["PN", "FALSE"])
+def test_gru_last_state_model_on_the_integer_engine(neg, tmp_path):
+    """A keyword-spotter shape: GRU(return_sequences=False) then Linear; the engine equals the model bit for bit
+    (also through a handoff file)."""
+    cfg = wn.LayerConfig(use_quantization=True, handle_neg_in=neg, use_auto_scale=True)
+    rng = np.random.default_rng(3)
+    model = wn.Sequential(wn.GRU(4, 6, config=cfg, rng=rng, return_sequences=False), wn.Linear(6, 3, config=cfg))
+    x = rng.normal(size=(5, 7, 4)).astype(np.float32)
+    if neg == "FALSE":
+        x = np.abs(x)
+    model.forward(x, train=True)  # auto-scale records io_max
+    records = export_model(model)
+    y_eng, _ = IntegerEngine(records).run(x)
+    np.testing.assert_array_equal(y_eng, model.forward(x, train=False)[0])
+    write_handoff(tmp_path / "h.h5", records)
+    np.testing.assert_array_equal(IntegerEngine.from_file(tmp_path / "h.h5").run(x)[0], y_eng)

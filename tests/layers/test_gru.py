@@ -84,3 +84,27 @@ class TestBadInput:
             wn.GRUCell(3, 4)((np.ones((2, 3), np.float32), np.zeros((1, 4), np.float32)))
         with pytest.raises(TypeError, match=r"GRUCell: expected \(x, h\)"):
             wn.GRUCell(3, 4)(np.ones((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("quant", [False, True])
+def test_return_sequences_false_is_the_last_state(quant):
+    """GRU(return_sequences=False): y = the sequence form's y[:, -1]; its gradients are the sequence form's
+    with dy only on the last step."""
+    cfg = wn.LayerConfig(use_quantization=quant, handle_neg_in="PN", use_auto_scale=False, scale_x=64,
+                         scale_weight=128, scale_y=32)
+    last = wn.GRU(3, 5, config=cfg, rng=np.random.default_rng(0), return_sequences=False)
+    seq = wn.GRU(3, 5, config=cfg, rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).normal(size=(4, 6, 3)).astype(np.float32)
+    y, c = last.forward(x, train=True)
+    ys, cs = seq.forward(x, train=True)
+    np.testing.assert_array_equal(y, ys[:, -1])
+    dy = np.random.default_rng(2).normal(size=y.shape).astype(np.float32)
+    dys = np.zeros_like(ys)
+    dys[:, -1] = dy
+    np.testing.assert_array_equal(last.backward(dy, c), seq.backward(dys, cs))
+    for k in last.grads:
+        np.testing.assert_array_equal(last.grads[k], seq.grads[k])
+    with pytest.raises(ValueError, match="dy"):
+        last.backward(dys, c)
+    with pytest.raises(TypeError, match="return_sequences='no'"):
+        wn.GRU(3, 5, return_sequences="no")

@@ -320,4 +320,6 @@ class IntegerEngine:
                        _log2(rec["zr_scale_x"], "scale_x") - 7, _log2(rec["hn_scale_x"], "scale_x") - 7,
                        int(rec["y_quant_bits"]), pn, int(rec["scale_ones"]), rec["lut_sigmoid"].astype(np.int64),
                        rec["lut_tanh"].astype(np.int64))
+        if not bool(rec.get("return_sequences", True)):  # the last state (N, H); older files: every step
+            hq = hq[:, -1]
         return hq, 128.0

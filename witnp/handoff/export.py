@@ -171,6 +171,7 @@ def _node(name, layer, warn):
         rec = {"type": "GRU", "handle_neg_in": layer.config.handle_neg_in, "x_quant_bits": 8,
                "y_quant_bits": layer.config.y_quant_bits, "scale_ones": ex["scale_ones"],
                "hidden_size": layer.hidden_size, "input_size": layer.input_size,
+               "return_sequences": bool(getattr(layer, "return_sequences", True)),
                "shift_bits": np.array(ex["shift_bits"], np.int32), "lut_sigmoid": ex["lut_sigmoid"],
                "lut_tanh": ex["lut_tanh"], "config": json.dumps(layer.config.to_dict())}
         for a in ("zr", "in", "hn"):

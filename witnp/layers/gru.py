@@ -122,7 +122,8 @@ class _GRUBase(Layer):
         return y, c
 
     def extra_repr(self):
-        return f"{self.input_size}, {self.hidden_size}, bias={self.has_bias}"
+        extra = "" if getattr(self, "return_sequences", True) else ", return_sequences=False"
+        return f"{self.input_size}, {self.hidden_size}, bias={self.has_bias}{extra}"
 
     def _biases(self):
         z = np.zeros(3 * self.hidden_size, np.float32)
@@ -174,13 +175,15 @@ class GRU(_GRUBase):
     """A GRU layer over batch-first sequences.
 
     forward(x) or forward((x, h0)): x (N, T, input_size) float, h0 (N, hidden_size) (zeros when absent) ->
-    y (N, T, hidden_size) float32, the hidden state of every step (the last state is y[:, -1]).
+    y (N, T, hidden_size) float32, the hidden state of every step; with return_sequences=False (Keras's name)
+    y (N, hidden_size), the last state, as a keyword spotter's classifier head takes it.
     backward(dy) returns dx, or (dx, dh0) when the forward was given h0.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, config: Optional[LayerConfig] = None,
-                 *, rng=None, scale_ones: int = 128):
+                 *, rng=None, scale_ones: int = 128, return_sequences: bool = True):
         super().__init__(input_size, hidden_size, bias, config, rng, scale_ones)
+        self.return_sequences = check_flag(self, "return_sequences", return_sequences)
 
     def forward(self, x, *, train: bool = False, rng=None):
         with_h = isinstance(x, (tuple, list))
@@ -193,10 +196,17 @@ class GRU(_GRUBase):
         h0 = self._h0(h, x.shape[0])
         quant = self.config.use_quantization
         hs, run = self._qrun(x, h0, train, rng) if quant else self._run(x, h0)
+        if not self.return_sequences:
+            return hs[:, -1].copy(), GRULayerCtx(quant, run, h0, hs.shape, with_h)
         return hs, GRULayerCtx(quant, run, h0, hs.shape, with_h)
 
     def backward(self, dy, ctx):
-        g = check_grad(self, dy, ctx.y_shape)
+        if self.return_sequences:
+            g = check_grad(self, dy, ctx.y_shape)
+        else:  # the last state's gradient: every earlier step's output gets none
+            N, T, H = ctx.y_shape
+            g = np.zeros(ctx.y_shape, np.float32)
+            g[:, -1] = check_grad(self, dy, (N, H))
         if ctx.quant:
             dx, dh0 = cim_gru.qgru_backward(self, g, ctx.run)
         else:
