@@ -1,0 +1,85 @@
+"""What every witnp command shares: one-line errors (`friendly`), datasets by name or path, the data a model
+file records, and the checks that no output is a command's own input."""
+from __future__ import annotations
+
+import functools
+import os
+
+import click
+
+from witnp.errors import TrainingDiverged
+
+from . import runconfig
+
+
+EXIT_ERRORS = (ValueError, TypeError, OSError, KeyError, TrainingDiverged)  # ModelFileError is a ValueError
+
+
+def friendly(fn):
+    """Turn library errors into one-line click errors unless --debug was given."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        try:
+            return fn(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except BrokenPipeError:  # `witnp inspect ... | head`: the reader left; end quietly (Python's own advice)
+            import sys
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(1)
+        except EXIT_ERRORS as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    return wrapper
+
+
+def _load_dataset(data):
+    return runconfig.load_dataset(data)
+
+
+def _model_takes(model, d, model_path):
+    """MODEL run on one test frame of the data, before any work: a clear error when they do not fit."""
+    try:
+        y = model(d.x_test[:1])
+    except (ValueError, TypeError) as e:
+        raise runconfig.RunConfigError(f"{model_path} does not take the frames of {d.name} (x {d.x_test.shape[1:]}): "
+                                       f"{e}") from None
+    if d.n_classes is not None and (y.ndim != 2 or y.shape[1] < d.n_classes):
+        raise runconfig.RunConfigError(f"{model_path} outputs shape {y.shape[1:]} per frame; {d.name} has "
+                                       f"{d.n_classes} classes")
+
+
+def _data_of(model_path, data):
+    """--data, or the dataset the model file records it was trained on."""
+    if data:
+        return data
+    from witnp.handoff.model_file import recorded_data
+    rec = recorded_data(model_path)
+    if rec is None:
+        raise runconfig.RunConfigError(f"{model_path} records no training data (saved without it); pass --data "
+                                       f"NAME_OR_NPZ")
+    return rec
+
+
+def _check_outputs(model_path, outs):
+    """Each output a new or replaceable file in an existing folder, none of them the input model or another
+    output: refused before any work, so no command writes over its own input."""
+    for i, (opt, p) in enumerate(outs):
+        if wn_same(p, model_path):
+            raise runconfig.RunConfigError(f"{opt} {p}: that is MODEL itself; expected a new file (the export "
+                                           f"would replace the model)")
+        for opt2, p2 in outs[:i]:
+            if wn_same(p, p2):
+                raise runconfig.RunConfigError(f"{opt} {p}: the same file as {opt2}; expected separate files")
+        folder = os.path.dirname(os.path.abspath(p))
+        if not os.path.isdir(folder):
+            raise runconfig.RunConfigError(f"{opt} {p}: the folder {folder} does not exist")
+        if os.path.isdir(p):
+            raise runconfig.RunConfigError(f"{opt} {p}: a folder; expected a file path")
+
+
+def wn_same(a, b):
+    from witnp.handoff.atomic import same_file
+    return same_file(a, b)

@@ -1,0 +1,61 @@
+"""witnp export: the firmware handoff (HDF5, golden vectors, C header, JSON) after the pre-flight check."""
+from __future__ import annotations
+
+import click
+import numpy as np
+
+import witnp as wn
+
+from . import runconfig
+from .common import _check_outputs, _data_of, _load_dataset, _model_takes, friendly
+
+
+@click.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Handoff HDF5 file.")
+@click.option("--golden", type=click.IntRange(0), default=8, show_default=True,
+              help="Golden input frames (from the test split of --data) with every layer's expected outputs.")
+@click.option("--data", default=None, help="Dataset for the golden frames [default: the data the model file "
+              "records it was trained on].")
+@click.option("--c-header", type=click.Path(dir_okay=False), help="Also write a C header with the weights.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the gains and shifts as JSON.")
+@click.option("--strict", is_flag=True, help="Refuse the export (write nothing) when the pre-flight check finds "
+              "anything the chip's mapper would refuse or change.")
+@friendly
+def export(model_path, output, golden, data, c_header, json_path, strict):
+    """Export MODEL (quantized) for the firmware: int8 weights, NPU bias, shifts, G, LUTs and golden vectors.
+    The pre-flight check of what the chip's mapper enforces runs first; its findings are printed (or, with
+    --strict, refuse the export)."""
+    from witnp.handoff.export import export_model, golden_vectors, unsigned_input_findings, write_c_header, \
+        write_gains_json, write_handoff
+    outs = [("-o", output), ("--c-header", c_header), ("--json", json_path)]
+    _check_outputs(model_path, [(o, p) for o, p in outs if p])
+    model = wn.train.with_config(wn.load(model_path), {"noise_level": 0})
+    findings = []  # the pre-flight check (`export.preflight`): the export's own findings, then the data's
+    records = export_model(model, warn=findings.append)
+    d = None
+    if golden:
+        d = _load_dataset(_data_of(model_path, data))
+        _model_takes(model, d, model_path)
+        findings += unsigned_input_findings(model, d.x_test[:256])
+    if strict and findings:
+        raise runconfig.RunConfigError(f"--strict: the pre-flight check found {len(findings)} problem(s), nothing "
+                                       f"written; the first: {findings[0]}")
+    if records:
+        records[0][1]["warnings"] = list(findings)  # kept in the handoff file's attributes, as before
+    gold = None
+    if golden:
+        if golden > len(d.x_test):
+            raise runconfig.RunConfigError(f"--golden {golden}: the test split of {d.name} has {len(d.x_test)} "
+                                           f"frames; expected at most {len(d.x_test)}")
+        gold = golden_vectors(model, records, d.x_test[:golden])
+        if not np.array_equal(gold["engine_output"], gold["output"]):  # pragma: no cover - a bug if reached
+            raise ValueError("the integer engine does not reproduce the model on the golden frames")
+    write_handoff(output, records, gold)
+    if c_header:
+        write_c_header(c_header, records)
+    if json_path:
+        write_gains_json(json_path, records)
+    for w in findings:
+        click.echo(f"pre-flight: {w}", err=True)
+    click.echo(f"wrote {output}: {len(records)} layers" + (f", {golden} golden frames" if gold else ""))

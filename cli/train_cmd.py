@@ -1,0 +1,96 @@
+"""witnp train: a run configuration through the float -> QAT -> NAT recipe into a run folder."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import click
+
+import witnp as wn
+
+from . import runconfig
+from .common import friendly
+from .run_folder import _check_run_folder, _clear_run
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Run configuration (TOML).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key (dotted; TOML value), e.g. --set stages.0.epochs=2. Repeatable.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (overrides the config's `out`).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in the run folder (same config and "
+              "options) from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace the run already in the run folder.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@friendly
+def train(config_path, sets, out, resume, overwrite, progress):
+    """Train a model through the float -> QAT -> NAT recipe; with no arguments, the default CNN on the shipped
+    digits. Writes the resolved config, per-stage and best/last models, metrics and the evaluation table.
+
+    Everything is checked before the run folder is touched (config, data, the model on one batch, the folder);
+    an interrupted run continues with the same command and --resume."""
+    from witnp.handoff.atomic import copy_file, remove_stale_temporaries, write_text
+    if resume and overwrite:
+        raise click.UsageError("--resume continues the run in the folder and --overwrite replaces it: pass one")
+    cfg = runconfig.resolve(config_path, sets)
+    if out:
+        cfg["out"] = out
+    data = runconfig.load_data(cfg)
+    wn.manual_seed(cfg.get("seed", 0))
+    model = runconfig.build_model(cfg)
+    stages = runconfig.stages_of(cfg)
+    _check_fits(model, data, stages)
+    folder = cfg["out"]
+    inputs = [config_path] + ([data.source] if os.path.exists(data.source) else [])
+    old_run = _check_run_folder(folder, cfg, stages, resume, overwrite, inputs)
+    # checks done: from here on the run folder is written
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_temporaries(folder)
+    if old_run:
+        _clear_run(old_run)
+    if not resume:
+        write_text(os.path.join(folder, "config.json"), json.dumps(cfg, indent=2))
+    click.echo(f"witnp train: {len(data.x_train)} training / {len(data.x_test)} test samples from {data.name}; "
+               f"stages {', '.join(s.name for s in stages)}; run folder {folder}" + (" (resumed)" if resume else ""))
+    t0 = time.perf_counter()
+    try:
+        model, rows, _ = wn.train.run_recipe(
+            model, data, stages, optimizer=cfg.get("optimizer", "adam"), batch_size=cfg.get("batch_size", 32),
+            seed=cfg.get("seed", 0), patience=cfg.get("patience", 0) or None, noise_level=cfg.get("noise_level", 4),
+            noise_seeds=cfg.get("noise_seeds", 5), out_dir=folder, log=click.echo, progress=progress, resume=resume)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: the run so far is kept in {folder}; continue it with the same command and "
+                   f"--resume:\n  {_command_line(resume=True)}", err=True)
+        raise SystemExit(130)
+    table = wn.train.format_table(rows, cfg.get("noise_level", 4), cfg.get("noise_seeds", 5))
+    wn.save(model, os.path.join(folder, "best.h5"), data=data.source)
+    last = os.path.join(folder, "checkpoints", f"{stages[-1].name}.h5")
+    if os.path.exists(last):  # the final stage's last epoch (a checkpoint: optimizer and generator states too)
+        copy_file(last, os.path.join(folder, "last.h5"))
+    write_text(os.path.join(folder, "eval.txt"), table + "\n")
+    write_text(os.path.join(folder, "eval.json"), json.dumps(rows, indent=2))
+    click.echo("\n" + table)
+    click.echo(f"\ndone in {time.perf_counter() - t0:.1f} s; best model: {os.path.join(folder, 'best.h5')}")
+
+
+def _command_line(resume=False):
+    import shlex
+    import sys
+    args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
+    return " ".join(["witnp"] + [shlex.quote(a) for a in args] + (["--resume"] if resume else []))
+
+
+def _check_fits(model, data, stages):
+    """The model on one batch of the data, float and in each stage's config, before any training."""
+    try:
+        y = model(data.x_train[:2])
+        for st in stages:
+            wn.train.with_config(model, st.changes, st.per_layer)(data.x_train[:2])
+    except (ValueError, TypeError) as e:
+        raise runconfig.RunConfigError(f"the model does not fit the data {data.name} (x {data.x_train.shape[1:]}):"
+                                       f" {e}") from None
+    if data.n_classes is not None and (y.ndim != 2 or y.shape[1] != data.n_classes):
+        raise runconfig.RunConfigError(f"the model outputs shape {y.shape[1:]} per sample; the data "
+                                       f"{data.name} has class labels 0..{data.n_classes - 1} ({data.n_classes} "
+                                       f"classes)")
