@@ -1,6 +1,7 @@
 """witnp eval: a model's test metrics, post-training quantization (--quantize) and noise sweeps."""
 from __future__ import annotations
 
+import json
 import os
 
 import click
@@ -31,12 +32,19 @@ from .common import _check_outputs, _data_of, _load_dataset, _model_takes, frien
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="With --noise-levels: write the rows.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help='With --noise-levels: a PNG of the metric against noise level (needs "witnp[plot]").')
+@click.option("--chips", type=click.IntRange(1), default=None, metavar="N",
+              help="Score N simulated chips, each with its own programming error kept for all its inferences "
+                   "(witnp/analysis/chips.py): mean, std, 5th percentile and worst.")
 @click.option("--integer", is_flag=True, help="Also run the integer engine on an in-memory export.")
 @friendly
 def eval_(model_paths, data, quantize, noise_level, noise_levels, noise_seeds, csv_path, json_path, plot_path,
-          integer):
+          chips, integer):
     """Loss and accuracy of MODEL on the test split; with --noise-levels, against noise level, for one or
     several models."""
+    if chips is not None:
+        if noise_levels is not None or integer or csv_path or plot_path or len(model_paths) > 1:
+            raise click.UsageError("--chips scores one MODEL (with --noise-level, --data, --quantize and --json)")
+        return _chips(model_paths[0], data, quantize, noise_level, chips, json_path)
     if noise_levels is not None:
         return _noise_sweep(model_paths, data, quantize, noise_levels, noise_seeds, csv_path, json_path, plot_path,
                             noise_level, integer)
@@ -74,6 +82,27 @@ def eval_(model_paths, data, quantize, noise_level, noise_levels, noise_seeds, c
         y_q = quiet(d.x_test)
         click.echo(f"integer engine: accuracy {(y_int.argmax(1) == d.y_test).mean():.4f}; "
                    f"bit-identical to the quantized model: {np.array_equal(y_int, y_q)}")
+
+
+def _chips(model_path, data, quantize, noise_level, chips, json_path):
+    from witnp.analysis.chips import CHIP_SEED, chip_metrics, summary
+    if json_path:
+        _check_outputs(model_path, [("--json", json_path)])
+    model = wn.load(model_path)
+    d = _load_dataset(_data_of(model_path, data))
+    _model_takes(model, d, model_path)
+    model = _quantized(model, model_path, d) if quantize else model
+    runs = chip_metrics(model, d.x_test, d.y_test, chips, noise_level)
+    out = {k: summary([r[k] for r in runs], higher_is_better=k != "loss") for k in runs[0]}
+    click.echo(f"{model_path} on {chips} simulated chips (seeds {CHIP_SEED}..{CHIP_SEED + chips - 1}; each keeps one "
+               f"programming error), {d.name} test split:")
+    for k, v in out.items():
+        tail = f"5th percentile {v['p5']:.4f}" if "p5" in v else f"95th percentile {v['p95']:.4f}"
+        click.echo(f"{k}: {v['mean']:.4f} ± {v['std']:.4f}, {tail}, worst {v['worst']:.4f}")
+    if json_path:
+        from witnp.handoff.atomic import write_text
+        write_text(json_path, json.dumps({"summary": out, "chips": runs}, indent=1))
+        click.echo(f"wrote {json_path}")
 
 
 def _quantized(model, model_path, d):

@@ -1,0 +1,71 @@
+"""Chip mode: each simulated chip keeps one programming error for all its inferences."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import witnp as wn
+from witnp.analysis.chips import CHIP_SEED, ChipSource, chip_metrics, summary
+from witnp.cli.main import main
+
+
+def _model():
+    cfg = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", use_auto_scale=False, scale_x=16,
+                         scale_weight=64, scale_y=16, noise_level=6)
+    rng = np.random.default_rng(0)
+    return wn.Sequential(wn.Linear(8, 16, config=cfg, rng=rng), wn.ReLU(), wn.Linear(16, 3, config=cfg, rng=rng))
+
+
+def _data(n=60):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    return x, (x[:, :3].argmax(1)).astype(np.int64)
+
+
+def test_one_chip_keeps_its_error_over_every_forward():
+    m, (x, _) = _model(), _data()
+    src = ChipSource(CHIP_SEED + 3)
+    y1 = m.forward(x, rng=src.begin_forward())[0]
+    y2 = np.concatenate([m.forward(x[i:i + 7], rng=src.begin_forward())[0] for i in range(0, len(x), 7)])
+    np.testing.assert_array_equal(y1, y2)            # batches of 7 see the same chip as one batch of 60
+    y3 = m.forward(x, rng=ChipSource(CHIP_SEED + 4).begin_forward())[0]
+    assert not np.array_equal(y1, y3)                 # another chip, another error
+
+
+def test_a_chip_is_a_normal_read_drawn_once():
+    """With one batch, chip c's metrics are exactly those of the NORMAL read seeded CHIP_SEED + c (same draws,
+    same statistics, by construction: no false alarm); with batches of 7 the chip's figures stay, the reads' move."""
+    m, (x, y) = _model(), _data()
+    chips = chip_metrics(m, x, y, 5, batch_size=len(x))
+    reads = [wn.train.evaluate(m, x, y, batch_size=len(x), rng=np.random.default_rng(CHIP_SEED + c)) for c in range(5)]
+    assert chips == reads
+    assert chip_metrics(m, x, y, 5, batch_size=7) == chips
+    small = [wn.train.evaluate(m, x, y, batch_size=7, rng=np.random.default_rng(CHIP_SEED + c)) for c in range(5)]
+    assert small != reads
+
+
+def test_summary_and_refusals():
+    s = summary([0.9, 0.8, 1.0, 0.7])
+    assert s["mean"] == pytest.approx(0.85) and s["worst"] == 0.7 and s["chips"] == 4
+    assert s["p5"] == pytest.approx(np.percentile([0.9, 0.8, 1.0, 0.7], 5))
+    lo = summary([0.1, 0.3, 0.2], higher_is_better=False)  # a loss: its bad tail is the top
+    assert lo["worst"] == 0.3 and lo["p95"] == pytest.approx(np.percentile([0.1, 0.3, 0.2], 95))
+    with pytest.raises(ValueError, match="chips=0"):
+        chip_metrics(_model(), *_data(), 0)
+    with pytest.raises(ValueError, match="float model"):
+        chip_metrics(wn.Sequential(wn.Linear(8, 3)), *_data(), 2)
+
+
+def test_cli_chips(tmp_path):
+    wn.save(_model(), tmp_path / "m.h5")
+    x, y = _data()
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    r = CliRunner().invoke(main, ["eval", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz"), "--chips", "6",
+                                  "--json", str(tmp_path / "c.json")])
+    assert r.exit_code == 0, r.output
+    assert "on 6 simulated chips" in r.output and "5th percentile" in r.output
+    rep = json.loads((tmp_path / "c.json").read_text())
+    assert len(rep["chips"]) == 6 and rep["summary"]["accuracy"]["chips"] == 6
+    bad = CliRunner().invoke(main, ["eval", str(tmp_path / "m.h5"), "--chips", "3", "--noise-levels", "0-2"])
+    assert bad.exit_code == 2 and "--chips" in bad.output

@@ -1,0 +1,93 @@
+"""Chips, not reads: how a quantized model scores over many simulated chips.
+
+witnp's chip model (beside the vendor's NORMAL noise, which draws anew on every forward): a programmed chip's
+analog arrays are wrong by a fixed amount that stays for all its inferences. Chip c draws its errors once,
+with the same NORMAL statistics at the model's noise level, from its own seed (CHIP_SEED + c), and keeps them:
+every forward of chip c replays the same draws (`ChipSource`). The errors are those of every array's weights
+and bias rows (chip.md §6); nothing else varies between reads. Assumes, as NORMAL does, independent errors
+per array cell; a chip's errors do not drift.
+
+`chip_metrics` evaluates the model on every chip; `summary` gives mean, std, 5th percentile and worst of a
+metric over the chips.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..train.loop import evaluate, with_config
+
+__all__ = ["CHIP_SEED", "ChipSource", "chip_metrics", "summary"]
+
+CHIP_SEED = 2000
+"""Chip c draws from np.random.default_rng(CHIP_SEED + c) (apart from the noise seeds of noisy reads)."""
+
+
+class ChipSource:
+    """A random source for `forward(..., rng=)` that gives every forward the same draws: the first forward's
+    sequence of standard-normal arrays, replayed. Layers draw their noise in a fixed order of fixed shapes
+    (weights and bias rows, whatever the batch), so each forward of a chip sees its one programming error."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+        self._gen = np.random.default_rng(self.seed)
+        self._draws: List[np.ndarray] = []
+        self._i = 0
+
+    def begin_forward(self) -> "ChipSource":
+        self._i = 0
+        return self
+
+    def standard_normal(self, size=None, dtype=np.float32):
+        if self._i < len(self._draws):
+            a = self._draws[self._i]
+            if a.shape != tuple(np.atleast_1d(size)) or a.dtype != np.dtype(dtype):
+                raise ValueError(f"chip {self.seed - CHIP_SEED}: draw {self._i} asked {size} {np.dtype(dtype)}, "
+                                 f"the chip holds {a.shape} {a.dtype}: a layer draws noise that depends on its input")
+        else:
+            a = self._gen.standard_normal(size, dtype=dtype)
+            self._draws.append(a)
+        self._i += 1
+        return a.copy()
+
+
+def chip_metrics(model, x, y, chips: int, noise_level: Optional[int] = None, batch_size: int = 256) -> List[dict]:
+    """The quantized model's metrics (`witnp.train.evaluate`) on each of `chips` simulated chips, at
+    noise_level (default: the model's own, else 4). Each chip keeps one draw over all its batches."""
+    if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
+        raise ValueError(f"chip_metrics: chips={chips!r}; expected a positive integer")
+    layers = [l for l in _leaves(model) if l.config is not None]
+    if not any(l.config.use_quantization for l in layers):
+        raise ValueError("chip_metrics: a float model has no analog arrays to program; use a QAT or NAT model")
+    level = noise_level if noise_level is not None else (max(l.config.noise_level for l in layers) or 4)
+    m = with_config(model, {"noise_level": int(level)})
+    out = []
+    for c in range(chips):
+        src = ChipSource(CHIP_SEED + c)
+        out.append(evaluate(_Replaying(m, src), x, y, batch_size=batch_size))
+    return out
+
+
+class _Replaying:
+    """The model with every forward given the chip's replayed draws."""
+
+    def __init__(self, model, src: ChipSource):
+        self.model, self.src = model, src
+
+    def forward(self, x, train=False, rng=None):
+        return self.model.forward(x, train=train, rng=self.src.begin_forward())
+
+
+def _leaves(model):
+    from ..layers.container import walk
+    return [l for _, l in walk(model)]
+
+
+def summary(values, higher_is_better: bool = True) -> Dict[str, float]:
+    """mean, std, the bad tail (p5, the 5th percentile, when higher is better; else p95) and the worst chip of
+    per-chip values."""
+    v = np.asarray(values, np.float64)
+    tail = ("p5", 5) if higher_is_better else ("p95", 95)
+    return {"mean": float(v.mean()), "std": float(v.std()), tail[0]: float(np.percentile(v, tail[1])),
+            "worst": float(v.min() if higher_is_better else v.max()), "chips": int(v.size)}
