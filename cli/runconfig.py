@@ -50,6 +50,8 @@ TOP = {
     "patience": lambda k, v: _int(k, v, 0),
     "noise_level": lambda k, v: _int(k, v, 0, 9),
     "noise_seeds": lambda k, v: _int(k, v, 1),
+    "val_fraction": lambda k, v: v if (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 0.5)
+    else _bad(k, v, "a number in [0, 0.5]: the share of the training split held out for validation"),
     "quant": lambda k, v: _table(k, v),
     "model": lambda k, v: _table(k, v),
     "stages": lambda k, v: v,
@@ -227,7 +229,12 @@ def load_data(cfg: dict):
     name = cfg.get("data")
     if not isinstance(name, str):
         raise RunConfigError(f"data: expected a dataset name {_data.names()} or a path to an .npz")
-    return load_dataset(name, "data")
+    from witnp.train.data import with_validation
+    data = load_dataset(name, "data")
+    try:  # the file's own x_val / y_val win; else val_fraction of the training split, seeded by `seed`
+        return with_validation(data, cfg.get("val_fraction", 0.0), cfg.get("seed", 0))
+    except ValueError as e:
+        raise RunConfigError(f"val_fraction: {e}") from None
 
 
 def load_dataset(name: str, key: str = "--data"):

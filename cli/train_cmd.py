@@ -51,7 +51,9 @@ def train(config_path, sets, out, resume, overwrite, progress):
         _clear_run(old_run)
     if not resume:
         write_text(os.path.join(folder, "config.json"), json.dumps(cfg, indent=2))
-    click.echo(f"witnp train: {len(data.x_train)} training / {len(data.x_test)} test samples from {data.name}; "
+    nval = (f"{len(data.x_val)} validation / " if data.x_val is not None
+            else "no validation split (val_fraction = 0: the test split picks the best epoch) / ")
+    click.echo(f"witnp train: {len(data.x_train)} training / {nval}{len(data.x_test)} test samples from {data.name}; "
                f"stages {', '.join(s.name for s in stages)}; run folder {folder}" + (" (resumed)" if resume else ""))
     t0 = time.perf_counter()
     try:

@@ -117,6 +117,8 @@ def _data_variants(ws):
     save("mixed_y.npz", y_test=z["y_test"].astype(np.float32))
     save("str_x.npz", x_train=np.array(["a"] * len(z["y_train"])))
     save("labels_2d.npz", y_train=np.stack([z["y_train"], z["y_train"]], 1))
+    save("x_val_alone.npz", x_val=z["x_test"])
+    save("bad_val_shape.npz", x_val=z["x_test"][..., :4], y_val=z["y_test"])
     save("wrong_shape.npz", x_train=z["x_train"].reshape(len(z["x_train"]), -1), x_test=z["x_test"].reshape(
         len(z["x_test"]), -1))
     (ws / "not_npz.npz").write_text("hello")
@@ -142,6 +144,7 @@ for key, values, what in [
     ("patience", ["-1", "2.5", '"x"'], "patience = "),
     ("noise_level", ["-1", "10", "11", "2.5", '"4"'], "noise_level = "),
     ("noise_seeds", ["0", "-1", "1.5", "false"], "noise_seeds = "),
+    ("val_fraction", ["-0.1", "0.6", "true", '"x"', "1"], "val_fraction = "),
     ("data", ["1", '""', '"missing.npz"', '"nope"'], "data"),
     ("out", ["1", '""'], "out = "),
     ("quant", ["1", '"x"'], "quant = "),
@@ -229,7 +232,8 @@ for name, m in [("no_y_test.npz", "missing arrays ['y_test']"), ("short_y.npz", 
                 ("nan_x.npz", "NaN or inf"), ("empty_test.npz", "x_test is empty"), ("neg_label.npz", "0..K-1"),
                 ("mixed_y.npz", "both"), ("str_x.npz", "must be numeric"), ("labels_2d.npz", "one label per example"),
                 ("not_npz.npz", "not a readable .npz"), ("missing.npz", "no such dataset file"),
-                ("wrong_shape.npz", "does not fit the data")]:
+                ("wrong_shape.npz", "does not fit the data"), ("x_val_alone.npz", "needs both x_val and y_val"),
+                ("bad_val_shape.npz", "shaped like x_train")]:
     case(f"data-train-{name}", _cli("train", "--out", "fresh", "--set", f"data='{name}'"), m)
     m2 = "--data" if name != "wrong_shape.npz" else "does not take the frames of wrong_shape"
     case(f"data-eval-{name}", _cli("eval", "run/best.h5", "--data", name), m2)

@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 import witnp as wn
@@ -84,3 +85,45 @@ def test_recipe_recovers_quantized_and_noisy_accuracy(tmp_path):
     assert rows["nat"]["quantized"]["accuracy"] > 0.8
     assert os.path.exists(tmp_path / "nat.h5")
     assert wn.load(tmp_path / "nat.h5").children["1"].config.noise_level == 4
+
+
+def test_the_test_split_never_influences_model_selection(tmp_path):
+    """Two runs on the same training data whose test splits differ (labels scrambled): the same validation
+    metrics every epoch, the same best epochs, the same weights; only the reported test figures differ."""
+    from click.testing import CliRunner
+    from witnp.cli.main import main
+    z = dict(np.load(DATA))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "a.npz", **z)
+    np.savez(tmp_path / "b.npz", **dict(z, y_test=rng.permutation(z["y_test"])))
+    fast = ["--set", "stages.0.epochs=3", "--set", "stages.1.epochs=2", "--set", "stages.2.epochs=2",
+            "--set", "noise_seeds=2", "--set", "patience=1", "--no-progress"]
+    runs = {}
+    for k in ("a", "b"):
+        r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / f"run_{k}"), "--set",
+                                      f"data='{tmp_path / (k + '.npz')}'"] + fast)
+        assert r.exit_code == 0, r.output
+        assert " validation / 360 test samples" in r.output
+        runs[k] = tmp_path / f"run_{k}"
+    rows = {k: [{c: v for c, v in json.loads(line).items() if c != "seconds"}
+                for line in open(runs[k] / "metrics.jsonl")] for k in runs}
+    assert rows["a"] == rows["b"]
+    wa, wb = wn.load(runs["a"] / "best.h5"), wn.load(runs["b"] / "best.h5")
+    for (na, pa), (nb, pb) in zip(wa.named_params(), wb.named_params(), strict=True):
+        np.testing.assert_array_equal(pa, pb, err_msg=na)
+    ea, eb = json.loads((runs["a"] / "eval.json").read_text()), json.loads((runs["b"] / "eval.json").read_text())
+    assert ea["nat"]["quantized"]["accuracy"] != eb["nat"]["quantized"]["accuracy"]  # the test split is reported
+
+
+def test_validation_split_is_stratified_seeded_and_refused_when_impossible():
+    from witnp.train.data import with_validation
+    d = load_npz(DATA)
+    v = with_validation(d, 0.1, seed=3)
+    assert len(v.x_val) + len(v.x_train) == len(d.x_train) and v.x_test is d.x_test
+    counts = np.bincount(d.y_train)
+    np.testing.assert_array_equal(np.bincount(v.y_val), np.round(0.1 * counts).astype(int))
+    np.testing.assert_array_equal(with_validation(d, 0.1, seed=3).x_val, v.x_val)
+    assert not np.array_equal(with_validation(d, 0.1, seed=4).x_val, v.x_val)
+    assert with_validation(d, 0.0) is d and with_validation(v, 0.3) is v  # its own split wins
+    with pytest.raises(ValueError, match="val_fraction"):
+        with_validation(d, 1.5)

@@ -1,7 +1,8 @@
 """Datasets as .npz files and seeded mini-batches.
 
 File format (`load_npz`): an .npz with x_train, y_train, x_test, y_test; x float (N, ...) and y integer class
-labels (N,) for classification, or float targets for regression. Optional: `classes` (names), `description`.
+labels (N,) for classification, or float targets for regression. Optional: x_val, y_val (a validation split;
+else `with_validation` holds one out of the training split), `classes` (names), `description`.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["Dataset", "load_npz", "batches"]
+__all__ = ["Dataset", "load_npz", "batches", "with_validation"]
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -25,6 +26,8 @@ class Dataset:
     y_test: np.ndarray
     name: str = ""
     source: str = ""  # how to load it again: a shipped dataset's name or the .npz path (recorded in model files)
+    x_val: Optional[np.ndarray] = None  # the validation split: model selection and early stopping (fit)
+    y_val: Optional[np.ndarray] = None
 
     @property
     def n_classes(self) -> Optional[int]:
@@ -71,9 +74,52 @@ def load_npz(path, source: Optional[str] = None) -> Dataset:
                 raise ValueError(f"{path}: y_{split} holds class labels {y.min()}..{y.max()} in shape {y.shape}; "
                                  f"expected one label per example, each in 0..K-1")
     cast = (lambda y: y.astype(np.int64)) if arr["y_train"].dtype.kind in "iu" else (lambda y: y.astype(np.float32))
+    val = {}
+    if ("x_val" in z.files) != ("y_val" in z.files):
+        raise ValueError(f"{path}: has {'x_val' if 'x_val' in z.files else 'y_val'} alone; a validation split needs "
+                         f"both x_val and y_val")
+    if "x_val" in z.files:
+        xv, yv = z["x_val"], z["y_val"]
+        if xv.dtype.kind not in "fiu" or len(xv) != len(yv) or len(xv) == 0 or xv.shape[1:] != arr["x_train"].shape[1:]:
+            raise ValueError(f"{path}: x_val {xv.shape} {xv.dtype} and y_val {yv.shape}: expected a non-empty numeric "
+                             f"split shaped like x_train {arr['x_train'].shape[1:]}, one target per example")
+        if yv.dtype.kind in "iu" and (arr["y_train"].dtype.kind not in "iu" or yv.min() < 0):
+            raise ValueError(f"{path}: y_val must hold the same kind of targets as y_train, labels in 0..K-1")
+        val = dict(x_val=xv.astype(np.float32), y_val=cast(yv))
     return Dataset(arr["x_train"].astype(np.float32), cast(arr["y_train"]), arr["x_test"].astype(np.float32),
                    cast(arr["y_test"]), name=os.path.splitext(os.path.basename(path))[0],
-                   source=source or os.path.abspath(path))
+                   source=source or os.path.abspath(path), **val)
+
+
+def with_validation(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
+    """`data` with a validation split: its own x_val/y_val when it has them, else `fraction` of the training
+    split held out (seeded; stratified by class for integer labels: each class gives round(fraction·count),
+    at least one where it has two or more). fraction 0 and no x_val: the data as it is (fit then validates on
+    the test split, as before witnp had validation splits)."""
+    if data.x_val is not None:
+        return data
+    if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 <= fraction < 1):
+        raise ValueError(f"val_fraction = {fraction!r}: expected a number in [0, 1)")
+    if fraction == 0:
+        return data
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
+    n = len(data.x_train)
+    if data.y_train.dtype.kind in "iu":
+        held = []
+        for c in np.unique(data.y_train):
+            idx = np.flatnonzero(data.y_train == c)
+            k = int(round(fraction * len(idx)))
+            k = max(k, 1) if len(idx) >= 2 else 0
+            held.append(rng.permutation(idx)[:k])
+        held = np.sort(np.concatenate(held))
+    else:
+        held = np.sort(rng.permutation(n)[:int(round(fraction * n))])
+    if len(held) == 0 or len(held) == n:
+        raise ValueError(f"val_fraction = {fraction}: holds out {len(held)} of {n} training examples; expected some, "
+                         f"not all")
+    keep = np.setdiff1d(np.arange(n), held)
+    return Dataset(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test, name=data.name,
+                   source=data.source, x_val=data.x_train[held], y_val=data.y_train[held])
 
 
 def batches(x, y, batch_size: int, rng: Optional[np.random.Generator] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:

@@ -155,7 +155,9 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
         resume: bool = False, log_dir: Optional[str] = None, stage: str = "", clip_norm: Optional[float] = None,
         schedule=None, progress: Optional[bool] = None, log: Callable[[str], None] = print,
         stop_after: Optional[int] = None) -> List[dict]:
-    """Train `model` on data.x_train/y_train, validating on data.x_test/y_test every epoch.
+    """Train `model` on data.x_train/y_train, validating every epoch on data.x_val/y_val (the test split only
+    when the data has no validation split: see `data.with_validation`). Noisy models are validated over 3
+    noise draws, averaged.
 
     Returns the history: one dict per epoch (epoch, stage, train_loss, train_accuracy, val_loss,
     val_accuracy, lr, seconds). `checkpoint` is a model-file path written after every epoch (with optimizer
@@ -232,7 +234,7 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
                 seen += len(xb)
                 if out.ndim == 2 and yb.dtype.kind in "iu":
                     correct += int((out.argmax(1) == yb).sum())
-        val = evaluate(model, data.x_test, data.y_test, loss_fn, rng=np.random.default_rng([seed, epoch]))
+        val = _validate(model, data, loss_fn, seed, epoch)
         row = {"epoch": epoch, "stage": stage, "train_loss": tot / max(seen, 1),
                "train_accuracy": correct / max(seen, 1), "val_loss": val["loss"],
                "val_accuracy": val.get("accuracy", float("nan")), "lr": optimizer.lr,
@@ -264,6 +266,16 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
     if keep_best and best_state is not None:
         _restore(model, best_state)
     return history
+
+
+def _validate(model, data, loss_fn, seed, epoch) -> dict:
+    """The epoch's validation metrics: on the validation split (else the test split), averaged over 3 noise
+    draws when any array of the model is noisy (one draw would pick the best epoch by its luck)."""
+    xv, yv = (data.x_val, data.y_val) if data.x_val is not None else (data.x_test, data.y_test)
+    noisy = any(l.config is not None and l.config.use_quantization and l.config.noise_level for _, l in walk(model))
+    runs = [evaluate(model, xv, yv, loss_fn, rng=np.random.default_rng([seed, epoch, k])) for k in range(3 if noisy
+                                                                                                        else 1)]
+    return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
 
 
 class _nullctx:
