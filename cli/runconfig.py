@@ -20,6 +20,9 @@ DEFAULT_TOML = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default
 CONFIG_FIELDS = {f for f in LayerConfig.__dataclass_fields__} | {"auto_scale_updata_step"}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 STAGE_KEYS = {"name", "epochs", "lr"}
+# training options: top-level (every stage's default) or per stage (that stage's); witnp.train.loop.Stage
+TRAIN_OPTIONS = ("optimizer", "weight_decay", "clip_norm", "label_smoothing", "batch_size", "schedule")
+SCHEDULE_KEYS = {"type", "step_size", "gamma", "eta_min", "warmup_epochs"}
 MODEL_KEYS = {"layers", "overrides"}
 # stage names become file names in the run folder (<stage>.h5); these would collide with the run's own files
 RESERVED_STAGES = {"best", "last", "config", "metrics", "eval", "recipe", "checkpoints"}
@@ -52,11 +55,39 @@ TOP = {
     "noise_seeds": lambda k, v: _int(k, v, 1),
     "val_fraction": lambda k, v: v if (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 0.5)
     else _bad(k, v, "a number in [0, 0.5]: the share of the training split held out for validation"),
+    "weight_decay": lambda k, v: _num(k, v, 0, None, "a number >= 0"),
+    "clip_norm": lambda k, v: _num(k, v, 0, None, "a number > 0 (clip gradients to this global norm)", strict=True),
+    "label_smoothing": lambda k, v: _num(k, v, 0, 1, "a number in [0, 1)", top_open=True),
+    "schedule": lambda k, v: _schedule(k, v),
     "quant": lambda k, v: _table(k, v),
     "model": lambda k, v: _table(k, v),
     "stages": lambda k, v: v,
 }
 TOP_KEYS = set(TOP)
+
+
+def _num(key, v, lo, hi, expected, strict=False, top_open=False):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > lo if strict else v >= lo)
+    if ok and hi is not None:
+        ok = v < hi if top_open else v <= hi
+    return v if ok else _bad(key, v, expected)
+
+
+def _schedule(key, v):
+    """{type = "step" | "cosine" | "constant", step_size, gamma, eta_min, warmup_epochs}."""
+    _table(key, v)
+    _unknown(key, v, SCHEDULE_KEYS)
+    if v.get("type", "constant") not in ("step", "cosine", "constant"):
+        _bad(f"{key}.type", v.get("type"), "'step', 'cosine' or 'constant'")
+    if "step_size" in v:
+        _int(f"{key}.step_size", v["step_size"], 1)
+    if "warmup_epochs" in v:
+        _int(f"{key}.warmup_epochs", v["warmup_epochs"], 0)
+    if "gamma" in v:
+        _num(f"{key}.gamma", v["gamma"], 0, 1, "a number in (0, 1]", strict=True)
+    if "eta_min" in v:
+        _num(f"{key}.eta_min", v["eta_min"], 0, None, "a number >= 0")
+    return v
 
 
 def _bad(key, v, expected):
@@ -164,7 +195,10 @@ def validate(cfg: dict) -> None:
     for i, st in enumerate(stages):
         where = f"stages[{i}]"
         _table(where, st)
-        _unknown(where, st, STAGE_KEYS | CONFIG_FIELDS)
+        _unknown(where, st, STAGE_KEYS | CONFIG_FIELDS | set(TRAIN_OPTIONS))
+        for opt in TRAIN_OPTIONS:
+            if opt in st:
+                TOP[opt](f"{where}.{opt}", st[opt])
         for req in ("name", "epochs", "lr"):
             if req not in st:
                 raise RunConfigError(f"{where}: missing key {req!r}; a stage has name, epochs and lr")
@@ -260,8 +294,9 @@ def stages_of(cfg: dict):
     for i, st in enumerate(cfg["stages"]):
         st = dict(st)
         name, epochs, lr = st.pop("name"), st.pop("epochs"), float(st.pop("lr"))
+        options = {k: (st.pop(k) if k in st else cfg[k]) for k in TRAIN_OPTIONS if k in st or k in cfg}
         changes = dict(quant, **st) if st.get("use_quantization") else dict(st)
         _check_fields(f"stages[{i}] ({name})", changes)
         per_layer = overrides if st.get("use_quantization") else {}
-        out.append(Stage(name, changes, epochs, lr, per_layer))
+        out.append(Stage(name, changes, epochs, lr, per_layer, options))
     return out

@@ -145,6 +145,11 @@ for key, values, what in [
     ("noise_level", ["-1", "10", "11", "2.5", '"4"'], "noise_level = "),
     ("noise_seeds", ["0", "-1", "1.5", "false"], "noise_seeds = "),
     ("val_fraction", ["-0.1", "0.6", "true", '"x"', "1"], "val_fraction = "),
+    ("weight_decay", ["-1", '"x"', "nan"], "weight_decay = "),
+    ("clip_norm", ["0", "-2", "inf"], "clip_norm = "),
+    ("label_smoothing", ["1.0", "-0.1", "true"], "label_smoothing = "),
+    ("schedule", ["5", "{type='linear'}", "{type='step', step=2}", "{type='step', step_size=0}",
+                  "{type='cosine', warmup_epochs=-1}", "{type='step', gamma=1.5}"], "schedule"),
     ("data", ["1", '""', '"missing.npz"', '"nope"'], "data"),
     ("out", ["1", '""'], "out = "),
     ("quant", ["1", '"x"'], "quant = "),
@@ -153,7 +158,8 @@ for key, values, what in [
 ]:
     for v in values:
         case(f"set-{key}={v}", _cli("train", "--out", "fresh", "--set", f"{key}={v}"), what)
-for field, values in [("name", ['""', '"../escaped"', '"a/b"', '"best"', '"last"', '".hidden"', "5", '"' + "x" * 50 + '"',
+for field, values in [("optimizer", ['"rmsprop"', "3"]), ("batch_size", ["0", "2.5"]), ("clip_norm", ["0"]),
+                      ("name", ['""', '"../escaped"', '"a/b"', '"best"', '"last"', '".hidden"', "5", '"' + "x" * 50 + '"',
                                 '"qat"', '"a b"']),
                       ("epochs", ["0", "-1", "2.7", '"3"', "true"]),
                       ("lr", ["0", "-0.1", '"x"', "nan", "inf", "true"])]:

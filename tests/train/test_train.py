@@ -127,3 +127,33 @@ def test_validation_split_is_stratified_seeded_and_refused_when_impossible():
     assert with_validation(d, 0.0) is d and with_validation(v, 0.3) is v  # its own split wins
     with pytest.raises(ValueError, match="val_fraction"):
         with_validation(d, 1.5)
+
+
+def test_schedules_with_warmup():
+    from witnp.train.loop import make_schedule
+    m = wn.Sequential(wn.Linear(2, 2))
+    opt = wn.optim.SGD(m, lr=0.4)
+    s = make_schedule(opt, {"type": "cosine", "warmup_epochs": 3, "eta_min": 0.0}, 7)
+    lrs = [opt.lr] + [s.step() for _ in range(6)]
+    assert lrs[:3] == pytest.approx([0.1, 0.2, 0.3])
+    assert lrs[3:] == pytest.approx([0.4 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)])
+    opt = wn.optim.SGD(m, lr=1.0)
+    s = make_schedule(opt, {"type": "step", "step_size": 2, "gamma": 0.5}, 6)
+    assert [opt.lr] + [s.step() for _ in range(5)] == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
+    assert make_schedule(opt, None, 3) is None
+
+
+def test_stage_options_from_the_run_config():
+    from witnp.cli import runconfig
+    cfg = runconfig.resolve(None, ["weight_decay=0.01", "stages.1.optimizer='sgd'", "stages.1.clip_norm=2.0",
+                                   "stages.2.schedule={type='step', step_size=1, gamma=0.5}", "label_smoothing=0.1"])
+    st = runconfig.stages_of(cfg)
+    assert st[0].options["weight_decay"] == 0.01 and st[0].options["label_smoothing"] == 0.1
+    assert st[1].options["optimizer"] == "sgd" and st[1].options["clip_norm"] == 2.0
+    assert st[2].options["schedule"] == {"type": "step", "step_size": 1, "gamma": 0.5} and "schedule" not in st[0].options
+    data = load_npz(DATA)
+    small = Dataset(data.x_train[:64], data.y_train[:64], data.x_test[:32], data.y_test[:32])
+    model = runconfig.build_model(cfg)
+    stages = [Stage(s.name, s.changes, 2, s.lr, s.per_layer, s.options) for s in st]
+    _, _, hist = run_recipe(model, small, stages, log=lambda m: None, noise_seeds=1)
+    assert [round(r["lr"], 6) for r in hist["nat"]] == [0.001, 0.0005]  # the step schedule ran in that stage

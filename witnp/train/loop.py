@@ -291,12 +291,16 @@ class _nullctx:
 
 @dataclass
 class Stage:
-    """One stage of the recipe: a name, config changes applied to every layer (and per layer), epochs, lr."""
+    """One stage of the recipe: a name, config changes applied to every layer (and per layer), epochs, lr, and
+    training options (each optional; `run_recipe`'s argument when absent): optimizer ("adam", "adamw", "sgd"),
+    weight_decay, clip_norm (gradient clipping by global norm), label_smoothing (cross-entropy), batch_size,
+    schedule ({"type": "step" | "cosine" | "constant", "step_size", "gamma", "eta_min", "warmup_epochs"})."""
     name: str
     changes: dict
     epochs: int
     lr: float
     per_layer: Dict[str, dict] = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
 
 
 def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed: int = 0) -> None:
@@ -401,13 +405,17 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
             log(f"{st.name}: finished before, kept")
             continue
         model = with_config(model, st.changes, st.per_layer)
-        opt_cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}[optimizer]
-        opt = opt_cls(model, lr=st.lr)
+        o = st.options
+        opt_cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}[o.get("optimizer", optimizer)]
+        opt = opt_cls(model, lr=st.lr, **({"weight_decay": o["weight_decay"]} if "weight_decay" in o else {}))
         ckpt = _ckpt(out_dir, st.name)
-        histories[st.name] = fit(model, data, optimizer=opt, epochs=st.epochs, batch_size=batch_size,
-                                 seed=seed + i, loss_fn=loss_fn, patience=patience, log_dir=out_dir,
-                                 stage=st.name, log=log, progress=progress, checkpoint=ckpt,
-                                 resume=bool(resume and ckpt and os.path.exists(ckpt)))
+        train_loss = CrossEntropyLoss(label_smoothing=o["label_smoothing"]) if o.get("label_smoothing") else loss_fn
+        histories[st.name] = fit(model, data, optimizer=opt, epochs=st.epochs,
+                                 batch_size=o.get("batch_size", batch_size), seed=seed + i, loss_fn=train_loss,
+                                 patience=patience, log_dir=out_dir, stage=st.name, log=log, progress=progress,
+                                 checkpoint=ckpt, resume=bool(resume and ckpt and os.path.exists(ckpt)),
+                                 clip_norm=o.get("clip_norm"), schedule=make_schedule(opt, o.get("schedule"),
+                                                                                      st.epochs))
         trained_quantized = any(l.config.use_quantization for _, l in walk(model) if l.config is not None)
         rows[st.name] = eval_table_row(model, data, loss_fn, quant_changes, noise_level, noise_seeds,
                                        calibrate_first=not trained_quantized, batch_size=batch_size)
@@ -418,6 +426,24 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
             state["rows"][st.name] = rows[st.name]
             write_text(os.path.join(out_dir, RECIPE_STATE), json.dumps(state, indent=1))
     return model, rows, histories
+
+
+def make_schedule(opt, spec: Optional[dict], epochs: int):
+    """A stage's learning-rate schedule from its spec (None: constant): {"type": "step", "step_size",
+    "gamma"} / {"type": "cosine", "eta_min"} (over the stage's epochs after the warm-up) / {"type":
+    "constant"}, each with an optional "warmup_epochs" (linear from lr/(w + 1))."""
+    if not spec:
+        return None
+    kind, warm = spec.get("type", "constant"), int(spec.get("warmup_epochs", 0))
+    if kind == "step":
+        after = optim.StepLR(opt, int(spec.get("step_size", 1)), float(spec.get("gamma", 0.1)))
+    elif kind == "cosine":
+        after = optim.CosineAnnealingLR(opt, max(1, epochs - warm), float(spec.get("eta_min", 0.0)))
+    elif kind == "constant":
+        after = None
+    else:
+        raise ValueError(f"schedule type {kind!r}; expected 'step', 'cosine' or 'constant'")
+    return optim.LinearWarmup(opt, warm, after) if warm else (after or optim.LinearWarmup(opt, 0))
 
 
 def _read_recipe_state(out_dir) -> dict:

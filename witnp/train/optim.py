@@ -18,7 +18,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "StepLR", "CosineAnnealingLR"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "StepLR", "CosineAnnealingLR", "LinearWarmup"]
 
 f32 = np.float32
 
@@ -200,6 +200,23 @@ class StepLR(_Schedule):
 
     def lr_at(self, epoch: int) -> float:
         return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class LinearWarmup(_Schedule):
+    """lr = base·(epoch + 1)/(warmup_epochs + 1) for the first warmup_epochs epochs (the first epoch already at
+    base/(warmup_epochs + 1)), then `after`'s schedule counted from the end of the warm-up (or base)."""
+
+    def __init__(self, optimizer, warmup_epochs: int, after: "_Schedule" = None):
+        super().__init__(optimizer)
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise ValueError(f"LinearWarmup: warmup_epochs={warmup_epochs!r}; expected an integer >= 0")
+        self.warmup, self.after = warmup_epochs, after
+        optimizer.lr = self.lr_at(0)
+
+    def lr_at(self, epoch: int) -> float:
+        if epoch < self.warmup:
+            return self.base_lr * (epoch + 1) / (self.warmup + 1)
+        return self.after.lr_at(epoch - self.warmup) if self.after is not None else self.base_lr
 
 
 class CosineAnnealingLR(_Schedule):
