@@ -8,8 +8,8 @@ import pytest
 
 import witnp as wn
 from witnp.handoff.engine import IntegerEngine, shift_round
-from witnp.handoff.export import (export_model, golden_vectors, read_handoff, write_c_header, write_gains_json,
-                                  write_handoff)
+from witnp.handoff.export import (export_model, golden_vectors, leaf_records, read_handoff, write_c_header,
+                                  write_gains_json, write_handoff)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*io_max of:RuntimeWarning")
 
@@ -81,7 +81,12 @@ def test_engine_equals_a_whole_model_and_the_handoff_round_trips(tmp_path):
     assert "static const int8_t layer_0_weight[" in text and "LAYER_6_SHIFT_Y" in text
     write_gains_json(tmp_path / "g.json", recs)
     gains = json.loads((tmp_path / "g.json").read_text())
-    assert 2.0 ** gains["6"]["shift_y"] == gains["6"]["scale_y"] and set(gains) == {"0", "3", "6"}
+    assert 2.0 ** gains["6"]["shift_y"] == gains["6"]["scale_y"]
+    assert list(gains) == [n for n, _ in leaf_records(recs)]  # every layer, in order, with its whole record
+    for name, rec in leaf_records(recs):
+        for k, v in rec.items():
+            if isinstance(v, np.ndarray):
+                np.testing.assert_array_equal(np.asarray(gains[name][k]), v, err_msg=f"{name}.{k}")
 
 
 def test_mapper_warnings_and_refusals():
