@@ -35,6 +35,22 @@ def test_conv2d(stride, padding, dilation, groups):
     _close(layer.grads["bias"], tb.grad)
 
 
+@pytest.mark.parametrize("stride, padding, dilation, groups", [(1, 1, 1, 1), (2, 2, 2, 3)])
+def test_conv1d(stride, padding, dilation, groups):
+    rng = np.random.default_rng(stride)
+    layer = wn.Conv1d(6, 9, 3, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    x = rng.normal(size=(2, 6, 17)).astype(np.float32)
+    y, ctx = layer.forward(x, train=True)
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    dx = layer.backward(dy, ctx)
+    tx, tw, tb = _t(x), _t(layer.params["weight"][:, :, 0, :]), _t(layer.params["bias"])
+    ty = F.conv1d(tx, tw, tb, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    ty.backward(torch.tensor(dy, dtype=torch.float64))
+    _close(y, ty)
+    _close(dx, tx.grad)
+    _close(layer.grads["weight"][:, :, 0, :], tw.grad)
+
+
 @pytest.mark.parametrize("stride, padding, output_padding, dilation, groups", [(2, 1, 1, 1, 1), (1, 0, 0, 2, 1),
                                                                              (3, 1, 2, 1, 2), (2, 1, 0, 1, 1)])
 def test_conv_transpose2d(stride, padding, output_padding, dilation, groups):

@@ -13,8 +13,8 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-_LAYERS = ["Layer", "ArrayLayer", "Linear", "Conv2d", "ConvTranspose2d", "DigitalOp", "ReLU", "GELU", "Sigmoid",
-           "Tanh", "PReLU", "Sqrt", "Mean", "Add", "Mul", "Divide", "Cat", "BatchNorm1d", "BatchNorm2d", "Flatten",
+_LAYERS = ["Layer", "ArrayLayer", "Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "DigitalOp", "ReLU", "GELU",
+           "Sigmoid", "Tanh", "PReLU", "Sqrt", "Mean", "Add", "Mul", "Divide", "Cat", "BatchNorm1d", "BatchNorm2d", "Flatten",
            "Reshape", "Dropout", "MaxPool2d", "AvgPool2d", "GRU", "GRUCell", "Model", "Sequential", "Residual",
            "Branches", "walk"]
 # public name -> the module (relative to witnp) that defines it

@@ -171,3 +171,17 @@ def test_gru_last_state_model_on_the_integer_engine(neg, tmp_path):
     np.testing.assert_array_equal(y_eng, model.forward(x, train=False)[0])
     write_handoff(tmp_path / "h.h5", records)
     np.testing.assert_array_equal(IntegerEngine.from_file(tmp_path / "h.h5").run(x)[0], y_eng)
+
+
+@pytest.mark.parametrize("neg", ["PN", "FALSE", "Shift"])
+def test_conv1d_model_on_the_integer_engine(neg):
+    """A TC-ResNet-style front end: Conv1d over (B, C, T), then Linear; the engine equals the model bit for bit."""
+    cfg = wn.LayerConfig(use_quantization=True, handle_neg_in=neg, use_auto_scale=True)
+    rng = np.random.default_rng(4)
+    model = wn.Sequential(wn.Conv1d(5, 8, 3, stride=2, padding=1, config=cfg, rng=rng), wn.ReLU(config=cfg),
+                          wn.Flatten(), wn.Linear(8 * 6, 3, config=cfg, rng=rng))
+    x = rng.normal(size=(4, 5, 12)).astype(np.float32)
+    model.forward(x, train=True)
+    records = export_model(model)
+    assert records[0][1]["conv1d"] and records[0][1]["type"] == "Conv2d"
+    np.testing.assert_array_equal(IntegerEngine(records).run(x)[0], model.forward(x, train=False)[0])

@@ -14,6 +14,7 @@ IMG = (2, 3, 6, 6)
 LAYERS = {
     "Linear": (lambda c: wn.Linear(5, 4, config=c), (3, 5)),
     "Conv2d": (lambda c: wn.Conv2d(3, 4, 3, padding=1, config=c), IMG),
+    "Conv1d": (lambda c: wn.Conv1d(3, 4, 3, stride=2, padding=1, config=c), (2, 3, 9)),
     "Conv2d-PN": (lambda c: wn.Conv2d(3, 4, 3, stride=2, config=c and c.replace(handle_neg_in="PN")), IMG),
     "Conv2d-to_linear": (lambda c: wn.Conv2d(3, 2, 2, config=c and c.replace(to_linear=True)), IMG),
     "ConvTranspose2d": (lambda c: wn.ConvTranspose2d(3, 2, 3, stride=2, output_padding=1, config=c), IMG),

@@ -291,3 +291,30 @@ def test_quantized_conv2d_layouts_agree(c, neg, noise):
     np.testing.assert_array_equal(y, y2)
     for a, b in zip(grads, grads2):  # float gradients summed in another order: equal up to rounding
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+
+
+@pytest.mark.parametrize("neg", [None, "FALSE", "PN", "Shift"])
+@pytest.mark.parametrize("k, s, p, d, g", [(3, 1, 1, 1, 1), (5, 2, 2, 1, 1), (3, 1, 2, 2, 3), (1, 3, 0, 1, 1)])
+def test_conv1d_is_the_kernel_height_1_conv2d(neg, k, s, p, d, g):
+    """Conv1d over (B, C, T) gives the bits of Conv2d with kernel (1, k) on (B, C, 1, T), and its gradients."""
+    cfg = wn.LayerConfig() if neg is None else wn.LayerConfig(use_quantization=True, handle_neg_in=neg,
+                                                              use_auto_scale=True)
+    c1 = wn.Conv1d(6, 9, k, stride=s, padding=p, dilation=d, groups=g, config=cfg, rng=np.random.default_rng(1))
+    c2 = wn.Conv2d(6, 9, (1, k), stride=(1, s), padding=(0, p), dilation=(1, d), groups=g, config=cfg,
+                   rng=np.random.default_rng(1))
+    x = np.random.default_rng(2).normal(size=(3, 6, 13)).astype(np.float32)
+    y1, k1 = c1.forward(x, train=True)
+    y2, k2 = c2.forward(x[:, :, None, :], train=True)
+    np.testing.assert_array_equal(y1, y2[:, :, 0, :])
+    dy = np.random.default_rng(3).normal(size=y1.shape).astype(np.float32)
+    np.testing.assert_array_equal(c1.backward(dy, k1), c2.backward(dy[:, :, None, :], k2)[:, :, 0, :])
+    for key in c1.grads:
+        np.testing.assert_array_equal(c1.grads[key], c2.grads[key])
+    assert c1(x[0]).shape == y1.shape[1:]  # unbatched (C, T)
+
+
+def test_conv1d_refuses_pairs_and_images():
+    with pytest.raises(ValueError, match="Conv1d: kernel_size=\\(3, 3\\)"):
+        wn.Conv1d(2, 2, (3, 3))
+    with pytest.raises(ValueError, match="Conv1d: x has shape"):
+        wn.Conv1d(2, 2, 3).forward(np.zeros((1, 2, 4, 4), np.float32))

@@ -153,7 +153,11 @@ class IntegerEngine:
         if t == "Linear":
             c, s = self._linear(c, s, rec)
         elif t in ("Conv2d", "ConvTranspose2d"):
-            c, s = self._conv_layer(c, s, rec)
+            if rec.get("conv1d"):  # Conv1d: the kernel-height-1 Conv2d on (B, C, 1, T)
+                c, s = self._conv_layer(c[:, :, None, :], s, rec)
+                c = c[:, :, 0, :]
+            else:
+                c, s = self._conv_layer(c, s, rec)
         elif t == "ReLU":
             c = np.maximum(c, 0)
         elif t == "MaxPool2d":

@@ -38,6 +38,8 @@ f32 = np.float32
 def _array_record(name, layer, warn) -> dict:
     cfg = layer.config
     t = type(layer).__name__
+    conv1d = t == "Conv1d"  # the Conv2d it stands for, on (B, C, T) activations (record flag conv1d)
+    t = "Conv2d" if conv1d else t
     sc = layer.observer.scales_for_forward(False, layer._qs())  # the deployment scales (as inference uses)
     sx, sw, sy = sc["x"], sc["weight"], sc["y"]
     for what, v in (("scale_x", sx), ("scale_weight", sw), ("scale_y", sy)):
@@ -59,6 +61,7 @@ def _array_record(name, layer, warn) -> dict:
     rec = {"type": t, "x_quant_bits": cfg.x_quant_bits, "y_quant_bits": cfg.y_quant_bits,
            "handle_neg_in": cfg.handle_neg_in, "bias_row_N": cfg.bias_row_N, "scale_x": sx, "scale_weight": sw,
            "scale_y": sy, "shift": s, "to_linear": bool(to_linear), "config": json.dumps(cfg.to_dict()),
+           "conv1d": bool(conv1d),
            "bias_npu": (128 * ba.astype(np.int64)).astype(np.int32),
            "bias_d": (128 * bd.astype(np.int64)).astype(np.int32) if bd is not None else np.zeros(co, np.int32)}
     G = gain(sx, sw, sy)

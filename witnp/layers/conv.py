@@ -24,7 +24,7 @@ from ..rng import init_rng
 from .base import check_array, check_finite, check_grad, check_pair, check_flag
 from .linear import ArrayLayer
 
-__all__ = ["Conv2d", "ConvTranspose2d"]
+__all__ = ["Conv2d", "ConvTranspose2d", "Conv1d"]
 
 
 @dataclass(slots=True)
@@ -252,3 +252,39 @@ class ConvTranspose2d(_ConvBase):
         dw, dx = convT_backward(to_nhwc(g), ctx["x"], wmat_convT(ctx["W"]), self.geo)
         db = channel_sums(g) if "bias" in self.params else None
         return to_nchw(dx), wmat_from_convT(dw, ctx["W"].shape), db
+
+
+class Conv1d(Conv2d):
+    """1-D convolution over (B, C, T) on the array: the Conv2d with kernel (1, k), stride (1, s), padding (0, p)
+    and dilation (1, d) it stands for, with every rule of Conv2d (chip.md §4) and the same bits.
+
+    Parameters as torch.nn.Conv1d (ints for kernel_size, stride, padding, dilation; groups; bias), plus
+    ``config`` and ``rng``. Forward: x (B, in_channels, T) or (in_channels, T) -> y (B, out_channels, To),
+    To = (T + 2p - d(k-1) - 1)//s + 1. The weight is the Conv2d's, (out_channels, in_channels/groups, 1, k):
+    torch's Conv1d weight w (out, in/groups, k) is w[:, :, None, :].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 dilation: int = 1, groups: int = 1, bias: bool = True, config: Optional[LayerConfig] = None, *,
+                 rng=None):
+        for arg, v, lo in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0),
+                           ("dilation", dilation, 1)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"Conv1d: {arg}={v!r}; expected an integer >= {lo}")
+        super().__init__(in_channels, out_channels, (1, int(kernel_size)), (1, int(stride)), (0, int(padding)),
+                         (1, int(dilation)), groups, bias, config, rng=rng)
+
+    def forward(self, x, *, train: bool = False, rng=None):
+        """y = layer(x): x (B, in_channels, T) or (in_channels, T) float -> y (B, out_channels, To) float32."""
+        x = check_array(self, "x", x, min_ndim=2, what=f"(B, {self.in_channels}, T) or ({self.in_channels}, T)")
+        if x.ndim > 3:
+            raise ValueError(f"Conv1d: x has shape {x.shape}; expected (B, {self.in_channels}, T) or "
+                             f"({self.in_channels}, T)")
+        y, ctx = super().forward(x[..., None, :], train=train, rng=rng)
+        return y[..., 0, :], ctx
+
+    def backward(self, dy, ctx):
+        """dx (shape of x) float32 from dy (shape of y); adds dW, db into ``grads``."""
+        dy = np.asarray(dy)
+        dx = super().backward(dy[..., None, :] if dy.ndim >= 2 else dy, ctx)
+        return dx[..., 0, :]
