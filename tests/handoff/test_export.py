@@ -1,6 +1,7 @@
 """Firmware export and the integer engine: the engine equals the QAT model bit for bit for every array layer
 type and mode and for a whole model; the handoff file, C header and gains JSON carry the same numbers."""
 import json
+import re
 
 import h5py
 import numpy as np
@@ -185,3 +186,42 @@ def test_conv1d_model_on_the_integer_engine(neg):
     records = export_model(model)
     assert records[0][1]["conv1d"] and records[0][1]["type"] == "Conv2d"
     np.testing.assert_array_equal(IntegerEngine(records).run(x)[0], model.forward(x, train=False)[0])
+
+
+@pytest.mark.parametrize("neg", ["PN", "FALSE"])
+def test_streaming_step_equals_the_whole_sequence(neg):
+    """IntegerEngine.step, one frame at a time with the GRUs' states carried by the caller, gives run()'s outputs
+    and the model's bit for bit (two stacked GRUs, a Linear and a LUT op per frame); the state it returns is
+    each GRU's last Q7 codes."""
+    cfg = wn.LayerConfig(use_quantization=True, handle_neg_in=neg, use_auto_scale=True)
+    rng = np.random.default_rng(5)
+    model = wn.Sequential(wn.GRU(4, 6, config=cfg, rng=rng), wn.GRU(6, 5, config=cfg, rng=rng),
+                          wn.Linear(5, 3, config=cfg, rng=rng), wn.Sigmoid(config=cfg))
+    x = rng.normal(size=(3, 8, 4)).astype(np.float32)
+    if neg == "FALSE":
+        x = np.abs(x)
+    model.forward(x, train=True)
+    model = wn.train.with_config(model, {"noise_level": 0})
+    eng = IntegerEngine(export_model(model))
+    y, codes = eng.run(x)
+    state, frames = None, []
+    for t in range(x.shape[1]):
+        yt, state = eng.step(x[:, t], state)
+        frames.append(yt)
+    np.testing.assert_array_equal(np.stack(frames, 1), y)
+    np.testing.assert_array_equal(y, model.forward(x, train=False)[0])
+    assert set(state) == {"0", "1"} and state["1"].shape == (3, 5)
+    np.testing.assert_array_equal(state["0"], codes["0"][:, -1])
+    with pytest.raises(ValueError, match="state of '0' has shape"):
+        eng.step(x[:, 0], {"0": np.zeros((2, 6), np.int64)})
+
+
+def test_streaming_refuses_layers_that_read_across_time():
+    cfg = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", use_auto_scale=True)
+    rng = np.random.default_rng(6)
+    for model, bad in [(wn.Sequential(wn.GRU(4, 6, config=cfg, rng=rng, return_sequences=False),
+                                      wn.Linear(6, 2, config=cfg)), "'0' (GRU)"),
+                       (wn.Sequential(wn.GRU(4, 6, config=cfg, rng=rng), wn.Mean(dim=1, config=cfg)), "'1' (Mean)")]:
+        model.forward(rng.normal(size=(2, 5, 4)).astype(np.float32), train=True)
+        with pytest.raises(ValueError, match=re.escape(f"step: layer {bad}")):
+            IntegerEngine(export_model(model)).step(np.zeros((2, 4), np.float32))

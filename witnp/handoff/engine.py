@@ -11,7 +11,7 @@ quantized once into the first layer's codes (the firmware's front end does the s
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -110,14 +110,30 @@ def _geometry(rec) -> Geometry:
     return Geometry(*[int(v) for v in rec["geometry"]])
 
 
+def _leaves(records):
+    for name, rec in records:
+        if "children" in rec:
+            yield from _leaves(rec["children"])
+        else:
+            yield name, rec
+
+
 class IntegerEngine:
     """Integer inference over the layer records of an export (`export.export_model` / a handoff file).
 
     run(x) takes the float network input and returns (final float output, {layer name: integer codes}).
+    step(frame, state) runs one time step of a streamable model (GRUs returning every step, then per-frame
+    layers) with the GRUs' states carried explicitly, as the firmware runs it frame by frame.
     """
+
+    # what step() can run one frame at a time: layers with no memory across time steps, and the GRU
+    STREAMABLE = ("GRU", "Linear", "LUT", "Sigmoid", "Tanh", "GELU", "ReLU", "Add", "Mul", "Divide", "Dropout",
+                  "Sequential", "Residual", "Branches")
 
     def __init__(self, records: List[Tuple[str, dict]]):
         self.records = records
+        self._h_in: Optional[Dict[str, np.ndarray]] = None   # step(): each GRU's state before the frame
+        self._h_out: Dict[str, np.ndarray] = {}             # and after it
 
     @classmethod
     def from_file(cls, path):
@@ -131,6 +147,25 @@ class IntegerEngine:
         if s is None:
             return c, codes
         return (c.astype(np.float32) / np.float32(s)).astype(np.float32), codes
+
+    def step(self, frame, state: Optional[Dict[str, np.ndarray]] = None):
+        """One frame: frame (N, ...) float32, the model's input at one time step (a model over (N, T, I) takes
+        (N, I)); state {GRU layer name: (N, H) int64 Q7 codes} from the previous step (None: every GRU at
+        h = 0, as `run` starts). Returns (y (N, ...) float32, this frame's output; the new state). Stepping
+        through a sequence gives `run`'s outputs bit for bit. Models with a layer that reads across time
+        steps (a convolution, pooling, Mean, Flatten, a GRU returning only its last state) are refused,
+        naming it."""
+        for name, rec in _leaves(self.records):
+            if rec["type"] not in self.STREAMABLE or (rec["type"] == "GRU" and not rec.get("return_sequences", True)):
+                raise ValueError(f"step: layer {name!r} ({rec.get('op', rec['type'])}) reads across time steps; "
+                                 f"only GRUs returning every step and per-frame layers stream")
+        frame = np.asarray(frame, np.float32)
+        self._h_in, self._h_out = dict(state or {}), {}
+        try:
+            y, _ = self.run(frame[:, None])
+        finally:
+            self._h_in = None
+        return y[:, 0], self._h_out
 
     def _seq(self, records, c, s, codes):
         for name, rec in records:
@@ -174,7 +209,7 @@ class IntegerEngine:
         elif t == "Mean":
             c, s = self._mean(c, s, rec)
         elif t == "GRU":
-            c, s = self._gru(c, s, rec)
+            c, s = self._gru(c, s, rec, name)
         else:  # pragma: no cover - export refuses these first
             raise ValueError(f"integer engine: layer {name!r} of type {t} is not supported")
         if s is not None:
@@ -304,8 +339,7 @@ class IntegerEngine:
         y = fl + ((r2 > n) | ((r2 == n) & (fl % 2 == 1)))
         return np.clip(y, *code_range(yb)), float(rec["scale_x"])
 
-    @staticmethod
-    def _gru(c, s, rec):
+    def _gru(self, c, s, rec, name):
         """The quantized GRU (docs/gru.md) with integers only: `int_ops.gru_q_int` on its input codes."""
         pn = rec["handle_neg_in"] == "PN"
 
@@ -318,12 +352,19 @@ class IntegerEngine:
         def e(a):
             return _requant_exp(rec, a + "_")
         N, H = c.shape[0], int(rec["hidden_size"])
-        hq = gru_q_int(xcodes("zr"), xcodes("in"), np.zeros((N, H), np.int64), rec["zr_weight"], rec["in_weight"],
+        h0 = np.zeros((N, H), np.int64)
+        if self._h_in is not None and name in self._h_in:
+            h0 = np.asarray(self._h_in[name], np.int64)
+            if h0.shape != (N, H):
+                raise ValueError(f"step: state of {name!r} has shape {h0.shape}; expected ({N}, {H})")
+        hq = gru_q_int(xcodes("zr"), xcodes("in"), h0, rec["zr_weight"], rec["in_weight"],
                        rec["hn_weight"], rec["zr_bias_npu"].astype(np.int64), rec["in_bias_npu"].astype(np.int64),
                        rec["hn_bias_npu"].astype(np.int64), e("zr"), e("in"), e("hn"),
                        _log2(rec["zr_scale_x"], "scale_x") - 7, _log2(rec["hn_scale_x"], "scale_x") - 7,
                        int(rec["y_quant_bits"]), pn, int(rec["scale_ones"]), rec["lut_sigmoid"].astype(np.int64),
                        rec["lut_tanh"].astype(np.int64))
+        if self._h_in is not None:
+            self._h_out[name] = hq[:, -1].copy()
         if not bool(rec.get("return_sequences", True)):  # the last state (N, H); older files: every step
             hq = hq[:, -1]
         return hq, 128.0
