@@ -21,6 +21,9 @@ from .common import _check_outputs, _data_of, _load_dataset, _model_takes, frien
 @click.option("--quantize", is_flag=True, help="Evaluate a float model quantized as the recipe quantizes ([quant] "
               "of cli/default.toml), io_max calibrated on the training split (post-training quantization); in a "
               "sweep, the float MODELs among several.")
+@click.option("--calibration", default="extrema", show_default=True, metavar="NAME[:P]",
+              help="With --quantize: how io_max is calibrated: extrema (the vendor's), moving_average, "
+                   "percentile[:P], mse or kl (witnp/analysis/calibration.py).")
 @click.option("--noise-level", type=click.IntRange(0, 9), default=None,
               help="Evaluate with this NORMAL noise level (default: the model's own).")
 @click.option("--noise-levels", default=None, metavar="A-B|A,B,...",
@@ -37,17 +40,21 @@ from .common import _check_outputs, _data_of, _load_dataset, _model_takes, frien
                    "(witnp/analysis/chips.py): mean, std, 5th percentile and worst.")
 @click.option("--integer", is_flag=True, help="Also run the integer engine on an in-memory export.")
 @friendly
-def eval_(model_paths, data, quantize, noise_level, noise_levels, noise_seeds, csv_path, json_path, plot_path,
-          chips, integer):
+def eval_(model_paths, data, quantize, calibration, noise_level, noise_levels, noise_seeds, csv_path, json_path,
+          plot_path, chips, integer):
     """Loss and accuracy of MODEL on the test split; with --noise-levels, against noise level, for one or
     several models."""
+    from witnp.analysis.calibration import parse_strategy
+    cal = parse_strategy(calibration)
+    if calibration != "extrema" and not quantize:
+        raise click.UsageError("--calibration goes with --quantize (it calibrates a float model's io_max)")
     if chips is not None:
         if noise_levels is not None or integer or csv_path or plot_path or len(model_paths) > 1:
             raise click.UsageError("--chips scores one MODEL (with --noise-level, --data, --quantize and --json)")
-        return _chips(model_paths[0], data, quantize, noise_level, chips, json_path)
+        return _chips(model_paths[0], data, quantize, noise_level, chips, json_path, cal)
     if noise_levels is not None:
         return _noise_sweep(model_paths, data, quantize, noise_levels, noise_seeds, csv_path, json_path, plot_path,
-                            noise_level, integer)
+                            noise_level, integer, cal)
     if len(model_paths) > 1:
         raise click.UsageError("several MODELs go with --noise-levels (one table); evaluate one MODEL otherwise")
     if csv_path or json_path or plot_path:
@@ -56,7 +63,7 @@ def eval_(model_paths, data, quantize, noise_level, noise_levels, noise_seeds, c
     model = wn.load(model_path)
     d = _load_dataset(_data_of(model_path, data))
     _model_takes(model, d, model_path)
-    model = _quantized(model, model_path, d) if quantize else model
+    model = _quantized(model, model_path, d, cal) if quantize else model
     quantized = any(l.config is not None and l.config.use_quantization for _, l in wn.walk(model))
     if noise_level and not quantized:
         raise runconfig.RunConfigError(f"--noise-level {noise_level}: {model_path} is a float model and noise acts "
@@ -84,14 +91,14 @@ def eval_(model_paths, data, quantize, noise_level, noise_levels, noise_seeds, c
                    f"bit-identical to the quantized model: {np.array_equal(y_int, y_q)}")
 
 
-def _chips(model_path, data, quantize, noise_level, chips, json_path):
+def _chips(model_path, data, quantize, noise_level, chips, json_path, cal):
     from witnp.analysis.chips import CHIP_SEED, chip_metrics, summary
     if json_path:
         _check_outputs(model_path, [("--json", json_path)])
     model = wn.load(model_path)
     d = _load_dataset(_data_of(model_path, data))
     _model_takes(model, d, model_path)
-    model = _quantized(model, model_path, d) if quantize else model
+    model = _quantized(model, model_path, d, cal) if quantize else model
     runs = chip_metrics(model, d.x_test, d.y_test, chips, noise_level)
     out = {k: summary([r[k] for r in runs], higher_is_better=k != "loss") for k in runs[0]}
     click.echo(f"{model_path} on {chips} simulated chips (seeds {CHIP_SEED}..{CHIP_SEED + chips - 1}; each keeps one "
@@ -105,7 +112,7 @@ def _chips(model_path, data, quantize, noise_level, chips, json_path):
         click.echo(f"wrote {json_path}")
 
 
-def _quantized(model, model_path, d):
+def _quantized(model, model_path, d, cal=("extrema", None)):
     """--quantize: a float model with quantization on, io_max calibrated on the training split (as a quantized
     stage that starts from a float model does)."""
     if any(l.config is not None and l.config.use_quantization for _, l in wn.walk(model)):
@@ -113,12 +120,12 @@ def _quantized(model, model_path, d):
                                        f"--quantize")
     changes = dict(runconfig.read_toml(runconfig.DEFAULT_TOML)["quant"], use_quantization=True, noise_level=0)
     q = wn.train.with_config(model, changes)  # the recipe's quantization ([quant] of cli/default.toml)
-    wn.train.calibrate(q, d.x_train)
+    wn.train.calibrate(q, d.x_train, strategy=cal[0], param=cal[1])
     return q
 
 
 def _noise_sweep(model_paths, data, quantize, levels_text, seeds, csv_path, json_path, plot_path, noise_level,
-                 integer):
+                 integer, cal):
     from witnp.analysis.noise_sweep import format_sweep, noise_sweep, parse_levels, write_csv, write_json, write_plot
     if noise_level is not None or integer:
         raise click.UsageError("--noise-levels sweeps the levels: --noise-level and --integer go without it")
@@ -146,7 +153,7 @@ def _noise_sweep(model_paths, data, quantize, levels_text, seeds, csv_path, json
         _model_takes(model, d, mp)
         is_float = not any(l.config is not None and l.config.use_quantization for _, l in wn.walk(model))
         if quantize and is_float:  # QAT / NAT models as they are
-            model, name = _quantized(model, mp, d), f"{name} (PTQ)"
+            model, name = _quantized(model, mp, d, cal), f"{name} (PTQ)"
         models[name] = model
     rows = noise_sweep(models, d.x_test, d.y_test, levels, seeds)
     click.echo(f"{d.name} test split, {len(d.x_test)} frames; noisy levels over {seeds} seeds")

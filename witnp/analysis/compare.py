@@ -16,7 +16,7 @@ by own_snr_db (worst first) and `advice` names what is likely to help.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 

@@ -303,10 +303,18 @@ class Stage:
     options: dict = field(default_factory=dict)
 
 
-def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed: int = 0) -> None:
+def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed: int = 0,
+              strategy: str = "extrema", param: Optional[float] = None) -> None:
     """Collect io_max on `x` as the first training forwards of an epoch do (begin_epoch, then `steps` training
     forwards, default the largest auto_scale_update_step), without any weight update. Training forwards also
-    move BatchNorm running statistics: calibrate a copy (`with_config`) when that matters."""
+    move BatchNorm running statistics: calibrate a copy (`with_config`) when that matters.
+
+    strategy: "extrema" (the vendor's running maximum: the above alone), or "moving_average", "percentile"
+    (param: the percentile), "mse", "kl" for the array layers' io_max_x and io_max_y, from the float model's
+    activations on the same frames (`witnp.analysis.calibration`)."""
+    from ..analysis.calibration import STRATEGIES, calibrate_arrays
+    if strategy not in STRATEGIES:
+        raise ValueError(f"calibrate: strategy={strategy!r}; expected one of {list(STRATEGIES)}")
     steps = steps or max([l.config.auto_scale_update_step for _, l in walk(model) if l.config is not None] or [1])
     model.begin_epoch()
     rng = np.random.default_rng(seed)
@@ -314,6 +322,8 @@ def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed:
         if i >= steps:
             break
         model.forward(xb, train=True, rng=rng)
+    if strategy != "extrema":
+        calibrate_arrays(model, x[:steps * batch_size], strategy, param, batch_size)
 
 
 def eval_table_row(model, data, loss_fn, quant_changes: dict, noise_level: int, noise_seeds: int,

@@ -1,0 +1,70 @@
+"""Calibration strategies for io_max: each against a hand-computed value, extrema unchanged, the powers of two
+they end on, and the command line."""
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import witnp as wn
+from witnp.analysis.calibration import calibrate_arrays, io_max, parse_strategy
+from witnp.cli.main import main
+from witnp.quant import scale_from_max
+
+# 999 values spread over [0, 1) and one outlier at 100: where the strategies part
+VALUES = np.concatenate([np.arange(999) / 999.0, [100.0]]).astype(np.float32)
+
+
+def test_each_strategy_by_hand():
+    a = VALUES.astype(np.float64)
+    assert io_max([VALUES], "extrema") == 100.0
+    assert io_max([VALUES], "percentile", 99.0) == pytest.approx(np.percentile(a, 99.0))
+    assert io_max([VALUES[:500], VALUES[500:]], "moving_average") == pytest.approx(0.9 * a[:500].max() + 0.1 * 100)
+    # mse: the candidate io_max 100/2^k with the least squared error of |v| quantized at 8 bits
+    errs = {}
+    for k in range(7):
+        s = scale_from_max(100.0 / 2 ** k, 8)
+        errs[100.0 / 2 ** k] = np.sum((np.minimum(np.rint(a * s), 127) / s - a) ** 2)
+    assert io_max([VALUES], "mse", bits=8) == min(errs, key=errs.get)  # here 100: clipping it costs most
+    kl = io_max([VALUES], "kl")
+    assert 0 < kl < 100.0  # the outlier is left to clip
+
+
+def test_on_powers_of_two_the_strategies_choose_different_scales_only_with_outliers():
+    scale = {s: scale_from_max(io_max([VALUES], *parse_strategy(s)), 8) for s in ("extrema", "percentile:99",
+                                                                                  "percentile:99.9", "kl")}
+    # p99 lies under 1 (scale 2^7), p99.9 interpolates into the outlier (1.097: one power up), extrema is 100
+    assert (scale["extrema"], scale["percentile:99"], scale["percentile:99.9"]) == (1.0, 128.0, 64.0)
+    assert scale["kl"] > 1.0
+    tame = VALUES[:-1]  # no outlier: every strategy's io_max lies in the same power-of-two interval
+    assert len({scale_from_max(io_max([tame], *parse_strategy(s)), 8) for s in ("extrema", "percentile:99.9",
+                                                                                 "moving_average")}) == 1
+
+
+def test_extrema_is_todays_calibration_and_others_set_the_array_layers():
+    rng = np.random.default_rng(0)
+    cfg = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", use_auto_scale=True, auto_scale_update_step=2)
+    m = wn.Sequential(wn.Linear(6, 5, config=cfg, rng=rng), wn.ReLU(config=cfg), wn.Linear(5, 3, config=cfg, rng=rng))
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    a, b = wn.train.with_config(m, {}), wn.train.with_config(m, {})
+    wn.train.calibrate(a, x)
+    wn.train.calibrate(b, x, strategy="extrema")
+    for (k1, v1), (k2, v2) in zip(a.named_stats(), b.named_stats(), strict=True):
+        np.testing.assert_array_equal(v1, v2, err_msg=k1)
+    c = wn.train.with_config(m, {})
+    wn.train.calibrate(c, x, strategy="percentile", param=90.0)
+    first = c.children["0"]
+    assert float(first.stats["io_max_x"]) == pytest.approx(np.percentile(np.abs(x[:64]), 90.0), rel=1e-6)
+    assert float(first.stats["io_max_weight"]) == pytest.approx(np.abs(first.params["weight"]).max())
+    with pytest.raises(ValueError, match="strategy='median'"):
+        wn.train.calibrate(c, x, strategy="median")
+
+
+def test_parse_and_cli(tmp_path):
+    assert parse_strategy("percentile") == ("percentile", 99.99) and parse_strategy("kl") == ("kl", None)
+    for bad in ("median", "percentile:0", "percentile:x", "mse:3"):
+        with pytest.raises(ValueError, match="calibration"):
+            parse_strategy(bad)
+    r = CliRunner().invoke(main, ["eval", str(tmp_path / "nope.h5"), "--calibration", "kl"])
+    assert r.exit_code == 2
+    wn.save(wn.Sequential(wn.Linear(4, 2)), tmp_path / "m.h5", data="digits")
+    r = CliRunner().invoke(main, ["eval", str(tmp_path / "m.h5"), "--calibration", "kl"])
+    assert r.exit_code == 2 and "--calibration goes with --quantize" in r.output
