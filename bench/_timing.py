@@ -107,7 +107,7 @@ def machine_line():
     except (OSError, subprocess.TimeoutExpired):
         lanes = "?"
     return (f"machine: {model}, {os.cpu_count()} cores; SIMD flags: {' '.join(simd) or 'none seen'}; "
-            f"witnp kernels: {lanes} float32 lanes" + (f" (forced by WITNP_SIMD_LANES)" if os.environ.get(
+            f"witnp kernels: {lanes} float32 lanes" + (" (forced by WITNP_SIMD_LANES)" if os.environ.get(
                 "WITNP_SIMD_LANES") else ""))
 
 

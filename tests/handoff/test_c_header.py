@@ -1,7 +1,6 @@
 """The C header carries every exported layer, by value: a model with every layer family the export supports is
 written out, compiled with the system C compiler (C99, pedantic, warnings as errors) together with a program
 that prints every array, and each printed array equals the record's."""
-import os
 import shutil
 import subprocess
 

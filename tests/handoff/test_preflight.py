@@ -1,7 +1,6 @@
 """The pre-flight check of what the chip's mapper enforces: each finding names the layer, the value and the
 limit; export prints them, and --strict refuses the export with nothing written."""
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 import witnp as wn

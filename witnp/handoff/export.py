@@ -8,7 +8,7 @@ firmware build. Scales are the deployment scales: derived from io_max (auto-scal
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
