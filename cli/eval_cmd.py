@@ -34,7 +34,8 @@ from .common import _check_outputs, _data_of, _load_dataset, _model_takes, frien
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="With --noise-levels: write the table.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="With --noise-levels: write the rows.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
-              help='With --noise-levels: a PNG of the metric against noise level (needs "witnp[plot]").')
+              help='With --noise-levels: a PNG of the metric against noise level; with --chips: its histogram '
+                   'over the chips (needs "witnp[plot]").')
 @click.option("--chips", type=click.IntRange(1), default=None, metavar="N",
               help="Score N simulated chips, each with its own programming error kept for all its inferences "
                    "(witnp/analysis/chips.py): mean, std, 5th percentile and worst.")
@@ -49,9 +50,10 @@ def eval_(model_paths, data, quantize, calibration, noise_level, noise_levels, n
     if calibration != "extrema" and not quantize:
         raise click.UsageError("--calibration goes with --quantize (it calibrates a float model's io_max)")
     if chips is not None:
-        if noise_levels is not None or integer or csv_path or plot_path or len(model_paths) > 1:
-            raise click.UsageError("--chips scores one MODEL (with --noise-level, --data, --quantize and --json)")
-        return _chips(model_paths[0], data, quantize, noise_level, chips, json_path, cal)
+        if noise_levels is not None or integer or csv_path or len(model_paths) > 1:
+            raise click.UsageError("--chips scores one MODEL (with --noise-level, --data, --quantize, --json and "
+                                   "--plot)")
+        return _chips(model_paths[0], data, quantize, noise_level, chips, json_path, cal, plot_path)
     if noise_levels is not None:
         return _noise_sweep(model_paths, data, quantize, noise_levels, noise_seeds, csv_path, json_path, plot_path,
                             noise_level, integer, cal)
@@ -91,10 +93,18 @@ def eval_(model_paths, data, quantize, calibration, noise_level, noise_levels, n
                    f"bit-identical to the quantized model: {np.array_equal(y_int, y_q)}")
 
 
-def _chips(model_path, data, quantize, noise_level, chips, json_path, cal):
-    from witnp.analysis.chips import CHIP_SEED, chip_metrics, summary
-    if json_path:
-        _check_outputs(model_path, [("--json", json_path)])
+def _need_matplotlib():
+    """--plot's extra, checked before any work starts."""
+    import importlib.util
+    if importlib.util.find_spec("matplotlib") is None:
+        raise runconfig.RunConfigError('--plot needs matplotlib, which is not installed: pip install "witnp[plot]"')
+
+
+def _chips(model_path, data, quantize, noise_level, chips, json_path, cal, plot_path=None):
+    from witnp.analysis.chips import CHIP_SEED, chip_metrics, summary, write_chip_plot
+    _check_outputs(model_path, [(o, p) for o, p in (("--json", json_path), ("--plot", plot_path)) if p])
+    if plot_path:
+        _need_matplotlib()
     model = wn.load(model_path)
     d = _load_dataset(_data_of(model_path, data))
     _model_takes(model, d, model_path)
@@ -110,6 +120,10 @@ def _chips(model_path, data, quantize, noise_level, chips, json_path, cal):
         from witnp.handoff.atomic import write_text
         write_text(json_path, json.dumps({"summary": out, "chips": runs}, indent=1))
         click.echo(f"wrote {json_path}")
+    if plot_path:
+        metric = "accuracy" if "accuracy" in runs[0] else "loss"
+        write_chip_plot(plot_path, [r[metric] for r in runs], metric, os.path.basename(model_path))
+        click.echo(f"wrote {plot_path}")
 
 
 def _quantized(model, model_path, d, cal=("extrema", None)):
@@ -134,11 +148,7 @@ def _noise_sweep(model_paths, data, quantize, levels_text, seeds, csv_path, json
     for mp in model_paths:
         _check_outputs(mp, outs)
     if plot_path:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise runconfig.RunConfigError('--plot needs matplotlib, which is not installed: pip install '
-                                           '"witnp[plot]"') from None
+        _need_matplotlib()
     models, d = {}, None
     for mp in model_paths:
         name = os.path.splitext(os.path.basename(mp))[0]

@@ -21,7 +21,7 @@ CONFIG_FIELDS = {f for f in LayerConfig.__dataclass_fields__} | {"auto_scale_upd
 OPTIMIZERS = ("adam", "adamw", "sgd")
 STAGE_KEYS = {"name", "epochs", "lr"}
 # training options: top-level (every stage's default) or per stage (that stage's); witnp.train.loop.Stage
-TRAIN_OPTIONS = ("optimizer", "weight_decay", "clip_norm", "label_smoothing", "batch_size", "schedule")
+TRAIN_OPTIONS = ("optimizer", "weight_decay", "clip_norm", "label_smoothing", "batch_size", "schedule", "noise_mode")
 SCHEDULE_KEYS = {"type", "step_size", "gamma", "eta_min", "warmup_epochs"}
 MODEL_KEYS = {"layers", "overrides"}
 # stage names become file names in the run folder (<stage>.h5); these would collide with the run's own files
@@ -53,12 +53,15 @@ TOP = {
     "patience": lambda k, v: _int(k, v, 0),
     "noise_level": lambda k, v: _int(k, v, 0, 9),
     "noise_seeds": lambda k, v: _int(k, v, 1),
+    "calibration": lambda k, v: _calibration(k, v),
     "val_fraction": lambda k, v: v if (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 0.5)
     else _bad(k, v, "a number in [0, 0.5]: the share of the training split held out for validation"),
     "weight_decay": lambda k, v: _num(k, v, 0, None, "a number >= 0"),
     "clip_norm": lambda k, v: _num(k, v, 0, None, "a number > 0 (clip gradients to this global norm)", strict=True),
     "label_smoothing": lambda k, v: _num(k, v, 0, 1, "a number in [0, 1)", top_open=True),
     "schedule": lambda k, v: _schedule(k, v),
+    "noise_mode": lambda k, v: v if v in ("read", "chip") else _bad(k, v, "'read' (a new draw every forward) or "
+                                                                     "'chip' (one chip's fixed error per epoch)"),
     "quant": lambda k, v: _table(k, v),
     "model": lambda k, v: _table(k, v),
     "stages": lambda k, v: v,
@@ -71,6 +74,15 @@ def _num(key, v, lo, hi, expected, strict=False, top_open=False):
     if ok and hi is not None:
         ok = v < hi if top_open else v <= hi
     return v if ok else _bad(key, v, expected)
+
+
+def _calibration(key, v):
+    from witnp.analysis.calibration import parse_strategy
+    try:
+        parse_strategy(v)
+    except ValueError as e:
+        raise RunConfigError(f"{key} = {v!r}: {str(e).split(': ', 1)[-1]}") from None
+    return v
 
 
 def _schedule(key, v):

@@ -6,7 +6,6 @@ nothing half-done). The workspace holds a small trained run, its models, a hando
 run config; each case runs in it.
 """
 import hashlib
-import math
 import os
 import shutil
 
@@ -155,10 +154,13 @@ for key, values, what in [
     ("quant", ["1", '"x"'], "quant = "),
     ("model", ['"abc"', "1"], "model = "),
     ("stages", ["[]", "5", '"x"', "[5]"], "stages"),
+    ("calibration", ['"median"', "1", '"percentile:200"', '"extrema:3"'], "calibration = "),
+    ("noise_mode", ['"x"', "1", '"READ"'], "noise_mode = "),
 ]:
     for v in values:
         case(f"set-{key}={v}", _cli("train", "--out", "fresh", "--set", f"{key}={v}"), what)
 for field, values in [("optimizer", ['"rmsprop"', "3"]), ("batch_size", ["0", "2.5"]), ("clip_norm", ["0"]),
+                      ("noise_mode", ['"per_chip"']),
                       ("name", ['""', '"../escaped"', '"a/b"', '"best"', '"last"', '".hidden"', "5", '"' + "x" * 50 + '"',
                                 '"qat"', '"a b"']),
                       ("epochs", ["0", "-1", "2.7", '"3"', "true"]),

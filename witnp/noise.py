@@ -10,12 +10,12 @@ integer-valued arrays and gives its derivative for the backward pass.
 """
 from __future__ import annotations
 
-from typing import Dict, Type
+from typing import Dict, List, Type
 
 import numpy as np
 
 __all__ = ["NoiseModelBase", "NormalNoise", "register_noise_model", "noise_model", "NOISE_MODELS",
-           "UNDEFINED_MODELS"]
+           "UNDEFINED_MODELS", "ChipSource"]
 
 
 class NoiseModelBase:
@@ -83,3 +83,31 @@ def noise_model(name: str, level: int) -> NoiseModelBase:
         return NOISE_MODELS[name](level)
     except KeyError:
         raise ValueError(f"noise model {name!r} is not defined; expected one of {sorted(NOISE_MODELS)}") from None
+
+
+class ChipSource:
+    """A random source for `forward(..., rng=)` that gives every forward the same draws: the first forward's
+    sequence of standard-normal arrays, replayed. Layers draw their noise in a fixed order of fixed shapes
+    (weights and bias rows, whatever the batch), so each forward of a chip sees its one programming error."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+        self._gen = np.random.default_rng(self.seed)
+        self._draws: List[np.ndarray] = []
+        self._i = 0
+
+    def begin_forward(self) -> "ChipSource":
+        self._i = 0
+        return self
+
+    def standard_normal(self, size=None, dtype=np.float32):
+        if self._i < len(self._draws):
+            a = self._draws[self._i]
+            if a.shape != tuple(np.atleast_1d(size)) or a.dtype != np.dtype(dtype):
+                raise ValueError(f"chip (seed {self.seed}): draw {self._i} asked {size} {np.dtype(dtype)}, "
+                                 f"the chip holds {a.shape} {a.dtype}: a layer draws noise that depends on its input")
+        else:
+            a = self._gen.standard_normal(size, dtype=dtype)
+            self._draws.append(a)
+        self._i += 1
+        return a.copy()

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 import witnp as wn
-from witnp.analysis.calibration import calibrate_arrays, io_max, parse_strategy
+from witnp.analysis.calibration import io_max, parse_strategy
 from witnp.cli.main import main
 from witnp.quant import scale_from_max
 

@@ -69,3 +69,45 @@ def test_cli_chips(tmp_path):
     assert len(rep["chips"]) == 6 and rep["summary"]["accuracy"]["chips"] == 6
     bad = CliRunner().invoke(main, ["eval", str(tmp_path / "m.h5"), "--chips", "3", "--noise-levels", "0-2"])
     assert bad.exit_code == 2 and "--chips" in bad.output
+
+
+def test_cli_chips_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    wn.save(_model(), tmp_path / "m.h5")
+    x, y = _data()
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    png = tmp_path / "chips.png"
+    r = CliRunner().invoke(main, ["eval", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz"), "--chips", "5",
+                                  "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {png}" in r.output
+    # the plot may not overwrite the model it reads
+    same = CliRunner().invoke(main, ["eval", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz"), "--chips",
+                                     "2", "--plot", str(tmp_path / "m.h5")])
+    assert same.exit_code != 0 and wn.load(tmp_path / "m.h5") is not None
+
+
+def test_nat_with_chip_noise_holds_one_chip_per_epoch(monkeypatch):
+    """fit(noise_mode="chip"): every batch of an epoch sees the same programming error, the next epoch another;
+    noise_mode "read" draws anew every batch."""
+    from witnp.noise import NOISE_MODELS
+    from witnp.train.data import Dataset
+    drawn = []
+    model_cls = NOISE_MODELS["NORMAL"]
+    real = model_cls.draw
+    monkeypatch.setattr(model_cls, "draw", lambda self, rng, shape: drawn.append(real(self, rng, shape)) or drawn[-1])
+    x, y = _data(48)
+    data = Dataset(x, y, x[:8], y[:8])
+    for mode in ("chip", "read"):
+        drawn.clear()
+        m = _model()
+        wn.train.fit(m, data, optimizer=wn.optim.SGD(m, lr=0.01), epochs=2, batch_size=16, noise_mode=mode,
+                     log=lambda s: None)
+        # the first Linear's E1 in order: epoch 1's 3 batches, its 3 validation draws, then epoch 2's 3 batches
+        e1 = [d for d in drawn if d.shape == (16, 16)]
+        assert len(e1) == 12
+        same = [np.array_equal(e1[0], e1[k]) for k in (1, 2)] + [np.array_equal(e1[6], e1[k]) for k in (7, 8)]
+        assert all(same) if mode == "chip" else not any(same)
+        assert not np.array_equal(e1[0], e1[6])  # a new chip (or draw) the next epoch
+    with pytest.raises(ValueError, match="noise_mode='fixed'"):
+        wn.train.fit(_model(), data, optimizer=wn.optim.SGD(_model(), lr=0.1), epochs=1, noise_mode="fixed")

@@ -101,16 +101,18 @@ def _kl_threshold(a, bins: int = 1024, levels: int = 128, stride: int = 8) -> fl
     return float(edges[best[1]])
 
 
-def calibrate_arrays(model, x, strategy: str, param: Optional[float] = None, batch_size: int = 32) -> None:
-    """Set io_max_x and io_max_y of every quantized array layer of `model` (in its Sequential chains) from the
-    float model's activations on x (N, ...) float32, batch by batch, under `strategy`."""
+def calibrate_arrays(model, float_model, x, strategy: str, param: Optional[float] = None,
+                     batch_size: int = 32) -> None:
+    """Set io_max_x and io_max_y of every quantized array layer of `model` (in its Sequential chains) from
+    `float_model`'s activations on x (N, ...) float32, batch by batch, under `strategy`. float_model is `model`
+    with quantization and noise off (``witnp.train.with_config(model, {"use_quantization": False,
+    "noise_level": 0})``): the caller builds it, so this module stays below witnp.train."""
+    from ..layers.container import units
     from ..layers.conv import Conv2d, ConvTranspose2d
     from ..layers.linear import Linear
-    from ..train.loop import with_config
-    from .compare import units
     if strategy not in STRATEGIES:
         raise ValueError(f"calibrate: strategy {strategy!r}; expected one of {list(STRATEGIES)}")
-    float_units = units(with_config(model, {"use_quantization": False, "noise_level": 0}))
+    float_units = units(float_model)
     targets = units(model)
     seen = {i: ([], []) for i, (_, layer) in enumerate(targets)
             if isinstance(layer, (Linear, Conv2d, ConvTranspose2d)) and layer.config.use_quantization}

@@ -3,7 +3,8 @@
 witnp's chip model (beside the vendor's NORMAL noise, which draws anew on every forward): a programmed chip's
 analog arrays are wrong by a fixed amount that stays for all its inferences. Chip c draws its errors once,
 with the same NORMAL statistics at the model's noise level, from its own seed (CHIP_SEED + c), and keeps them:
-every forward of chip c replays the same draws (`ChipSource`). The errors are those of every array's weights
+every forward of chip c replays the same draws (`witnp.noise.ChipSource`, which NAT's noise_mode="chip" also
+uses). The errors are those of every array's weights
 and bias rows (chip.md §6); nothing else varies between reads. Assumes, as NORMAL does, independent errors
 per array cell; a chip's errors do not drift.
 
@@ -16,40 +17,13 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..noise import ChipSource
 from ..train.loop import evaluate, with_config
 
-__all__ = ["CHIP_SEED", "ChipSource", "chip_metrics", "summary"]
+__all__ = ["CHIP_SEED", "ChipSource", "chip_metrics", "summary", "write_chip_plot"]
 
 CHIP_SEED = 2000
 """Chip c draws from np.random.default_rng(CHIP_SEED + c) (apart from the noise seeds of noisy reads)."""
-
-
-class ChipSource:
-    """A random source for `forward(..., rng=)` that gives every forward the same draws: the first forward's
-    sequence of standard-normal arrays, replayed. Layers draw their noise in a fixed order of fixed shapes
-    (weights and bias rows, whatever the batch), so each forward of a chip sees its one programming error."""
-
-    def __init__(self, seed: int):
-        self.seed = int(seed)
-        self._gen = np.random.default_rng(self.seed)
-        self._draws: List[np.ndarray] = []
-        self._i = 0
-
-    def begin_forward(self) -> "ChipSource":
-        self._i = 0
-        return self
-
-    def standard_normal(self, size=None, dtype=np.float32):
-        if self._i < len(self._draws):
-            a = self._draws[self._i]
-            if a.shape != tuple(np.atleast_1d(size)) or a.dtype != np.dtype(dtype):
-                raise ValueError(f"chip {self.seed - CHIP_SEED}: draw {self._i} asked {size} {np.dtype(dtype)}, "
-                                 f"the chip holds {a.shape} {a.dtype}: a layer draws noise that depends on its input")
-        else:
-            a = self._gen.standard_normal(size, dtype=dtype)
-            self._draws.append(a)
-        self._i += 1
-        return a.copy()
 
 
 def chip_metrics(model, x, y, chips: int, noise_level: Optional[int] = None, batch_size: int = 256) -> List[dict]:
@@ -91,3 +65,29 @@ def summary(values, higher_is_better: bool = True) -> Dict[str, float]:
     tail = ("p5", 5) if higher_is_better else ("p95", 95)
     return {"mean": float(v.mean()), "std": float(v.std()), tail[0]: float(np.percentile(v, tail[1])),
             "worst": float(v.min() if higher_is_better else v.max()), "chips": int(v.size)}
+
+
+def write_chip_plot(path, values, metric: str = "accuracy", label: str = "") -> None:
+    """A PNG histogram of a metric over chips, with the mean and the bad tail (5th percentile) marked. Needs
+    matplotlib (``pip install "witnp[plot]"``)."""
+    from ..handoff.atomic import atomic_write
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError('--plot needs matplotlib, which is not installed: pip install "witnp[plot]"') from None
+    v = np.asarray(values, np.float64)
+    s = summary(v, higher_is_better=metric != "loss")
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.hist(v, bins=min(30, max(5, v.size // 3)), color="#4c72b0", alpha=0.85)
+    ax.axvline(s["mean"], color="k", label=f"mean {s['mean']:.4f}")
+    tail = "p5" if "p5" in s else "p95"
+    ax.axvline(s[tail], color="#c44e52", linestyle="--", label=f"{tail} {s[tail]:.4f}")
+    ax.set_xlabel(f"test {metric} per chip")
+    ax.set_ylabel("chips")
+    ax.set_title(f"{label} over {v.size} simulated chips".strip())
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)

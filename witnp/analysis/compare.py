@@ -20,21 +20,10 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..layers.container import Model, Sequential
+from ..layers.container import Model, units
 from ..train.loop import noise_eval_rng, with_config
 
 __all__ = ["units", "compare", "advice", "format_report"]
-
-
-def units(model, prefix: str = ""):
-    """[(dotted name, layer)]: Sequential chains flattened, every other layer (a leaf, a Residual or Branches
-    block) one unit."""
-    if isinstance(model, Sequential):
-        out = []
-        for name, child in model.children.items():
-            out += units(child, f"{prefix}{name}.")
-        return out
-    return [(prefix[:-1] or "-", model)]
 
 
 def _metrics(q, f) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 from .base import Layer
 from .digital import Add, Cat
 
-__all__ = ["Model", "Sequential", "Residual", "Branches", "walk"]
+__all__ = ["Model", "Sequential", "Residual", "Branches", "walk", "units"]
 
 
 def walk(layer, prefix: str = "") -> Iterator[Tuple[str, Layer]]:
@@ -155,3 +155,14 @@ class Branches(Model):
             d = p.backward(g, c)
             dx = d if dx is None else dx + d
         return np.asarray(dx, np.float32)
+
+
+def units(model, prefix: str = ""):
+    """[(dotted name, layer)]: Sequential chains flattened, every other layer (a leaf, a Residual or Branches
+    block) one unit."""
+    if isinstance(model, Sequential):
+        out = []
+        for name, child in model.children.items():
+            out += units(child, f"{prefix}{name}.")
+        return out
+    return [(prefix[:-1] or "-", model)]

@@ -154,7 +154,7 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
         loss_fn=None, patience: Optional[int] = None, keep_best: bool = True, checkpoint: Optional[str] = None,
         resume: bool = False, log_dir: Optional[str] = None, stage: str = "", clip_norm: Optional[float] = None,
         schedule=None, progress: Optional[bool] = None, log: Callable[[str], None] = print,
-        stop_after: Optional[int] = None) -> List[dict]:
+        stop_after: Optional[int] = None, noise_mode: str = "read") -> List[dict]:
     """Train `model` on data.x_train/y_train, validating every epoch on data.x_val/y_val (the test split only
     when the data has no validation split: see `data.with_validation`). Noisy models are validated over 3
     noise draws, averaged.
@@ -163,8 +163,12 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
     val_accuracy, lr, seconds). `checkpoint` is a model-file path written after every epoch (with optimizer
     and generator states); `resume=True` continues from it. `stop_after` ends the run after that many epochs
     of this call (simulating an interruption, for tests). The best model (highest validation accuracy, else
-    lowest validation loss) is restored at the end when keep_best.
+    lowest validation loss) is restored at the end when keep_best. noise_mode "read" (the vendor's NORMAL: a
+    new draw every forward) or "chip": one simulated chip per epoch, its programming error held for every
+    batch of the epoch (`witnp.noise.ChipSource`), a new chip the next epoch.
     """
+    if noise_mode not in ("read", "chip"):
+        raise ValueError(f"fit: noise_mode={noise_mode!r}; expected 'read' or 'chip'")
     _check_int("fit", "epochs", epochs, 0)
     _check_int("fit", "batch_size", batch_size, 1)
     _check_int("fit", "seed", seed, 0)
@@ -209,6 +213,10 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
         t0 = time.perf_counter()
         model.begin_epoch()
         tot, correct, seen = 0.0, 0, 0
+        chip = None
+        if noise_mode == "chip":  # this epoch's chip, from (seed, epoch): a resumed run meets the same chips
+            from ..noise import ChipSource
+            chip = ChipSource(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))
         it = batches(data.x_train, data.y_train, batch_size, shuffle_rng)
         if bar:
             import click
@@ -219,7 +227,8 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
                 where = f"at epoch {epoch}, batch {b} (stage {stage or '-'}); lower the learning rate or check the data"
                 try:
                     with np.errstate(over="ignore", invalid="ignore"):
-                        out, ctx = model.forward(xb, train=True, rng=noise_rng)
+                        out, ctx = model.forward(xb, train=True,
+                                                 rng=chip.begin_forward() if chip is not None else noise_rng)
                         loss, g = loss_fn(out, yb)
                         if not math.isfinite(loss):
                             raise TrainingDiverged(f"fit: the loss became {loss} {where}")
@@ -323,11 +332,12 @@ def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed:
             break
         model.forward(xb, train=True, rng=rng)
     if strategy != "extrema":
-        calibrate_arrays(model, x[:steps * batch_size], strategy, param, batch_size)
+        float_model = with_config(model, {"use_quantization": False, "noise_level": 0})
+        calibrate_arrays(model, float_model, x[:steps * batch_size], strategy, param, batch_size)
 
 
 def eval_table_row(model, data, loss_fn, quant_changes: dict, noise_level: int, noise_seeds: int,
-                   calibrate_first: bool = False, batch_size: int = 32) -> dict:
+                   calibrate_first: bool = False, batch_size: int = 32, calibration: str = "extrema") -> dict:
     """Loss and metric under float, quantized and quantized+noise (mean and std over noise seeds).
 
     A model trained in float has no io_max yet: with calibrate_first, the quantized copy collects it on the
@@ -336,7 +346,9 @@ def eval_table_row(model, data, loss_fn, quant_changes: dict, noise_level: int, 
                   loss_fn)
     qmodel = with_config(model, dict(quant_changes, use_quantization=True, noise_level=0))
     if calibrate_first:
-        calibrate(qmodel, data.x_train, batch_size)
+        from ..analysis.calibration import parse_strategy
+        strategy, param = parse_strategy(calibration)
+        calibrate(qmodel, data.x_train, batch_size, strategy=strategy, param=param)
     q = evaluate(qmodel, data.x_test, data.y_test, loss_fn)
     nz = None
     if noise_level:
@@ -374,7 +386,7 @@ RECIPE_STATE = "recipe.json"
 def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "adam", batch_size: int = 32,
                seed: int = 0, loss_fn=None, patience: Optional[int] = None, noise_level: int = 4,
                noise_seeds: int = 5, out_dir: Optional[str] = None, log: Callable[[str], None] = print,
-               progress: Optional[bool] = None, resume: bool = False):
+               progress: Optional[bool] = None, resume: bool = False, calibration: str = "extrema"):
     """The vendor's recipe: each stage starts from the previous stage's best weights and io_max, trains with its
     own config changes, epochs and learning rate, and is evaluated float / quantized / quantized+noise.
 
@@ -425,10 +437,12 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
                                  patience=patience, log_dir=out_dir, stage=st.name, log=log, progress=progress,
                                  checkpoint=ckpt, resume=bool(resume and ckpt and os.path.exists(ckpt)),
                                  clip_norm=o.get("clip_norm"), schedule=make_schedule(opt, o.get("schedule"),
-                                                                                      st.epochs))
+                                                                                      st.epochs),
+                                 noise_mode=o.get("noise_mode", "read"))
         trained_quantized = any(l.config.use_quantization for _, l in walk(model) if l.config is not None)
         rows[st.name] = eval_table_row(model, data, loss_fn, quant_changes, noise_level, noise_seeds,
-                                       calibrate_first=not trained_quantized, batch_size=batch_size)
+                                       calibrate_first=not trained_quantized, batch_size=batch_size,
+                                       calibration=calibration)
         log(format_table({st.name: rows[st.name]}, noise_level, noise_seeds))
         if out_dir:
             hdf5.save(model, os.path.join(out_dir, f"{st.name}.h5"), data=getattr(data, "source", None))
