@@ -199,6 +199,8 @@ def validate(cfg: dict) -> None:
     _table("model.overrides", model.get("overrides", {}))
     for name, o in (model.get("overrides") or {}).items():
         _table(f"model.overrides.{name}", o)
+        if "calibration" in o:
+            _calibration(f"model.overrides.{name}.calibration", o["calibration"])
     _unknown("quant", cfg.get("quant", {}), CONFIG_FIELDS)
     stages = cfg.get("stages")
     if not isinstance(stages, list) or not stages:
@@ -267,7 +269,19 @@ def build_model(cfg: dict):
             close = difflib.get_close_matches(str(name), configurable, n=1, cutoff=0.6)
             raise RunConfigError(f"model.overrides.{name}: the model has no layer {name!r} with a config; "
                                  + (f"did you mean {close[0]!r}?" if close else f"expected one of {configurable}"))
+    arrays = [n for n, layer in wn.walk(model) if isinstance(layer, (wn.Linear, wn.Conv2d, wn.ConvTranspose2d))]
+    for name in layer_calibration(cfg):
+        if name not in arrays:
+            raise RunConfigError(f"model.overrides.{name}.calibration: layer {name} is a "
+                                 f"{type(dict(wn.walk(model))[name]).__name__}; a strategy calibrates the array "
+                                 f"layers (Linear, Conv1d/2d, ConvTranspose2d): {arrays}")
     return model
+
+
+def layer_calibration(cfg: dict) -> dict:
+    """{layer name: "NAME[:P]"} from the model.overrides tables that set `calibration`."""
+    return {name: o["calibration"] for name, o in (cfg.get("model", {}).get("overrides") or {}).items()
+            if isinstance(o, dict) and "calibration" in o}
 
 
 def load_data(cfg: dict):
@@ -299,8 +313,9 @@ def stages_of(cfg: dict):
     quant = dict(cfg.get("quant", {}))
     _check_fields("quant", quant)
     overrides = dict(cfg.get("model", {}).get("overrides", {}) or {})
+    overrides = {name: {k: v for k, v in dict(o).items() if k != "calibration"} for name, o in overrides.items()}
     for name, o in overrides.items():
-        _check_fields(f"model.overrides.{name}", dict(o))
+        _check_fields(f"model.overrides.{name}", o)
     validate(cfg)
     out = []
     for i, st in enumerate(cfg["stages"]):

@@ -61,7 +61,7 @@ def train(config_path, sets, out, resume, overwrite, progress):
             model, data, stages, optimizer=cfg.get("optimizer", "adam"), batch_size=cfg.get("batch_size", 32),
             seed=cfg.get("seed", 0), patience=cfg.get("patience", 0) or None, noise_level=cfg.get("noise_level", 4),
             noise_seeds=cfg.get("noise_seeds", 5), out_dir=folder, log=click.echo, progress=progress, resume=resume,
-            calibration=cfg.get("calibration", "extrema"))
+            calibration=cfg.get("calibration", "extrema"), layer_calibration=runconfig.layer_calibration(cfg))
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: the run so far is kept in {folder}; continue it with the same command and "
                    f"--resume:\n  {_command_line(resume=True)}", err=True)

@@ -175,6 +175,11 @@ for i, (k, v, m) in enumerate([("x_quant_bits", "20", "x_quant_bits=20"), ("y_qu
     case(f"quant-{k}={v}", _cli("train", "--out", "fresh", "--set", f"quant.{k}={v}"), m)
     case(f"stage1-{k}={v}", _cli("train", "--out", "fresh", "--set", f"stages.1.{k}={v}"), m)
     case(f"override-{k}={v}", _cli("train", "--out", "fresh", "--set", f"model.overrides.0.{k}={v}"), m)
+for v, m in [('"median"', "model.overrides.0.calibration = 'median'"), ("3", "model.overrides.0.calibration = 3"),
+             ('"kl:5"', "kl")]:
+    case(f"override-calibration={v}", _cli("train", "--out", "fresh", "--set", f"model.overrides.0.calibration={v}"), m)
+case("override-calibration-on-relu", _cli("train", "--out", "fresh", "--set", 'model.overrides.1.calibration="kl"'),
+     "layer 1 is a ReLU")
 for k, m in [("epoch", "did you mean 'epochs'"), ("learning_rate", "unknown key"), ("nam", "did you mean 'name'")]:
     case(f"stage-unknown-{k}", _cli("train", "--out", "fresh", "--set", f"stages.0.{k}=1"), m)
 for k, m in [("epochs", "unknown key 'epochs'"), ("batchsize", "did you mean 'batch_size'"),

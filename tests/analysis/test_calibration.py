@@ -1,5 +1,7 @@
 """Calibration strategies for io_max: each against a hand-computed value, extrema unchanged, the powers of two
 they end on, and the command line."""
+import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -56,6 +58,45 @@ def test_extrema_is_todays_calibration_and_others_set_the_array_layers():
     assert float(first.stats["io_max_weight"]) == pytest.approx(np.abs(first.params["weight"]).max())
     with pytest.raises(ValueError, match="strategy='median'"):
         wn.train.calibrate(c, x, strategy="median")
+
+
+def test_a_layer_takes_its_own_strategy_and_the_others_keep_theirs():
+    rng = np.random.default_rng(3)
+    cfg = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", use_auto_scale=True, auto_scale_update_step=2)
+    m = wn.Sequential(wn.Linear(6, 5, config=cfg, rng=rng), wn.ReLU(config=cfg), wn.Linear(5, 3, config=cfg, rng=rng))
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    ref, one = wn.train.with_config(m, {}), wn.train.with_config(m, {})
+    wn.train.calibrate(ref, x)
+    wn.train.calibrate(one, x, per_layer={"2": "percentile:90"})
+    for k in ref.children["0"].stats:  # the first layer keeps the running maximum, bit for bit
+        np.testing.assert_array_equal(ref.children["0"].stats[k], one.children["0"].stats[k], err_msg=k)
+    fm = wn.train.with_config(m, {"use_quantization": False, "noise_level": 0})
+    h = fm.children["1"].forward(fm.children["0"].forward(x[:64], train=False)[0], train=False)[0]
+    assert float(one.children["2"].stats["io_max_x"]) == pytest.approx(np.percentile(np.abs(h), 90), rel=1e-6)
+    assert float(one.children["2"].stats["io_max_x"]) != float(ref.children["2"].stats["io_max_x"])
+    # a global strategy with one layer kept at extrema: that layer is the reference's
+    glob = wn.train.with_config(m, {})
+    wn.train.calibrate(glob, x, strategy="percentile", param=90.0, per_layer={"0": "extrema"})
+    np.testing.assert_array_equal(glob.children["0"].stats["io_max_x"], ref.children["0"].stats["io_max_x"])
+    assert float(glob.children["2"].stats["io_max_x"]) == float(one.children["2"].stats["io_max_x"])
+    for bad, match in [({"1": "kl"}, "layer '1': not a quantized Linear"), ({"9": "kl"}, "layer '9'"),
+                       ({"0": "median"}, r"per_layer\['0'\]")]:
+        with pytest.raises(ValueError, match=match):
+            wn.train.calibrate(wn.train.with_config(m, {}), x, per_layer=bad)
+
+
+def test_run_config_calibrates_per_layer(tmp_path):
+    run = lambda out, *sets: CliRunner().invoke(main, ["train", "--out", str(tmp_path / out), "--set",
+                                                       "stages=[{name='float',epochs=1,lr=0.01}]", *sets])
+    a = run("a")
+    b = run("b", "--set", "model.overrides.7.calibration='percentile:50'")
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    ra = json.loads((tmp_path / "a" / "eval.json").read_text())
+    rb = json.loads((tmp_path / "b" / "eval.json").read_text())
+    # the same float weights, another io_max on the last Linear: the same float column, another quantized one
+    assert ra["float"]["float"] == rb["float"]["float"] and ra["float"]["quantized"] != rb["float"]["quantized"]
+    bad = run("c", "--set", "model.overrides.1.calibration='kl'")
+    assert bad.exit_code == 1 and "layer 1 is a ReLU" in bad.output and not (tmp_path / "c").exists()
 
 
 def test_parse_and_cli(tmp_path):

@@ -102,11 +102,13 @@ def _kl_threshold(a, bins: int = 1024, levels: int = 128, stride: int = 8) -> fl
 
 
 def calibrate_arrays(model, float_model, x, strategy: str, param: Optional[float] = None,
-                     batch_size: int = 32) -> None:
+                     batch_size: int = 32, per_layer: Optional[dict] = None) -> None:
     """Set io_max_x and io_max_y of every quantized array layer of `model` (in its Sequential chains) from
     `float_model`'s activations on x (N, ...) float32, batch by batch, under `strategy`. float_model is `model`
     with quantization and noise off (``witnp.train.with_config(model, {"use_quantization": False,
-    "noise_level": 0})``): the caller builds it, so this module stays below witnp.train."""
+    "noise_level": 0})``): the caller builds it, so this module stays below witnp.train. per_layer: {layer
+    name: (strategy, param)} for layers that take their own strategy; a layer under "extrema" keeps the io_max
+    it has (the running maximum). A name that is not a quantized array layer of a Sequential chain is refused."""
     from ..layers.container import units
     from ..layers.conv import Conv2d, ConvTranspose2d
     from ..layers.linear import Linear
@@ -116,6 +118,14 @@ def calibrate_arrays(model, float_model, x, strategy: str, param: Optional[float
     targets = units(model)
     seen = {i: ([], []) for i, (_, layer) in enumerate(targets)
             if isinstance(layer, (Linear, Conv2d, ConvTranspose2d)) and layer.config.use_quantization}
+    per_layer = dict(per_layer or {})
+    names = [targets[i][0] for i in seen]
+    for name, (s, _) in per_layer.items():
+        if name not in names:
+            raise ValueError(f"calibration for layer {name!r}: not a quantized Linear / Conv layer of the model's "
+                             f"Sequential chains; these take a strategy: {names}")
+        if s not in STRATEGIES:
+            raise ValueError(f"calibration for layer {name!r}: strategy {s!r}; expected one of {list(STRATEGIES)}")
     for b0 in range(0, len(x), batch_size):
         h = np.asarray(x[b0:b0 + batch_size], np.float32)
         for i, (_, layer) in enumerate(float_units):
@@ -126,9 +136,12 @@ def calibrate_arrays(model, float_model, x, strategy: str, param: Optional[float
             h = y
     for i, (xs, ys) in seen.items():
         layer = targets[i][1]
+        s, p = per_layer.get(targets[i][0], (strategy, param))
+        if s == "extrema":
+            continue
         qs = layer._qs()
         for name, data in (("x", xs), ("y", ys)):
-            m = io_max(data, strategy, param, bits=qs[name])
+            m = io_max(data, s, p, bits=qs[name])
             if m > 0:
                 layer.stats["io_max_" + name] = np.array(m, np.float32)
         layer.stats["io_max_weight"] = np.array(np.abs(layer.params["weight"]).max(), np.float32)

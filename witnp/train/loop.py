@@ -313,17 +313,25 @@ class Stage:
 
 
 def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed: int = 0,
-              strategy: str = "extrema", param: Optional[float] = None) -> None:
+              strategy: str = "extrema", param: Optional[float] = None,
+              per_layer: Optional[Dict[str, str]] = None) -> None:
     """Collect io_max on `x` as the first training forwards of an epoch do (begin_epoch, then `steps` training
     forwards, default the largest auto_scale_update_step), without any weight update. Training forwards also
     move BatchNorm running statistics: calibrate a copy (`with_config`) when that matters.
 
     strategy: "extrema" (the vendor's running maximum: the above alone), or "moving_average", "percentile"
     (param: the percentile), "mse", "kl" for the array layers' io_max_x and io_max_y, from the float model's
-    activations on the same frames (`witnp.analysis.calibration`)."""
-    from ..analysis.calibration import STRATEGIES, calibrate_arrays
+    activations on the same frames (`witnp.analysis.calibration`). per_layer: {layer name: "NAME[:P]"} for
+    array layers that take another strategy than `strategy` (names as `witnp.walk` gives them)."""
+    from ..analysis.calibration import STRATEGIES, calibrate_arrays, parse_strategy
     if strategy not in STRATEGIES:
         raise ValueError(f"calibrate: strategy={strategy!r}; expected one of {list(STRATEGIES)}")
+    per = {}
+    for name, spec in (per_layer or {}).items():
+        try:
+            per[name] = parse_strategy(spec)
+        except ValueError as e:
+            raise ValueError(f"calibrate: per_layer[{name!r}]: {e}") from None
     steps = steps or max([l.config.auto_scale_update_step for _, l in walk(model) if l.config is not None] or [1])
     model.begin_epoch()
     rng = np.random.default_rng(seed)
@@ -331,13 +339,14 @@ def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed:
         if i >= steps:
             break
         model.forward(xb, train=True, rng=rng)
-    if strategy != "extrema":
+    if strategy != "extrema" or any(s != "extrema" for s, _ in per.values()):
         float_model = with_config(model, {"use_quantization": False, "noise_level": 0})
-        calibrate_arrays(model, float_model, x[:steps * batch_size], strategy, param, batch_size)
+        calibrate_arrays(model, float_model, x[:steps * batch_size], strategy, param, batch_size, per_layer=per)
 
 
 def eval_table_row(model, data, loss_fn, quant_changes: dict, noise_level: int, noise_seeds: int,
-                   calibrate_first: bool = False, batch_size: int = 32, calibration: str = "extrema") -> dict:
+                   calibrate_first: bool = False, batch_size: int = 32, calibration: str = "extrema",
+                   layer_calibration: Optional[Dict[str, str]] = None) -> dict:
     """Loss and metric under float, quantized and quantized+noise (mean and std over noise seeds).
 
     A model trained in float has no io_max yet: with calibrate_first, the quantized copy collects it on the
@@ -348,7 +357,7 @@ def eval_table_row(model, data, loss_fn, quant_changes: dict, noise_level: int, 
     if calibrate_first:
         from ..analysis.calibration import parse_strategy
         strategy, param = parse_strategy(calibration)
-        calibrate(qmodel, data.x_train, batch_size, strategy=strategy, param=param)
+        calibrate(qmodel, data.x_train, batch_size, strategy=strategy, param=param, per_layer=layer_calibration)
     q = evaluate(qmodel, data.x_test, data.y_test, loss_fn)
     nz = None
     if noise_level:
@@ -386,7 +395,8 @@ RECIPE_STATE = "recipe.json"
 def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "adam", batch_size: int = 32,
                seed: int = 0, loss_fn=None, patience: Optional[int] = None, noise_level: int = 4,
                noise_seeds: int = 5, out_dir: Optional[str] = None, log: Callable[[str], None] = print,
-               progress: Optional[bool] = None, resume: bool = False, calibration: str = "extrema"):
+               progress: Optional[bool] = None, resume: bool = False, calibration: str = "extrema",
+               layer_calibration: Optional[Dict[str, str]] = None):
     """The vendor's recipe: each stage starts from the previous stage's best weights and io_max, trains with its
     own config changes, epochs and learning rate, and is evaluated float / quantized / quantized+noise.
 
@@ -442,7 +452,7 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
         trained_quantized = any(l.config.use_quantization for _, l in walk(model) if l.config is not None)
         rows[st.name] = eval_table_row(model, data, loss_fn, quant_changes, noise_level, noise_seeds,
                                        calibrate_first=not trained_quantized, batch_size=batch_size,
-                                       calibration=calibration)
+                                       calibration=calibration, layer_calibration=layer_calibration)
         log(format_table({st.name: rows[st.name]}, noise_level, noise_seeds))
         if out_dir:
             hdf5.save(model, os.path.join(out_dir, f"{st.name}.h5"), data=getattr(data, "source", None))
