@@ -41,11 +41,17 @@ def test_on_powers_of_two_the_strategies_choose_different_scales_only_with_outli
                                                                                  "moving_average")}) == 1
 
 
-def test_extrema_is_todays_calibration_and_others_set_the_array_layers():
-    rng = np.random.default_rng(0)
+def _two_linears(seed):
+    """Linear(6, 5) -> ReLU -> Linear(5, 3), quantized PN with auto-scale, and x (64, 6) float32."""
+    rng = np.random.default_rng(seed)
     cfg = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", use_auto_scale=True, auto_scale_update_step=2)
     m = wn.Sequential(wn.Linear(6, 5, config=cfg, rng=rng), wn.ReLU(config=cfg), wn.Linear(5, 3, config=cfg, rng=rng))
     x = rng.normal(size=(64, 6)).astype(np.float32)
+    return m, x
+
+
+def test_extrema_is_todays_calibration_and_others_set_the_array_layers():
+    m, x = _two_linears(0)
     a, b = wn.train.with_config(m, {}), wn.train.with_config(m, {})
     wn.train.calibrate(a, x)
     wn.train.calibrate(b, x, strategy="extrema")
@@ -61,10 +67,7 @@ def test_extrema_is_todays_calibration_and_others_set_the_array_layers():
 
 
 def test_a_layer_takes_its_own_strategy_and_the_others_keep_theirs():
-    rng = np.random.default_rng(3)
-    cfg = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", use_auto_scale=True, auto_scale_update_step=2)
-    m = wn.Sequential(wn.Linear(6, 5, config=cfg, rng=rng), wn.ReLU(config=cfg), wn.Linear(5, 3, config=cfg, rng=rng))
-    x = rng.normal(size=(64, 6)).astype(np.float32)
+    m, x = _two_linears(3)
     ref, one = wn.train.with_config(m, {}), wn.train.with_config(m, {})
     wn.train.calibrate(ref, x)
     wn.train.calibrate(one, x, per_layer={"2": "percentile:90"})
