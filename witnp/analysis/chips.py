@@ -70,16 +70,10 @@ def summary(values, higher_is_better: bool = True) -> Dict[str, float]:
 def write_chip_plot(path, values, metric: str = "accuracy", label: str = "") -> None:
     """A PNG histogram of a metric over chips, with the mean and the bad tail (5th percentile) marked. Needs
     matplotlib (``pip install "witnp[plot]"``)."""
-    from ..handoff.atomic import atomic_write
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError('--plot needs matplotlib, which is not installed: pip install "witnp[plot]"') from None
+    from .plot import new_figure, save_png
     v = np.asarray(values, np.float64)
     s = summary(v, higher_is_better=metric != "loss")
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = new_figure()
     ax.hist(v, bins=min(30, max(5, v.size // 3)), color="#4c72b0", alpha=0.85)
     ax.axvline(s["mean"], color="k", label=f"mean {s['mean']:.4f}")
     tail = "p5" if "p5" in s else "p95"
@@ -88,6 +82,4 @@ def write_chip_plot(path, values, metric: str = "accuracy", label: str = "") -> 
     ax.set_ylabel("chips")
     ax.set_title(f"{label} over {v.size} simulated chips".strip())
     ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_png(fig, path)

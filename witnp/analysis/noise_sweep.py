@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from ..handoff.atomic import atomic_write, write_text
+from ..handoff.atomic import write_text
 from ..train.loop import evaluate, noise_eval_rng, with_config
 
 __all__ = ["parse_levels", "noise_sweep", "format_sweep", "write_csv", "write_json", "write_plot"]
@@ -92,14 +92,9 @@ def write_json(path, rows: List[dict]) -> None:
 def write_plot(path, rows: List[dict]) -> None:
     """A PNG of the metric against noise level, one line per model, error bars ± std. Needs matplotlib
     (``pip install "witnp[plot]"``)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError('--plot needs matplotlib, which is not installed: pip install "witnp[plot]"') from None
+    from .plot import new_figure, save_png
     metric = _metric(rows)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = new_figure()
     for name in dict.fromkeys(r["model"] for r in rows):
         rs = [r for r in rows if r["model"] == name]
         ax.errorbar([r["level"] for r in rs], [r[metric][0] for r in rs], yerr=[r[metric][1] for r in rs],
@@ -108,6 +103,4 @@ def write_plot(path, rows: List[dict]) -> None:
     ax.set_ylabel(f"test {metric}")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_png(fig, path)
