@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..array.conv.ops import Geometry
-from .handoff_file import read_handoff
+from .handoff_file import leaf_records, read_handoff
 from .int_ops import gru_q_int, shift_round
 from ..quant import code_range, pow2_exponent
 
@@ -110,14 +110,6 @@ def _geometry(rec) -> Geometry:
     return Geometry(*[int(v) for v in rec["geometry"]])
 
 
-def _leaves(records):
-    for name, rec in records:
-        if "children" in rec:
-            yield from _leaves(rec["children"])
-        else:
-            yield name, rec
-
-
 class IntegerEngine:
     """Integer inference over the layer records of an export (`export.export_model` / a handoff file).
 
@@ -155,7 +147,7 @@ class IntegerEngine:
         through a sequence gives `run`'s outputs bit for bit. Models with a layer that reads across time
         steps (a convolution, pooling, Mean, Flatten, a GRU returning only its last state) are refused,
         naming it."""
-        for name, rec in _leaves(self.records):
+        for name, rec in leaf_records(self.records):
             if rec["type"] not in self.STREAMABLE or (rec["type"] == "GRU" and not rec.get("return_sequences", True)):
                 raise ValueError(f"step: layer {name!r} ({rec.get('op', rec['type'])}) reads across time steps; "
                                  f"only GRUs returning every step and per-frame layers stream")

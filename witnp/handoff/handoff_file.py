@@ -21,6 +21,7 @@ VERSION = "1.0"
 
 
 def leaf_records(records):
+    """(name, record) of every leaf layer, in order, through nested containers' "children"."""
     for name, rec in records:
         if "children" in rec:
             yield from leaf_records(rec["children"])
