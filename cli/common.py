@@ -68,8 +68,8 @@ def _check_outputs(model_path, outs):
     output: refused before any work, so no command writes over its own input."""
     for i, (opt, p) in enumerate(outs):
         if wn_same(p, model_path):
-            raise runconfig.RunConfigError(f"{opt} {p}: that is MODEL itself; expected a new file (the export "
-                                           f"would replace the model)")
+            raise runconfig.RunConfigError(f"{opt} {p}: that is MODEL itself; expected a new file (writing it "
+                                           f"would replace the model this command reads)")
         for opt2, p2 in outs[:i]:
             if wn_same(p, p2):
                 raise runconfig.RunConfigError(f"{opt} {p}: the same file as {opt2}; expected separate files")
