@@ -96,15 +96,29 @@ class ScaleObserver:
         self.enabled = bool(enabled)
         self.counter = 0
         self._warned = set()
+        self.pinned: frozenset = frozenset()
+
+    def pin(self, names: Iterable[str], qs: Dict[str, int]) -> None:
+        """Keep the io_max of `names` as it is now (a calibration strategy's choice): epochs no longer reset
+        it and training forwards no longer record it; the current scales follow it from now on. The other
+        tensors (the weight) keep the vendor's schedule. Not part of `state()`: whoever calibrates pins."""
+        names = frozenset(names)
+        bad = names - set(self.names)
+        if bad:
+            raise ValueError(f"{self.owner}: cannot pin io_max of {sorted(bad)}; the observer has {list(self.names)}")
+        self.pinned = self.pinned | names
+        if self.enabled:
+            self._derive(qs, only=names)
 
     def begin_epoch(self) -> None:
         """The vendor's module.train(): counter 0, io_max all 8.0, current scales kept."""
         self.counter = 0
         for n in self.names:
-            self.stats["io_max_" + n] = np.array(IO_MAX_RESET, np.float32)
+            if n not in self.pinned:
+                self.stats["io_max_" + n] = np.array(IO_MAX_RESET, np.float32)
 
-    def _derive(self, qs: Dict[str, int]) -> None:
-        for n in self.names:
+    def _derive(self, qs: Dict[str, int], only=None) -> None:
+        for n in (self.names if only is None else [n for n in self.names if n in only]):
             m = float(self.stats["io_max_" + n])
             if m > 0 and math.isfinite(m):
                 self.scales[n] = scale_from_max(m, qs[n])
@@ -130,6 +144,8 @@ class ScaleObserver:
         self.counter += 1
         if self.counter <= self.step:
             for n in self.names:
+                if n in self.pinned:
+                    continue
                 key = "io_max_" + n
                 v = np.float32(maxima[n])
                 # the first record of an epoch replaces the reset value; later ones keep the running max

@@ -10,6 +10,7 @@ import witnp as wn
 from witnp.analysis.calibration import io_max, parse_strategy
 from witnp.cli.main import main
 from witnp.quant import scale_from_max
+from witnp.train.data import Dataset
 
 # 999 values spread over [0, 1) and one outlier at 100: where the strategies part
 VALUES = np.concatenate([np.arange(999) / 999.0, [100.0]]).astype(np.float32)
@@ -112,3 +113,52 @@ def test_parse_and_cli(tmp_path):
     wn.save(wn.Sequential(wn.Linear(4, 2)), tmp_path / "m.h5", data="digits")
     r = CliRunner().invoke(main, ["eval", str(tmp_path / "m.h5"), "--calibration", "kl"])
     assert r.exit_code == 2 and "--calibration goes with --quantize" in r.output
+
+
+def test_pinned_io_max_survives_epochs_and_training_forwards():
+    m, x = _two_linears(5)
+    first = m.children["0"]
+    first.stats["io_max_x"] = np.array(0.75, np.float32)
+    first.pin_io_max(("x", "y"))
+    assert first.scales["x"] == scale_from_max(0.75, first._qs()["x"])  # the scale follows at once
+    w_before = float(first.stats["io_max_weight"])
+    m.begin_epoch()
+    for i in range(3):
+        m.forward(x[16 * i:16 * (i + 1)] * 10, train=True)  # inputs far above 0.75 are not recorded
+    assert float(first.stats["io_max_x"]) == 0.75
+    assert float(first.stats["io_max_weight"]) != w_before  # the weight keeps the vendor's schedule
+    assert float(m.children["2"].stats["io_max_x"]) != 8.0  # an unpinned layer re-collects (8.0: the epoch's reset)
+    with pytest.raises(ValueError, match="cannot pin io_max of \\['z'\\]"):
+        first.pin_io_max(("z",))
+
+
+def _recipe(m, x, calibration, per_layer=None):
+    y = (x[:, 0] > 0).astype(np.int64)
+    data = Dataset(x[:48], y[:48], x[48:], y[48:])
+    stages = [wn.train.Stage("float", {"use_quantization": False}, 1, 0.01),
+              wn.train.Stage("qat", {"use_quantization": True}, 2, 0.01)]
+    logs = []
+    model, rows, _ = wn.train.run_recipe(wn.train.with_config(m, {"use_quantization": False}), data, stages,
+                                         noise_level=0, calibration=calibration, layer_calibration=per_layer,
+                                         log=logs.append, batch_size=16)
+    return model, logs, data
+
+
+def test_a_quantized_stage_from_float_trains_with_the_strategy_io_max():
+    m, x = _two_linears(7)
+    ref, ref_logs, data = _recipe(m, x, "extrema")
+    assert not any("kept from calibration" in s for s in ref_logs)
+    got, logs, _ = _recipe(m, x, "extrema", {"2": "percentile:50"})
+    assert any("qat: io_max of 2 kept from calibration" in s for s in logs)
+    # the stage's start: the float model's weights calibrated under percentile:50 on the training split
+    start = wn.train.run_recipe(wn.train.with_config(m, {"use_quantization": False}), data,
+                                [wn.train.Stage("float", {"use_quantization": False}, 1, 0.01)], noise_level=0,
+                                log=lambda s: None, batch_size=16)[0]
+    start = wn.train.with_config(start, {"use_quantization": True})
+    wn.train.calibrate(start, data.x_train, 16, per_layer={"2": "percentile:50"})
+    expect = start.children["2"].stats
+    for t in ("x", "y"):  # kept through two epochs of training, not the running maximum of their first forwards
+        assert float(got.children["2"].stats["io_max_" + t]) == float(expect["io_max_" + t])
+        assert float(got.children["2"].stats["io_max_" + t]) != float(ref.children["2"].stats["io_max_" + t])
+    # the other layer follows the vendor's schedule as under extrema; the weights differ only through layer 2
+    assert float(got.children["0"].stats["io_max_weight"]) > 0

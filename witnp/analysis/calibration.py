@@ -27,7 +27,7 @@ import numpy as np
 
 from ..quant import scale_from_max
 
-__all__ = ["STRATEGIES", "parse_strategy", "io_max", "calibrate_arrays"]
+__all__ = ["STRATEGIES", "parse_strategy", "io_max", "calibrate_arrays", "strategy_layers"]
 
 STRATEGIES = ("extrema", "moving_average", "percentile", "mse", "kl")
 
@@ -145,3 +145,16 @@ def calibrate_arrays(model, float_model, x, strategy: str, param: Optional[float
             if m > 0:
                 layer.stats["io_max_" + name] = np.array(m, np.float32)
         layer.stats["io_max_weight"] = np.array(np.abs(layer.params["weight"]).max(), np.float32)
+
+
+def strategy_layers(model, strategy: str, per_layer: Optional[dict] = None) -> List[str]:
+    """Names of the quantized array layers of `model`'s Sequential chains that a strategy other than extrema
+    calibrates: those named in per_layer ({name: (strategy, param)}) with another strategy, and the rest when
+    `strategy` is not extrema. These are the layers whose io_max a recipe keeps (pins) while it trains."""
+    from ..layers.container import units
+    from ..layers.conv import Conv2d, ConvTranspose2d
+    from ..layers.linear import Linear
+    per_layer = dict(per_layer or {})
+    return [name for name, layer in units(model)
+            if isinstance(layer, (Linear, Conv2d, ConvTranspose2d)) and layer.config.use_quantization
+            and per_layer.get(name, (strategy, None))[0] != "extrema"]

@@ -46,6 +46,11 @@ class ArrayLayer(Layer):
     def begin_epoch(self) -> None:
         self.observer.begin_epoch()
 
+    def pin_io_max(self, names=("x", "y")) -> None:
+        """Keep io_max of `names` (a calibration strategy's choice) through training: epochs do not reset it
+        and training forwards do not re-collect it (`ScaleObserver.pin`); the weight keeps max |W|."""
+        self.observer.pin(names, self._qs())
+
     def _quant_call(self, fn, train, rng):
         """Run one quantized forward `fn(scales, noise, rng, want_stats) -> (y, ctx, stats)` under the
         auto-scale schedule: scales for this forward first, statistics recorded after a training forward."""

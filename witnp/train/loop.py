@@ -27,7 +27,7 @@ from ..handoff import model_file as hdf5
 from ..handoff.atomic import write_text
 from . import optim
 from .data import Dataset, batches
-from ..layers.container import walk
+from ..layers.container import units, walk
 from ..layers.registry import build, layer_spec
 from .losses import CrossEntropyLoss
 
@@ -436,22 +436,28 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
             histories[st.name] = [r for r in read_metrics(out_dir) if r.get("stage") == st.name]
             log(f"{st.name}: finished before, kept")
             continue
+        was_float = not _quantized(model)
         model = with_config(model, st.changes, st.per_layer)
+        ckpt = _ckpt(out_dir, st.name)
+        resuming = bool(resume and ckpt and os.path.exists(ckpt))
+        pinned = _pin_calibrated(model, data.x_train, calibrate_now=was_float and not resuming,
+                                 calibration=calibration, layer_calibration=layer_calibration, batch_size=batch_size)
+        if pinned:
+            log(f"{st.name}: io_max of {', '.join(pinned)} kept from calibration ({calibration}"
+                f"{' and per layer' if layer_calibration else ''}) while it trains")
         o = st.options
         opt_cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}[o.get("optimizer", optimizer)]
         opt = opt_cls(model, lr=st.lr, **({"weight_decay": o["weight_decay"]} if "weight_decay" in o else {}))
-        ckpt = _ckpt(out_dir, st.name)
         train_loss = CrossEntropyLoss(label_smoothing=o["label_smoothing"]) if o.get("label_smoothing") else loss_fn
         histories[st.name] = fit(model, data, optimizer=opt, epochs=st.epochs,
                                  batch_size=o.get("batch_size", batch_size), seed=seed + i, loss_fn=train_loss,
                                  patience=patience, log_dir=out_dir, stage=st.name, log=log, progress=progress,
-                                 checkpoint=ckpt, resume=bool(resume and ckpt and os.path.exists(ckpt)),
+                                 checkpoint=ckpt, resume=resuming,
                                  clip_norm=o.get("clip_norm"), schedule=make_schedule(opt, o.get("schedule"),
                                                                                       st.epochs),
                                  noise_mode=o.get("noise_mode", "read"))
-        trained_quantized = any(l.config.use_quantization for _, l in walk(model) if l.config is not None)
         rows[st.name] = eval_table_row(model, data, loss_fn, quant_changes, noise_level, noise_seeds,
-                                       calibrate_first=not trained_quantized, batch_size=batch_size,
+                                       calibrate_first=not _quantized(model), batch_size=batch_size,
                                        calibration=calibration, layer_calibration=layer_calibration)
         log(format_table({st.name: rows[st.name]}, noise_level, noise_seeds))
         if out_dir:
@@ -460,6 +466,32 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
             state["rows"][st.name] = rows[st.name]
             write_text(os.path.join(out_dir, RECIPE_STATE), json.dumps(state, indent=1))
     return model, rows, histories
+
+
+def _quantized(model) -> bool:
+    return any(l.config.use_quantization for _, l in walk(model) if l.config is not None)
+
+
+def _pin_calibrated(model, x, calibrate_now: bool, calibration: str, layer_calibration, batch_size: int) -> List[str]:
+    """A quantized stage under a calibration strategy other than extrema (global or per layer): the array
+    layers that strategy covers get their io_max from it and keep it while the stage trains (the vendor's
+    observer would replace it by the running maximum within auto_scale_update_step forwards of every epoch).
+    calibrate_now: the stage starts from a float model (else the io_max the previous stage left is kept).
+    Returns the pinned layers' names; none under extrema, which stays the vendor's schedule bit for bit."""
+    from ..analysis.calibration import parse_strategy, strategy_layers
+    if not _quantized(model):
+        return []
+    strategy, param = parse_strategy(calibration)
+    per = {name: parse_strategy(spec) for name, spec in (layer_calibration or {}).items()}
+    names = strategy_layers(model, strategy, per)
+    if not names:
+        return []
+    if calibrate_now:
+        calibrate(model, x, batch_size, strategy=strategy, param=param, per_layer=layer_calibration)
+    layers = dict(units(model))
+    for name in names:
+        layers[name].pin_io_max(("x", "y"))
+    return names
 
 
 def make_schedule(opt, spec: Optional[dict], epochs: int):
