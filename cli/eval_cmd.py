@@ -39,21 +39,28 @@ from .common import _check_outputs, _data_of, _load_dataset, _model_takes, frien
 @click.option("--chips", type=click.IntRange(1), default=None, metavar="N",
               help="Score N simulated chips, each with its own programming error kept for all its inferences "
                    "(witnp/analysis/chips.py): mean, std, 5th percentile and worst.")
+@click.option("--read-noise", type=click.FloatRange(0), default=None, metavar="R",
+              help="With --chips: fresh noise on every read on top of each chip's fixed error, at R times its "
+                   "level (0: none, the default; 1: as large).")
 @click.option("--integer", is_flag=True, help="Also run the integer engine on an in-memory export.")
 @friendly
 def eval_(model_paths, data, quantize, calibration, noise_level, noise_levels, noise_seeds, csv_path, json_path,
-          plot_path, chips, integer):
+          plot_path, chips, read_noise, integer):
     """Loss and accuracy of MODEL on the test split; with --noise-levels, against noise level, for one or
     several models."""
     from witnp.analysis.calibration import parse_strategy
     cal = parse_strategy(calibration)
     if calibration != "extrema" and not quantize:
         raise click.UsageError("--calibration goes with --quantize (it calibrates a float model's io_max)")
+    if read_noise is not None and chips is None:
+        raise click.UsageError("--read-noise goes with --chips (read noise on top of each chip's fixed error)")
+    if read_noise is not None and not np.isfinite(read_noise):
+        raise click.UsageError(f"--read-noise {read_noise}: expected a finite number >= 0")
     if chips is not None:
         if noise_levels is not None or integer or csv_path or len(model_paths) > 1:
             raise click.UsageError("--chips scores one MODEL (with --noise-level, --data, --quantize, --json and "
                                    "--plot)")
-        return _chips(model_paths[0], data, quantize, noise_level, chips, json_path, cal, plot_path)
+        return _chips(model_paths[0], data, quantize, noise_level, chips, json_path, cal, plot_path, read_noise or 0.0)
     if noise_levels is not None:
         return _noise_sweep(model_paths, data, quantize, noise_levels, noise_seeds, csv_path, json_path, plot_path,
                             noise_level, integer, cal)
@@ -100,7 +107,7 @@ def _need_matplotlib():
         raise runconfig.RunConfigError('--plot needs matplotlib, which is not installed: pip install "witnp[plot]"')
 
 
-def _chips(model_path, data, quantize, noise_level, chips, json_path, cal, plot_path=None):
+def _chips(model_path, data, quantize, noise_level, chips, json_path, cal, plot_path=None, read_noise=0.0):
     from witnp.analysis.chips import CHIP_SEED, chip_metrics, summary, write_chip_plot
     _check_outputs(model_path, [(o, p) for o, p in (("--json", json_path), ("--plot", plot_path)) if p])
     if plot_path:
@@ -109,16 +116,17 @@ def _chips(model_path, data, quantize, noise_level, chips, json_path, cal, plot_
     d = _load_dataset(_data_of(model_path, data))
     _model_takes(model, d, model_path)
     model = _quantized(model, model_path, d, cal) if quantize else model
-    runs = chip_metrics(model, d.x_test, d.y_test, chips, noise_level)
+    runs = chip_metrics(model, d.x_test, d.y_test, chips, noise_level, read_noise=read_noise)
     out = {k: summary([r[k] for r in runs], higher_is_better=k != "loss") for k in runs[0]}
     click.echo(f"{model_path} on {chips} simulated chips (seeds {CHIP_SEED}..{CHIP_SEED + chips - 1}; each keeps one "
-               f"programming error), {d.name} test split:")
+               f"programming error{f', read noise x{read_noise:g} on top' if read_noise else ''}), {d.name} test "
+               f"split:")
     for k, v in out.items():
         tail = f"5th percentile {v['p5']:.4f}" if "p5" in v else f"95th percentile {v['p95']:.4f}"
         click.echo(f"{k}: {v['mean']:.4f} ± {v['std']:.4f}, {tail}, worst {v['worst']:.4f}")
     if json_path:
         from witnp.handoff.atomic import write_text
-        write_text(json_path, json.dumps({"summary": out, "chips": runs}, indent=1))
+        write_text(json_path, json.dumps({"summary": out, "read_noise": read_noise, "chips": runs}, indent=1))
         click.echo(f"wrote {json_path}")
     if plot_path:
         metric = "accuracy" if "accuracy" in runs[0] else "loss"

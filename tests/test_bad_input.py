@@ -286,6 +286,10 @@ case("eval-csv-without-sweep", _cli("eval", "run/best.h5", "--csv", "s.csv"), "-
 case("eval-sweep-with-level", _cli("eval", "run/best.h5", "--noise-levels", "0-1", "--noise-level", "3"),
      "--noise-level")
 case("eval-quantize-quantized", _cli("eval", "run/best.h5", "--quantize"), "already quantized")
+case("eval-read-noise-without-chips", _cli("eval", "run/best.h5", "--read-noise", "0.5"), "--read-noise goes with --chips")
+case("eval-read-noise-negative", _cli("eval", "run/best.h5", "--chips", "2", "--read-noise", "-1"), "--read-noise")
+case("eval-read-noise-nan", _cli("eval", "run/best.h5", "--chips", "2", "--read-noise", "nan"), "--read-noise")
+case("eval-chips-0", _cli("eval", "run/best.h5", "--chips", "0"), "--chips")
 case("inspect-compare-float", _cli("inspect", "run/float.h5", "--compare"), "no quantized layer")
 case("inspect-compare-json-onto-model", _cli("inspect", "run/best.h5", "--compare", "--json", "run/best.h5"),
      "MODEL itself")

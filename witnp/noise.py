@@ -88,11 +88,22 @@ def noise_model(name: str, level: int) -> NoiseModelBase:
 class ChipSource:
     """A random source for `forward(..., rng=)` that gives every forward the same draws: the first forward's
     sequence of standard-normal arrays, replayed. Layers draw their noise in a fixed order of fixed shapes
-    (weights and bias rows, whatever the batch), so each forward of a chip sees its one programming error."""
+    (weights and bias rows, whatever the batch), so each forward of a chip sees its one programming error.
 
-    def __init__(self, seed: int):
+    Whatever noise model the layers have (`LayerConfig.noise_model`, `register_noise_model`) turns these draws
+    into the error, so a registered model is a chip model too. read_noise r >= 0 adds, on every forward, fresh
+    independent draws times r (from the chip's own read generator): with NORMAL, read noise at r times the
+    programming error's level, on top of it (the draw's std becomes sqrt(1 + r²))."""
+
+    def __init__(self, seed: int, read_noise: float = 0.0):
+        r = float(read_noise) if isinstance(read_noise, (int, float)) and not isinstance(read_noise, bool) else -1.0
+        if not (r >= 0 and np.isfinite(r)):
+            raise ValueError(f"ChipSource: read_noise={read_noise!r}; expected a finite number >= 0 (0: no read "
+                             f"noise, 1: as large as the programming error)")
         self.seed = int(seed)
+        self.read_noise = r
         self._gen = np.random.default_rng(self.seed)
+        self._reads = np.random.default_rng([self.seed, 1]) if r else None
         self._draws: List[np.ndarray] = []
         self._i = 0
 
@@ -110,4 +121,6 @@ class ChipSource:
             a = self._gen.standard_normal(size, dtype=dtype)
             self._draws.append(a)
         self._i += 1
-        return a.copy()
+        if self._reads is None:
+            return a.copy()
+        return (a + a.dtype.type(self.read_noise) * self._reads.standard_normal(size, dtype=dtype)).astype(a.dtype)

@@ -45,6 +45,50 @@ def test_a_chip_is_a_normal_read_drawn_once():
     assert small != reads
 
 
+def test_read_noise_rides_on_the_chip_error():
+    """Each read = the chip's fixed draw + r x a fresh one: the fixed part is the chip's draw exactly, the read
+    part has std r and is new on every read. 20000 draws: the std estimate's relative error is ~0.5 %, so the
+    10 % bands below do not fail by chance (seeded, in any case)."""
+    chip = ChipSource(CHIP_SEED).standard_normal((20000,))
+    src = ChipSource(CHIP_SEED, read_noise=0.5)
+    r1 = src.begin_forward().standard_normal((20000,)) - chip
+    r2 = src.begin_forward().standard_normal((20000,)) - chip
+    assert 0.45 < r1.std() < 0.55 and 0.45 < r2.std() < 0.55
+    assert abs(np.corrcoef(r1, r2)[0, 1]) < 0.05 and abs(np.corrcoef(r1, chip)[0, 1]) < 0.05
+    m, (x, y) = _model(), _data()
+    quiet = chip_metrics(m, x, y, 4, batch_size=len(x))
+    assert chip_metrics(m, x, y, 4, batch_size=len(x), read_noise=0.0) == quiet
+    loud = chip_metrics(m, x, y, 4, batch_size=len(x), read_noise=1.0)
+    assert loud != quiet and loud == chip_metrics(m, x, y, 4, batch_size=len(x), read_noise=1.0)  # seeded
+    for bad in (-0.1, float("nan"), "1", True):
+        with pytest.raises(ValueError, match="read_noise"):
+            ChipSource(1, read_noise=bad)
+
+
+class _Uniform(wn.noise.NoiseModelBase):
+    """A user's own error model: m + level x e (no dependence on |m|)."""
+
+    name = "TEST_UNIFORM"
+
+    def apply(self, m, e):
+        return np.asarray(m, np.float32) + np.float32(self.level) * e
+
+    def derivative(self, m, e):
+        return np.ones_like(np.asarray(m, np.float32))
+
+
+def test_a_registered_noise_model_is_a_chip_model(monkeypatch):
+    monkeypatch.setitem(wn.noise.NOISE_MODELS, "TEST_UNIFORM", _Uniform)
+    m, (x, y) = _model(), _data()
+    own = wn.train.with_config(m, {"noise_model": "TEST_UNIFORM"})
+    src = ChipSource(CHIP_SEED + 1)
+    y1 = own.forward(x, rng=src.begin_forward())[0]
+    y2 = np.concatenate([own.forward(x[i:i + 9], rng=src.begin_forward())[0] for i in range(0, len(x), 9)])
+    np.testing.assert_array_equal(y1, y2)  # one chip under the user's model: one error over every forward
+    assert not np.array_equal(y1, m.forward(x, rng=ChipSource(CHIP_SEED + 1).begin_forward())[0])  # not NORMAL's
+    assert chip_metrics(own, x, y, 3) != chip_metrics(m, x, y, 3)
+
+
 def test_summary_and_refusals():
     s = summary([0.9, 0.8, 1.0, 0.7])
     assert s["mean"] == pytest.approx(0.85) and s["worst"] == 0.7 and s["chips"] == 4
@@ -67,6 +111,10 @@ def test_cli_chips(tmp_path):
     assert "on 6 simulated chips" in r.output and "5th percentile" in r.output
     rep = json.loads((tmp_path / "c.json").read_text())
     assert len(rep["chips"]) == 6 and rep["summary"]["accuracy"]["chips"] == 6
+    rn = CliRunner().invoke(main, ["eval", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz"), "--chips", "6",
+                                   "--read-noise", "0.5", "--json", str(tmp_path / "r.json")])
+    assert rn.exit_code == 0 and "read noise x0.5 on top" in rn.output, rn.output
+    assert json.loads((tmp_path / "r.json").read_text())["read_noise"] == 0.5
     bad = CliRunner().invoke(main, ["eval", str(tmp_path / "m.h5"), "--chips", "3", "--noise-levels", "0-2"])
     assert bad.exit_code == 2 and "--chips" in bad.output
 

@@ -5,8 +5,11 @@ analog arrays are wrong by a fixed amount that stays for all its inferences. Chi
 with the same NORMAL statistics at the model's noise level, from its own seed (CHIP_SEED + c), and keeps them:
 every forward of chip c replays the same draws (`witnp.noise.ChipSource`, which NAT's noise_mode="chip" also
 uses). The errors are those of every array's weights
-and bias rows (chip.md §6); nothing else varies between reads. Assumes, as NORMAL does, independent errors
-per array cell; a chip's errors do not drift.
+and bias rows (chip.md §6). With read_noise r > 0, every read adds fresh noise at r times that level on top
+(each chip's read generator is seeded from its seed too); with r = 0 nothing varies between reads. Assumes, as
+NORMAL does, independent errors per array cell; a chip's errors do not drift. The error statistics are the
+layers' noise model: a model registered with `witnp.register_noise_model` and named in LayerConfig.noise_model
+is used for programming (and read) errors alike.
 
 `chip_metrics` evaluates the model on every chip; `summary` gives mean, std, 5th percentile and worst of a
 metric over the chips.
@@ -26,11 +29,14 @@ CHIP_SEED = 2000
 """Chip c draws from np.random.default_rng(CHIP_SEED + c) (apart from the noise seeds of noisy reads)."""
 
 
-def chip_metrics(model, x, y, chips: int, noise_level: Optional[int] = None, batch_size: int = 256) -> List[dict]:
+def chip_metrics(model, x, y, chips: int, noise_level: Optional[int] = None, batch_size: int = 256,
+                 read_noise: float = 0.0) -> List[dict]:
     """The quantized model's metrics (`witnp.train.evaluate`) on each of `chips` simulated chips, at
-    noise_level (default: the model's own, else 4). Each chip keeps one draw over all its batches."""
+    noise_level (default: the model's own, else 4). Each chip keeps one draw over all its batches; read_noise
+    r adds fresh draws at r times that level on every forward (`ChipSource`)."""
     if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
         raise ValueError(f"chip_metrics: chips={chips!r}; expected a positive integer")
+    ChipSource(0, read_noise)  # refuses a bad read_noise before any work
     layers = [l for l in _leaves(model) if l.config is not None]
     if not any(l.config.use_quantization for l in layers):
         raise ValueError("chip_metrics: a float model has no analog arrays to program; use a QAT or NAT model")
@@ -38,7 +44,7 @@ def chip_metrics(model, x, y, chips: int, noise_level: Optional[int] = None, bat
     m = with_config(model, {"noise_level": int(level)})
     out = []
     for c in range(chips):
-        src = ChipSource(CHIP_SEED + c)
+        src = ChipSource(CHIP_SEED + c, read_noise)
         out.append(evaluate(_Replaying(m, src), x, y, batch_size=batch_size))
     return out
 
