@@ -10,7 +10,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",  # tomllib
     packages=["witnp", "witnp.array", "witnp.array.conv", "witnp.layers", "witnp.train", "witnp.handoff",
-              "witnp.analysis",
+              "witnp.analysis", "witnp.sweep",
               "witnp.kernels", "witnp.kernels.simd", "witnp.kernels.conv", "witnp.kernels.gru", "witnp.kernels.quant",
               "witnp.cli", "witnp._data"],
     # kernels/, cli/ and data/ live at the top of the repository but install inside witnp, so nothing generic
@@ -18,6 +18,7 @@ setup(
     package_dir={"witnp": "witnp", "witnp.kernels": "kernels", "witnp.cli": "cli", "witnp._data": "data"},
     package_data={"witnp._data": ["*.npz", "README.md"], "witnp.cli": ["*.toml"]},
     install_requires=["numpy>=1.24", "numba>=0.59", "h5py>=3.8", "click>=8.1", "threadpoolctl>=3.1"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"], "plot": ["matplotlib>=3.5"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"], "plot": ["matplotlib>=3.5"],
+                    "dask": ["dask[distributed]>=2023.1"]},
     entry_points={"console_scripts": ["witnp=witnp.cli.main:main"]},
 )

@@ -285,13 +285,19 @@ def layer_calibration(cfg: dict) -> dict:
 
 
 def load_data(cfg: dict):
+    """The run's dataset with its validation split (`with_validation_split`)."""
     from witnp import _data
     name = cfg.get("data")
     if not isinstance(name, str):
         raise RunConfigError(f"data: expected a dataset name {_data.names()} or a path to an .npz")
+    return with_validation_split(cfg, load_dataset(name, "data"))
+
+
+def with_validation_split(cfg: dict, data):
+    """data (as loaded) with its validation split: the file's own x_val / y_val win; else val_fraction of the
+    training split, seeded by `seed`."""
     from witnp.train.data import with_validation
-    data = load_dataset(name, "data")
-    try:  # the file's own x_val / y_val win; else val_fraction of the training split, seeded by `seed`
+    try:
         return with_validation(data, cfg.get("val_fraction", 0.0), cfg.get("seed", 0))
     except ValueError as e:
         raise RunConfigError(f"val_fraction: {e}") from None

@@ -30,13 +30,26 @@ def train(config_path, sets, out, resume, overwrite, progress):
 
     Everything is checked before the run folder is touched (config, data, the model on one batch, the folder);
     an interrupted run continues with the same command and --resume."""
-    from witnp.handoff.atomic import copy_file, remove_stale_temporaries, write_text
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in the folder and --overwrite replaces it: pass one")
     cfg = runconfig.resolve(config_path, sets)
     if out:
         cfg["out"] = out
-    data = runconfig.load_data(cfg)
+    try:
+        train_run(cfg, None, config_path, resume, overwrite, progress, click.echo)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: the run so far is kept in {cfg['out']}; continue it with the same command and "
+                   f"--resume:\n  {_command_line(resume=True)}", err=True)
+        raise SystemExit(130)
+
+
+def train_run(cfg: dict, raw, config_path, resume: bool, overwrite: bool, progress, log) -> dict:
+    """One run of a resolved run config into the run folder cfg["out"]: `witnp train`'s work, also each point
+    of `witnp sweep` (which loads the data once per worker: raw is the dataset as loaded, before the
+    validation split, or None to load cfg["data"]). Everything is checked before the folder is touched.
+    Returns the evaluation table's rows {stage: row} (eval.json)."""
+    from witnp.handoff.atomic import copy_file, remove_stale_temporaries, write_text
+    data = runconfig.with_validation_split(cfg, raw) if raw is not None else runconfig.load_data(cfg)
     wn.manual_seed(cfg.get("seed", 0))
     model = runconfig.build_model(cfg)
     stages = runconfig.stages_of(cfg)
@@ -53,19 +66,14 @@ def train(config_path, sets, out, resume, overwrite, progress):
         write_text(os.path.join(folder, "config.json"), json.dumps(cfg, indent=2))
     nval = (f"{len(data.x_val)} validation / " if data.x_val is not None
             else "no validation split (val_fraction = 0: the test split picks the best epoch) / ")
-    click.echo(f"witnp train: {len(data.x_train)} training / {nval}{len(data.x_test)} test samples from {data.name}; "
-               f"stages {', '.join(s.name for s in stages)}; run folder {folder}" + (" (resumed)" if resume else ""))
+    log(f"witnp train: {len(data.x_train)} training / {nval}{len(data.x_test)} test samples from {data.name}; "
+        f"stages {', '.join(s.name for s in stages)}; run folder {folder}" + (" (resumed)" if resume else ""))
     t0 = time.perf_counter()
-    try:
-        model, rows, _ = wn.train.run_recipe(
-            model, data, stages, optimizer=cfg.get("optimizer", "adam"), batch_size=cfg.get("batch_size", 32),
-            seed=cfg.get("seed", 0), patience=cfg.get("patience", 0) or None, noise_level=cfg.get("noise_level", 4),
-            noise_seeds=cfg.get("noise_seeds", 5), out_dir=folder, log=click.echo, progress=progress, resume=resume,
-            calibration=cfg.get("calibration", "extrema"), layer_calibration=runconfig.layer_calibration(cfg))
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: the run so far is kept in {folder}; continue it with the same command and "
-                   f"--resume:\n  {_command_line(resume=True)}", err=True)
-        raise SystemExit(130)
+    model, rows, _ = wn.train.run_recipe(
+        model, data, stages, optimizer=cfg.get("optimizer", "adam"), batch_size=cfg.get("batch_size", 32),
+        seed=cfg.get("seed", 0), patience=cfg.get("patience", 0) or None, noise_level=cfg.get("noise_level", 4),
+        noise_seeds=cfg.get("noise_seeds", 5), out_dir=folder, log=log, progress=progress, resume=resume,
+        calibration=cfg.get("calibration", "extrema"), layer_calibration=runconfig.layer_calibration(cfg))
     table = wn.train.format_table(rows, cfg.get("noise_level", 4), cfg.get("noise_seeds", 5))
     wn.save(model, os.path.join(folder, "best.h5"), data=data.source)
     last = os.path.join(folder, "checkpoints", f"{stages[-1].name}.h5")
@@ -73,8 +81,9 @@ def train(config_path, sets, out, resume, overwrite, progress):
         copy_file(last, os.path.join(folder, "last.h5"))
     write_text(os.path.join(folder, "eval.txt"), table + "\n")
     write_text(os.path.join(folder, "eval.json"), json.dumps(rows, indent=2))
-    click.echo("\n" + table)
-    click.echo(f"\ndone in {time.perf_counter() - t0:.1f} s; best model: {os.path.join(folder, 'best.h5')}")
+    log("\n" + table)
+    log(f"\ndone in {time.perf_counter() - t0:.1f} s; best model: {os.path.join(folder, 'best.h5')}")
+    return rows
 
 
 def _command_line(resume=False):

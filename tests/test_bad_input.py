@@ -290,6 +290,28 @@ case("eval-read-noise-without-chips", _cli("eval", "run/best.h5", "--read-noise"
 case("eval-read-noise-negative", _cli("eval", "run/best.h5", "--chips", "2", "--read-noise", "-1"), "--read-noise")
 case("eval-read-noise-nan", _cli("eval", "run/best.h5", "--chips", "2", "--read-noise", "nan"), "--read-noise")
 case("eval-chips-0", _cli("eval", "run/best.h5", "--chips", "0"), "--chips")
+# --- witnp sweep: refused before any point runs or the sweep folder is made ---
+for cid, args, match in [
+    ("no-grid", [], "nothing to sweep"),
+    ("grid-no-value", ["--grid", "quant.y_quant_bits"], "expected KEY=V1,V2"),
+    ("grid-empty-value", ["--grid", "seed=1,,2"], "an empty value"),
+    ("grid-value-twice", ["--grid", "seed=1,1"], "given twice"),
+    ("grid-key-twice", ["--grid", "seed=1", "--grid", "seed=2"], "seed: given twice"),
+    ("grid-and-seeds", ["--grid", "seed=1,2", "--seeds", "2"], "--seeds and --grid seed"),
+    ("seeds-0", ["--seeds", "0"], "--seeds"),
+    ("workers-0", ["--seeds", "2", "--workers", "0"], "--workers"),
+    ("grid-unknown-key", ["--grid", "quant.y_quant_bit=8,10"], "point quant.y_quant_bit=8: quant"),
+    ("grid-bad-value", ["--grid", "noise_level=3,12"], "point noise_level=12: noise_level = 12"),
+    ("grid-bad-data", ["--grid", "data=digits,nope.npz"], "point data=nope.npz"),
+    ("grid-out", ["--grid", "out=a,b"], "--grid out"),
+    ("scheduler-with-pool", ["--seeds", "2", "--scheduler", "tcp://127.0.0.1:1", "--executor", "processes"],
+     "--scheduler"),
+    ("unknown-executor", ["--seeds", "2", "--executor", "threads"], "--executor"),
+    ("missing-config", ["--seeds", "2", "--config", "nope.toml"], "nope.toml"),
+]:
+    case(f"sweep-{cid}", _cli("sweep", "--out", "fresh", *args), match)
+case("sweep-out-is-file", _cli("sweep", "--seeds", "2", "--out", "run.toml"), "is a file")
+case("sweep-out-holds-a-run", _cli("sweep", "--seeds", "2", "--out", "run"), "holds other files and no sweep")
 case("inspect-compare-float", _cli("inspect", "run/float.h5", "--compare"), "no quantized layer")
 case("inspect-compare-json-onto-model", _cli("inspect", "run/best.h5", "--compare", "--json", "run/best.h5"),
      "MODEL itself")
