@@ -1,6 +1,6 @@
 """``witnp``: the click group. Parses and validates, then calls the library; errors the user can cause print
 one clear line and exit 1 (``witnp --debug ...`` shows the traceback instead). One file per command:
-train_cmd, eval_cmd, export_cmd, inspect_cmd, sweep_cmd; what they share in common.py, the run folder in run_folder.py."""
+train_cmd, eval_cmd, export_cmd, inspect_cmd, sweep_cmd, search_bits_cmd; what they share in common.py, the run folder in run_folder.py."""
 from __future__ import annotations
 
 import os
@@ -12,6 +12,7 @@ import witnp as wn
 from .eval_cmd import eval_
 from .export_cmd import export
 from .inspect_cmd import inspect
+from .search_bits_cmd import search_bits
 from .sweep_cmd import sweep
 from .train_cmd import train
 
@@ -32,7 +33,7 @@ def main(ctx, debug, threads):
         wn.keep_freed_memory()  # steps reuse freed pages instead of faulting in new ones (witnp/memory.py)
 
 
-for _command in (train, eval_, export, inspect, sweep):
+for _command in (train, eval_, export, inspect, sweep, search_bits):
     main.add_command(_command)
 
 

@@ -45,6 +45,7 @@ def workspace(tmp_path_factory):
     (ws / "run.toml").write_text(RUN_TOML)
     _model_variants(ws)
     _data_variants(ws)
+    wn.save(wn.Sequential(wn.Linear(64, 10)), ws / "tiny.h5", data="digits")  # not the default config's layers
     return ws
 
 
@@ -310,6 +311,23 @@ for cid, args, match in [
     ("missing-config", ["--seeds", "2", "--config", "nope.toml"], "nope.toml"),
 ]:
     case(f"sweep-{cid}", _cli("sweep", "--out", "fresh", *args), match)
+# --- witnp search-bits: refused before the float model is trained or a candidate runs ---
+for cid, args, match in [
+    ("budget-negative", ["--budget", "-1"], "--budget -1.0"),
+    ("budget-nan", ["--budget", "nan"], "--budget nan"),
+    ("budget-word", ["--budget", "half"], "--budget"),
+    ("no-budget", [], "--budget"),
+    ("missing-model", ["--budget", "1", "--model", "nope.h5"], "nope.h5"),
+    ("no-quantized-stage", ["--budget", "1", "--config", "run.toml"], "no quantized stage"),
+    ("first-stage-quantized", ["--budget", "1", "--set", "stages=[{name='q',epochs=1,lr=0.01,use_quantization=true}]"],
+     "give --model FLOAT.h5"),
+    ("no-validation", ["--budget", "1", "--set", "val_fraction=0"], "validation split"),
+    ("model-mismatch", ["--budget", "1", "--model", "tiny.h5"], "array layers ['0'] are not the config's"),
+    ("out-is-file", ["--budget", "1", "--out", "run.toml"], "is a file"),
+    ("scheduler-with-pool", ["--budget", "1", "--scheduler", "tcp://127.0.0.1:1", "--executor", "processes"],
+     "--scheduler"),
+]:
+    case(f"search-bits-{cid}", _cli("search-bits", *(["--out", "fresh"] if "--out" not in args else []), *args), match)
 case("sweep-out-is-file", _cli("sweep", "--seeds", "2", "--out", "run.toml"), "is a file")
 case("sweep-out-holds-a-run", _cli("sweep", "--seeds", "2", "--out", "run"), "holds other files and no sweep")
 case("inspect-compare-float", _cli("inspect", "run/float.h5", "--compare"), "no quantized layer")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterator, List, Optional, Tuple
 
-__all__ = ["EXECUTORS", "run_tasks", "resolve_executor", "dask_available"]
+__all__ = ["EXECUTORS", "run_tasks", "Workers", "resolve_executor", "dask_available"]
 
 EXECUTORS = ("auto", "dask", "processes")
 _SHARED = None  # the pool worker's copy of `shared`, set once by its initializer
@@ -73,56 +73,72 @@ def _dask_call(fn, task, shared, threads: int):
 def run_tasks(fn: Callable, tasks: List[dict], shared, *, executor: str = "auto", workers: Optional[int] = None,
               scheduler: Optional[str] = None, threads: int = 1, log: Callable[[str], None] = print
               ) -> Iterator[Tuple[int, dict]]:
-    """(index into tasks, fn's result) for every task, in the order they finish. workers: the local pool's
-    or local cluster's size (default: one per core, at most one per task); ignored with a scheduler."""
+    """(index into tasks, fn's result) for every task, in the order they finish, on workers started for
+    this call (`Workers` keeps them for several batches). workers: the local pool's or local cluster's size
+    (default: one per core, at most one per task); ignored with a scheduler."""
     if not tasks:
         return
-    executor = resolve_executor(executor, scheduler)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-    if executor == "processes":
-        yield from _run_pool(fn, tasks, shared, workers, threads, log)
-    else:
-        yield from _run_dask(fn, tasks, shared, workers, scheduler, threads, log)
+    n = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    with Workers(shared, executor=executor, workers=n, scheduler=scheduler, threads=threads, log=log) as w:
+        yield from w.map(fn, tasks)
 
 
-def _run_pool(fn, tasks, shared, workers, threads, log):
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    log(f"executor: local process pool, {workers} worker{'s' * (workers > 1)}, {threads} thread(s) each")
-    # spawn, not fork: a forked copy of a process that has started Numba's or BLAS's threads can deadlock
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_pool_init,
-                             initargs=(shared, threads))
-    try:
-        futures = {ex.submit(_pool_call, fn, t): i for i, t in enumerate(tasks)}
-        for f in as_completed(futures):
-            try:
-                yield futures[f], f.result()
-            except Exception as e:  # noqa: BLE001 - a worker that died, or fn raised: the task failed
-                yield futures[f], _failed(e)
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+class Workers:
+    """Worker processes kept for several batches of tasks (a search runs many): `shared` is sent to each
+    worker once, when they start. A context manager; `map(fn, tasks)` yields (index, result) as tasks end."""
 
+    def __init__(self, shared, *, executor: str = "auto", workers: Optional[int] = None,
+                 scheduler: Optional[str] = None, threads: int = 1, log: Callable[[str], None] = print):
+        self.shared, self.scheduler, self.threads, self.log = shared, scheduler, threads, log
+        self.executor = resolve_executor(executor, scheduler)
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self._pool = self._client = self._cluster = self._ref = None
 
-def _run_dask(fn, tasks, shared, workers, scheduler, threads, log):
-    from dask.distributed import Client, LocalCluster, as_completed
-    cluster = None
-    if scheduler:
-        client = Client(scheduler, timeout="30s")
-        log(f"executor: Dask cluster at {scheduler} ({len(client.scheduler_info().get('workers', {}))} workers), "
-            f"{threads} thread(s) per task")
-    else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-        log(f"executor: local Dask cluster, {workers} process worker{'s' * (workers > 1)}, one thread each")
-    try:
-        shared_ref = client.scatter([shared], broadcast=True)[0]  # the data: to every worker once
-        futures = {client.submit(_dask_call, fn, t, shared_ref, threads, pure=False): i for i, t in enumerate(tasks)}
+    def __enter__(self) -> "Workers":
+        if self.executor == "processes":
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+            # spawn, not fork: a forked copy of a process that has started Numba's or BLAS's threads can deadlock
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                             initializer=_pool_init, initargs=(self.shared, self.threads))
+            self.log(f"executor: local process pool, {self.workers} worker{'s' * (self.workers > 1)}, "
+                     f"{self.threads} thread(s) each")
+            return self
+        import logging
+
+        from dask.distributed import Client, LocalCluster
+        if self.scheduler:
+            self._client = Client(self.scheduler, timeout="30s")
+            self.log(f"executor: Dask cluster at {self.scheduler} "
+                     f"({len(self._client.scheduler_info().get('workers', {}))} workers), {self.threads} thread(s) "
+                     f"per task")
+        else:
+            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                         dashboard_address=None, silence_logs=logging.CRITICAL)
+            self._client = Client(self._cluster)
+            self.log(f"executor: local Dask cluster, {self.workers} process worker{'s' * (self.workers > 1)}, one "
+                     f"thread each")
+        self._ref = self._client.scatter([self.shared], broadcast=True)[0]  # the data: to every worker once
+        return self
+
+    def map(self, fn: Callable, tasks: List[dict]) -> Iterator[Tuple[int, dict]]:
+        if self._pool is not None:
+            from concurrent.futures import as_completed
+            futures = {self._pool.submit(_pool_call, fn, t): i for i, t in enumerate(tasks)}
+        else:
+            from dask.distributed import as_completed
+            futures = {self._client.submit(_dask_call, fn, t, self._ref, self.threads, pure=False): i
+                       for i, t in enumerate(tasks)}
         for f in as_completed(list(futures)):
             try:
                 yield futures[f], f.result()
-            except Exception as e:  # noqa: BLE001 - fn raised, or its worker died (KilledWorker)
+            except Exception as e:  # noqa: BLE001 - fn raised, or its worker died (BrokenProcessPool, KilledWorker)
                 yield futures[f], _failed(e)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
