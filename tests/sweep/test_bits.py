@@ -127,3 +127,17 @@ def test_search_bits_finds_the_layer_that_needs_output_bits(tmp_path):
     t = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "with.toml"), "--no-progress"])
     assert t.exit_code == 0, t.output
     assert wn.load(tmp_path / "run" / "qat.h5").children["1"].config.y_quant_bits == res["bits"]["1"][1]
+
+
+def test_a_candidate_with_a_qat_fine_tune_is_deterministic_and_differs(tmp_path):
+    _synthetic(tmp_path)
+    from witnp.train.data import load_npz
+    shared = {"model": wn.load(tmp_path / "float.h5"), "data": load_npz(tmp_path / "d.npz")}
+    task = {"quant": {"handle_neg_in": "PN", "use_auto_scale": True, "auto_scale_update_step": 20}, "per_layer": {},
+            "calibration": "extrema", "layer_calibration": {}, "batch_size": 64, "lr": 0.01, "seed": 0,
+            "bits": {"0": [8, 8], "1": [8, 8]}, "finetune_epochs": 0}
+    plain = sb.evaluate_candidate(task, shared)
+    tuned = sb.evaluate_candidate(dict(task, finetune_epochs=1), shared)
+    assert tuned == sb.evaluate_candidate(dict(task, finetune_epochs=1), shared)
+    assert tuned["val"]["loss"] != plain["val"]["loss"] and "test" not in tuned
+    assert "test" in sb.evaluate_candidate(dict(task, test=True), shared)

@@ -129,3 +129,21 @@ def test_without_dask_the_dask_executor_names_the_extra(monkeypatch, tmp_path):
     for extra in (["--executor", "dask"], ["--scheduler", "tcp://127.0.0.1:8786"]):
         r = CliRunner().invoke(main, ["sweep", "--seeds", "2", "--out", str(tmp_path / "s"), *extra])
         assert r.exit_code == 1 and 'pip install "witnp[dask]"' in r.output and not (tmp_path / "s").exists()
+
+
+@pytest.mark.skipif(not dask_available(), reason='needs the dask extra: pip install "witnp[dask]"')
+def test_an_existing_cluster_runs_the_points_through_scheduler(pool_sweep, tmp_path):
+    """--scheduler: a cluster the sweep did not start (here a scheduler and 2 process workers of our own, as
+    `dask scheduler` and `dask worker` on other machines would be) gives the same rows. Its workers have 2
+    threads each: they still run one point at a time, or two points would share witnp's noise generator."""
+    import logging
+
+    from dask.distributed import LocalCluster
+    ref, _ = pool_sweep
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None,
+                      silence_logs=logging.CRITICAL) as cluster:
+        r = CliRunner().invoke(main, ["sweep", *STAGES, *GRID, "--out", str(tmp_path / "c"), "--scheduler",
+                                      cluster.scheduler_address])
+    assert r.exit_code == 0, r.output
+    assert f"Dask cluster at {cluster.scheduler_address} (2 workers)" in r.output
+    assert _rows(tmp_path / "c") == _rows(ref)

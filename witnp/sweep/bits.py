@@ -113,7 +113,7 @@ def evaluate_candidate(task: dict, shared: dict) -> dict:
     calibrate(q, data.x_train, task["batch_size"], strategy=strategy, param=param,
               per_layer=task["layer_calibration"] or None)
     if task["finetune_epochs"]:
-        fit(q, data, optim.Adam(q, lr=task["lr"]), epochs=task["finetune_epochs"], batch_size=task["batch_size"],
+        fit(q, data, optimizer=optim.Adam(q, lr=task["lr"]), epochs=task["finetune_epochs"], batch_size=task["batch_size"],
             seed=task["seed"], log=lambda s: None, progress=False)
     out = {"bits": task["bits"], "val": evaluate(q, data.x_val, data.y_val)}
     if task.get("test"):

@@ -8,19 +8,22 @@
 - "auto": dask when it is installed, else processes.
 
 Every task first limits BLAS and Numba to `threads` (default 1: witnp/threads.py says why), so workers never
-spin against each other. fn must be importable by name in the workers (a module-level function of an
+spin against each other, and a worker process runs one task at a time whatever its thread count (witnp's
+noise generator is process-wide): start Dask workers with `--nthreads 1` and as many `--nworkers` as cores. fn must be importable by name in the workers (a module-level function of an
 installed package). An exception that escapes fn, or a worker that dies, is reported as the task's result
 {"status": "failed", "error": "..."}; the other tasks go on.
 """
 from __future__ import annotations
 
 import os
+import threading
 from typing import Callable, Iterator, List, Optional, Tuple
 
 __all__ = ["EXECUTORS", "run_tasks", "Workers", "resolve_executor", "dask_available"]
 
 EXECUTORS = ("auto", "dask", "processes")
 _SHARED = None  # the pool worker's copy of `shared`, set once by its initializer
+_TASK_LOCK = threading.Lock()
 
 
 def dask_available() -> bool:
@@ -65,9 +68,13 @@ def _pool_call(fn, task):
 
 
 def _dask_call(fn, task, shared, threads: int):
-    from ..threads import set_threads
-    set_threads(threads)
-    return fn(task, shared)
+    # One task at a time per worker process: a point seeds witnp's process-wide noise generator
+    # (manual_seed) and sets the thread limits, so two points in one process (a worker started with
+    # --nthreads > 1) would draw from each other's generator. The lock makes such a worker run them in turn.
+    with _TASK_LOCK:
+        from ..threads import set_threads
+        set_threads(threads)
+        return fn(task, shared)
 
 
 def run_tasks(fn: Callable, tasks: List[dict], shared, *, executor: str = "auto", workers: Optional[int] = None,
