@@ -46,9 +46,13 @@ def _model_takes(model, d, model_path):
     except (ValueError, TypeError) as e:
         raise runconfig.RunConfigError(f"{model_path} does not take the frames of {d.name} (x {d.x_test.shape[1:]}): "
                                        f"{e}") from None
-    if d.n_classes is not None and (y.ndim != 2 or y.shape[1] < d.n_classes):
-        raise runconfig.RunConfigError(f"{model_path} outputs shape {y.shape[1:]} per frame; {d.name} has "
-                                       f"{d.n_classes} classes")
+    from witnp.train.tasks import task_of
+    task = task_of(d.y_test)
+    bad = task.check_output(y.shape, d.y_test[:1].shape, None)
+    if bad is None and d.n_classes is not None and y.shape[-1] < d.n_classes:
+        bad = f"the model outputs {y.shape[-1]} classes; {d.name} has {d.n_classes}"
+    if bad:
+        raise runconfig.RunConfigError(f"{model_path} does not fit {d.name}: {bad}")
 
 
 def _data_of(model_path, data):

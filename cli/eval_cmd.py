@@ -96,8 +96,9 @@ def eval_(model_paths, data, quantize, calibration, noise_level, noise_levels, n
         quiet = wn.train.with_config(model, {"noise_level": 0})
         y_int = IntegerEngine(export_model(quiet)).run(d.x_test)[0]
         y_q = quiet(d.x_test)
-        click.echo(f"integer engine: accuracy {(y_int.argmax(1) == d.y_test).mean():.4f}; "
-                   f"bit-identical to the quantized model: {np.array_equal(y_int, y_q)}")
+        from witnp.train.tasks import main_metric, task_of
+        m, v, _ = main_metric(task_of(d.y_test).metrics(y_int, d.y_test))
+        click.echo(f"integer engine: {m} {v:.4f}; bit-identical to the quantized model: {np.array_equal(y_int, y_q)}")
 
 
 def _need_matplotlib():
@@ -129,7 +130,8 @@ def _chips(model_path, data, quantize, noise_level, chips, json_path, cal, plot_
         write_text(json_path, json.dumps({"summary": out, "read_noise": read_noise, "chips": runs}, indent=1))
         click.echo(f"wrote {json_path}")
     if plot_path:
-        metric = "accuracy" if "accuracy" in runs[0] else "loss"
+        from witnp.train.tasks import main_metric
+        metric = main_metric(runs[0])[0]
         write_chip_plot(plot_path, [r[metric] for r in runs], metric, os.path.basename(model_path))
         click.echo(f"wrote {plot_path}")
 

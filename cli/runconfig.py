@@ -54,6 +54,10 @@ TOP = {
     "noise_level": lambda k, v: _int(k, v, 0, 9),
     "noise_seeds": lambda k, v: _int(k, v, 1),
     "calibration": lambda k, v: _calibration(k, v),
+    "task": lambda k, v: v if v in ("classify", "frames", "regress") else _bad(
+        k, v, "'classify' (a label per example), 'frames' (a label per frame) or 'regress' (float targets)"),
+    "loss": lambda k, v: v if v in ("cross_entropy", "mse", "l1", "snr") else _bad(
+        k, v, "'cross_entropy' (classify, frames), 'mse', 'l1' or 'snr' (regress)"),
     "val_fraction": lambda k, v: v if (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 0.5)
     else _bad(k, v, "a number in [0, 0.5]: the share of the training split held out for validation"),
     "weight_decay": lambda k, v: _num(k, v, 0, None, "a number >= 0"),
@@ -291,6 +295,22 @@ def load_data(cfg: dict):
     if not isinstance(name, str):
         raise RunConfigError(f"data: expected a dataset name {_data.names()} or a path to an .npz")
     return with_validation_split(cfg, load_dataset(name, "data"))
+
+
+def task_of(cfg: dict, data):
+    """The run's task: the config's `task` checked against the data's labels (or the one they imply), and its
+    `loss` checked against the task (and label_smoothing, which only cross-entropy takes)."""
+    from witnp.train.tasks import get_task
+    try:
+        task = get_task(cfg.get("task"), data.y_train)
+    except ValueError as e:
+        raise RunConfigError(f"task = {cfg.get('task')!r}: {data.name}: {e}") from None
+    smoothing = [cfg.get("label_smoothing", 0)] + [st.get("label_smoothing", 0) for st in cfg.get("stages", [])]
+    try:
+        task.loss(cfg.get("loss"), max(smoothing))
+    except ValueError as e:
+        raise RunConfigError(f"loss = {cfg.get('loss', task.losses[0])!r}: {e}") from None
+    return task
 
 
 def with_validation_split(cfg: dict, data):

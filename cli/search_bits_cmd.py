@@ -18,7 +18,7 @@ from .common import friendly
               "[default: cli/default.toml's run].")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key (as witnp train).")
 @click.option("--budget", type=float, required=True, metavar="POINTS", help="How far below the reference the "
-              "quantized metric may fall: percentage points of accuracy (0.5 = half a point).")
+              "quantized metric may fall: percentage points of accuracy (0.5 = half a point), dB of SNR.")
 @click.option("--reference", type=click.Choice(["12bit", "float"]), default="12bit", show_default=True,
               help="What the budget is measured from: every array layer at 12 bits, or the float model.")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -94,7 +94,8 @@ def search_bits(config_path, sets, budget, reference, model_path, finetune_epoch
     if reference == "float":
         fl = wn.train.evaluate(wn.train.with_config(model, {"use_quantization": False, "noise_level": 0}),
                                data.x_val, data.y_val)
-        ref = fl.get("accuracy", -fl["loss"])
+        from witnp.train.tasks import main_metric
+        ref = main_metric(fl)[1]
     click.echo(f"witnp search-bits: {len(names)} array layers ({', '.join(names)}), widths 8..12 (GRUs: 8-bit in, "
                f"8..10 out), budget {budget} "
                f"points from the {'float model' if ref is not None else 'all-12-bit model'}; candidates on the "
@@ -130,7 +131,9 @@ def search_bits(config_path, sets, budget, reference, model_path, finetune_epoch
 
 
 def _fmt(r, metric):
-    return f"{100 * r['accuracy']:.2f} %" if metric == "accuracy" else f"{r['loss']:.4f}"
+    if metric in ("accuracy", "frame_accuracy"):
+        return f"{100 * r[metric]:.2f} %"
+    return f"{r[metric]:.2f} dB" if metric == "snr_db" else f"{r[metric]:.4f}"
 
 
 def _tried_csv(tried, names):

@@ -50,10 +50,11 @@ def train_run(cfg: dict, raw, config_path, resume: bool, overwrite: bool, progre
     Returns the evaluation table's rows {stage: row} (eval.json)."""
     from witnp.handoff.atomic import copy_file, remove_stale_temporaries, write_text
     data = runconfig.with_validation_split(cfg, raw) if raw is not None else runconfig.load_data(cfg)
+    task = runconfig.task_of(cfg, data)
     wn.manual_seed(cfg.get("seed", 0))
     model = runconfig.build_model(cfg)
     stages = runconfig.stages_of(cfg)
-    _check_fits(model, data, stages)
+    _check_fits(model, data, stages, task)
     folder = cfg["out"]
     inputs = [config_path] + ([data.source] if os.path.exists(data.source) else [])
     old_run = _check_run_folder(folder, cfg, stages, resume, overwrite, inputs)
@@ -73,7 +74,8 @@ def train_run(cfg: dict, raw, config_path, resume: bool, overwrite: bool, progre
         model, data, stages, optimizer=cfg.get("optimizer", "adam"), batch_size=cfg.get("batch_size", 32),
         seed=cfg.get("seed", 0), patience=cfg.get("patience", 0) or None, noise_level=cfg.get("noise_level", 4),
         noise_seeds=cfg.get("noise_seeds", 5), out_dir=folder, log=log, progress=progress, resume=resume,
-        calibration=cfg.get("calibration", "extrema"), layer_calibration=runconfig.layer_calibration(cfg))
+        calibration=cfg.get("calibration", "extrema"), layer_calibration=runconfig.layer_calibration(cfg),
+        task=task, loss=cfg.get("loss"))
     table = wn.train.format_table(rows, cfg.get("noise_level", 4), cfg.get("noise_seeds", 5))
     wn.save(model, os.path.join(folder, "best.h5"), data=data.source)
     last = os.path.join(folder, "checkpoints", f"{stages[-1].name}.h5")
@@ -93,8 +95,11 @@ def _command_line(resume=False):
     return " ".join(["witnp"] + [shlex.quote(a) for a in args] + (["--resume"] if resume else []))
 
 
-def _check_fits(model, data, stages):
-    """The model on one batch of the data, float and in each stage's config, before any training."""
+def _check_fits(model, data, stages, task=None):
+    """The model on one batch of the data, float and in each stage's config, before any training: its output
+    must fit the task's targets."""
+    from witnp.train.tasks import task_of
+    task = task or task_of(data.y_train)
     try:
         y = model(data.x_train[:2])
         for st in stages:
@@ -102,7 +107,6 @@ def _check_fits(model, data, stages):
     except (ValueError, TypeError) as e:
         raise runconfig.RunConfigError(f"the model does not fit the data {data.name} (x {data.x_train.shape[1:]}):"
                                        f" {e}") from None
-    if data.n_classes is not None and (y.ndim != 2 or y.shape[1] != data.n_classes):
-        raise runconfig.RunConfigError(f"the model outputs shape {y.shape[1:]} per sample; the data "
-                                       f"{data.name} has class labels 0..{data.n_classes - 1} ({data.n_classes} "
-                                       f"classes)")
+    bad = task.check_output(y.shape, data.y_train[:2].shape, data.n_classes)
+    if bad:
+        raise runconfig.RunConfigError(f"{bad} (the data {data.name})")

@@ -117,6 +117,11 @@ def _data_variants(ws):
     save("mixed_y.npz", y_test=z["y_test"].astype(np.float32))
     save("str_x.npz", x_train=np.array(["a"] * len(z["y_train"])))
     save("labels_2d.npz", y_train=np.stack([z["y_train"], z["y_train"]], 1))
+    seq = np.zeros((len(z["y_train"]), 3, 4), np.float32)
+    seq_t = np.zeros((len(z["y_test"]), 3, 4), np.float32)
+    save("frames_vs_examples.npz", x_train=seq, y_train=np.zeros((len(seq), 3), np.int64), x_test=seq_t)
+    save("y_val_other_shape.npz", x_val=z["x_test"], y_val=np.stack([z["y_test"]] * 2, 1))
+    save("regress_targets.npz", y_train=z["y_train"].astype(np.float32), y_test=z["y_test"].astype(np.float32))
     save("x_val_alone.npz", x_val=z["x_test"])
     save("bad_val_shape.npz", x_val=z["x_test"][..., :4], y_val=z["y_test"])
     save("wrong_shape.npz", x_train=z["x_train"].reshape(len(z["x_train"]), -1), x_test=z["x_test"].reshape(
@@ -241,10 +246,27 @@ case("train-resume-and-overwrite", _cli("train", "--out", "run", "--resume", "--
 case("train-out-is-file", _cli("train", "--out", "data.npz"), "")
 case("train-overwrite-input", _cli("train", "--out", "run", "--overwrite", "--set", "data='run/config.json'"),
      "data")
+# --- tasks and losses: named, checked against the data and each other ---
+for cid, sets, m in [
+    ("unknown-task", ["task='detect'"], "task = 'detect'"),
+    ("task-number", ["task=1"], "task = 1"),
+    ("regress-on-labels", ["task='regress'"], "task regress needs float targets"),
+    ("frames-on-example-labels", ["task='frames'"], "task frames needs an integer label per frame"),
+    ("classify-on-targets", ["task='classify'", "data='regress_targets.npz'"], "task classify needs one integer"),
+    ("unknown-loss", ["loss='hinge'"], "loss = 'hinge'"),
+    ("mse-for-classify", ["loss='mse'"], "task classify: loss 'mse'; expected one of ['cross_entropy']"),
+    ("ce-for-regress", ["loss='cross_entropy'", "data='regress_targets.npz'"], "task regress: loss 'cross_entropy'"),
+    ("smoothing-for-regress", ["label_smoothing=0.1", "data='regress_targets.npz'", "model.layers.7.out_features=1"],
+     "label_smoothing applies to cross_entropy"),
+    ("regress-shape", ["data='regress_targets.npz'"], "task regress needs the targets' shape ()"),
+]:
+    case(f"task-{cid}", _cli("train", "--out", "fresh", *[a for x in sets for a in ("--set", x)]), m)
 # --- data files ---
 for name, m in [("no_y_test.npz", "missing arrays ['y_test']"), ("short_y.npz", "the same length"),
                 ("nan_x.npz", "NaN or inf"), ("empty_test.npz", "x_test is empty"), ("neg_label.npz", "0..K-1"),
-                ("mixed_y.npz", "both"), ("str_x.npz", "must be numeric"), ("labels_2d.npz", "one label per example"),
+                ("mixed_y.npz", "both"), ("str_x.npz", "must be numeric"), ("labels_2d.npz", "labels frames, but x_train"),
+                ("frames_vs_examples.npz", "both a label per example or both a label per frame"),
+                ("y_val_other_shape.npz", "same kind and shape of targets"),
                 ("not_npz.npz", "not a readable .npz"), ("missing.npz", "no such dataset file"),
                 ("wrong_shape.npz", "does not fit the data"), ("x_val_alone.npz", "needs both x_val and y_val"),
                 ("bad_val_shape.npz", "shaped like x_train")]:

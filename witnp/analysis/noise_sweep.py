@@ -59,7 +59,9 @@ def _leaves(model):
 
 
 def _metric(rows):
-    return "accuracy" if "accuracy" in rows[0] else "loss"
+    """The task's main metric (`witnp.train.tasks.main_metric`): accuracy, frame_accuracy, snr_db, else loss."""
+    from ..train.tasks import MAIN_METRICS
+    return next(m for m, _ in MAIN_METRICS if m in rows[0])
 
 
 def format_sweep(rows: List[dict]) -> str:

@@ -122,15 +122,22 @@ def evaluate_candidate(task: dict, shared: dict) -> dict:
 
 
 def _score(result: dict) -> Tuple[str, float]:
-    v = result["val"]
-    return ("accuracy", v["accuracy"]) if "accuracy" in v else ("loss", -v["loss"])
+    """(the task's main metric, its value signed so that higher is better) on the validation split."""
+    from ..train.tasks import main_metric
+    m, v, higher = main_metric(result["val"])
+    return m, (v if higher else -v)
+
+
+def _points(metric: str) -> float:
+    """How many budget points one unit of the metric is: 100 for a share (accuracy), 1 otherwise (dB, loss)."""
+    return 100.0 if metric in ("accuracy", "frame_accuracy") else 1.0
 
 
 def search(names: List[str], costs: Dict[str, dict], budget: float, run: Callable[[List[Bits]], List[dict]],
            reference: Optional[float] = None, log: Callable[[str], None] = print) -> dict:
     """The search of the module docstring. run(list of Bits) -> their results (`evaluate_candidate`), in
-    order: the caller's executor. budget is in the metric's points (accuracy: percentage points; a loss:
-    its own units). reference: the float model's metric when the reference is float, else None (all-12).
+    order: the caller's executor. budget is in the task's main metric's points (accuracy, frame accuracy:
+    percentage points; snr_db: dB; a loss: its own units). reference: the float model's metric when the reference is float, else None (all-12).
 
     Returns {"bits": the choice, "reference": ..., "target": ..., "tried": [rows], "result": the choice's
     result, "met": whether it is within the budget, "all8": ..., "all12": ...}."""
@@ -142,7 +149,7 @@ def search(names: List[str], costs: Dict[str, dict], budget: float, run: Callabl
             if r.get("status") == "failed":
                 raise RuntimeError(f"search-bits: a candidate failed in its worker: {r.get('error')}")
             m, s = _score(r)
-            tried.append({"phase": phase, "bits": c, "metric": m, "value": s if m == "accuracy" else -s,
+            tried.append({"phase": phase, "bits": c, "metric": m, "value": s if m != "loss" else -s,
                           **total_cost(costs, c)})
         return res
 
@@ -151,9 +158,8 @@ def search(names: List[str], costs: Dict[str, dict], budget: float, run: Callabl
     free = lambda n, t: len(choices[n][t]) > 1  # noqa: E731 - a width the search may choose
     r12, r8 = batch([all12, all8], "reference")
     metric, s12 = _score(r12)
-    ref = s12 if reference is None else (reference if metric == "accuracy" else -reference)
-    scale = 100.0 if metric == "accuracy" else 1.0  # budget in percentage points of an accuracy
-    target = ref - budget / scale
+    ref = s12 if reference is None else (reference if metric != "loss" else -reference)
+    target = ref - budget / _points(metric)  # budget in percentage points of an accuracy, dB of an SNR
     passes = lambda r: _score(r)[1] >= target - 1e-12  # noqa: E731
     log(f"reference ({'float' if reference is not None else 'all 12-bit'}): {metric} {_show(metric, ref)}; "
         f"target >= {_show(metric, target)} (budget {budget} points); all 8-bit: {_show(metric, _score(r8)[1])}")
@@ -204,7 +210,9 @@ def widest(costs: Dict[str, dict], names: List[str]) -> Bits:
 
 
 def _show(metric: str, v: float) -> str:
-    return f"{100 * v:.2f} %" if metric == "accuracy" else f"{-v:.4f}"
+    if metric in ("accuracy", "frame_accuracy"):
+        return f"{100 * v:.2f} %"
+    return f"{v:.2f} dB" if metric == "snr_db" else f"{-v:.4f}"
 
 
 def overrides_toml(bits: Bits, layer_types: Dict[str, str]) -> str:

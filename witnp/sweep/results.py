@@ -36,13 +36,15 @@ def flat_figures(row: dict) -> Dict[str, float]:
 
 def rank_metric(row: dict) -> Optional[tuple]:
     """(column, metric, value, higher_is_better) that ranks a done row: the final stage's task metric
-    (accuracy when it has one, else loss) in its noisiest column (noisy mean, else quantized, else float)."""
+    (`witnp.train.tasks.MAIN_METRICS`: accuracy, frame_accuracy, snr_db, else loss) in its noisiest column
+    (noisy mean, else quantized, else float)."""
+    from ..train.tasks import MAIN_METRICS
     f = flat_figures(row)
     for col in ("noisy_{}_mean", "quantized_{}", "float_{}"):
-        for m in ("accuracy", "loss"):
+        for m, higher in MAIN_METRICS:
             k = col.format(m)
             if k in f:
-                return col.split("_")[0], m, float(f[k]), m != "loss"
+                return col.split("_")[0], m, float(f[k]), higher
     return None
 
 

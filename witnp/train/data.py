@@ -1,7 +1,8 @@
 """Datasets as .npz files and seeded mini-batches.
 
 File format (`load_npz`): an .npz with x_train, y_train, x_test, y_test; x float (N, ...) and y integer class
-labels (N,) for classification, or float targets for regression. Optional: x_val, y_val (a validation split;
+labels (N,) for classification, integer labels per frame (N, T) with x (N, T, ...) for frame classification,
+or float targets for regression (N, ...), per example or per frame (`witnp.train.tasks`). Optional: x_val, y_val (a validation split;
 else `with_validation` holds one out of the training split), `classes` (names), `description`.
 """
 from __future__ import annotations
@@ -69,10 +70,16 @@ def load_npz(path, source: Optional[str] = None) -> Dataset:
                          f"integer labels or both float targets")
     if arr["y_train"].dtype.kind in "iu":
         for split in ("train", "test"):
-            y = arr["y_" + split]
-            if y.ndim != 1 or y.min() < 0:
+            y, x = arr["y_" + split], arr["x_" + split]
+            if y.ndim not in (1, 2) or y.min() < 0:
                 raise ValueError(f"{path}: y_{split} holds class labels {y.min()}..{y.max()} in shape {y.shape}; "
-                                 f"expected one label per example, each in 0..K-1")
+                                 f"expected one label per example (N,) or per frame (N, T), each in 0..K-1")
+            if y.ndim == 2 and (x.ndim < 2 or x.shape[1] != y.shape[1]):
+                raise ValueError(f"{path}: y_{split} {y.shape} labels frames, but x_{split} is {x.shape}; expected "
+                                 f"x (N, T, ...) with the same T = {y.shape[1]} frames")
+        if arr["y_train"].ndim != arr["y_test"].ndim:
+            raise ValueError(f"{path}: y_train {arr['y_train'].shape} and y_test {arr['y_test'].shape}: expected "
+                             f"both a label per example or both a label per frame")
     cast = (lambda y: y.astype(np.int64)) if arr["y_train"].dtype.kind in "iu" else (lambda y: y.astype(np.float32))
     val = {}
     if ("x_val" in z.files) != ("y_val" in z.files):
@@ -83,8 +90,10 @@ def load_npz(path, source: Optional[str] = None) -> Dataset:
         if xv.dtype.kind not in "fiu" or len(xv) != len(yv) or len(xv) == 0 or xv.shape[1:] != arr["x_train"].shape[1:]:
             raise ValueError(f"{path}: x_val {xv.shape} {xv.dtype} and y_val {yv.shape}: expected a non-empty numeric "
                              f"split shaped like x_train {arr['x_train'].shape[1:]}, one target per example")
-        if yv.dtype.kind in "iu" and (arr["y_train"].dtype.kind not in "iu" or yv.min() < 0):
-            raise ValueError(f"{path}: y_val must hold the same kind of targets as y_train, labels in 0..K-1")
+        if ((yv.dtype.kind in "iu") != (arr["y_train"].dtype.kind in "iu") or yv.shape[1:] != arr["y_train"].shape[1:]
+                or (yv.dtype.kind in "iu" and yv.min() < 0)):
+            raise ValueError(f"{path}: y_val {yv.shape} {yv.dtype} must hold the same kind and shape of targets as "
+                             f"y_train {arr['y_train'].shape[1:]} {arr['y_train'].dtype}, labels in 0..K-1")
         val = dict(x_val=xv.astype(np.float32), y_val=cast(yv))
     return Dataset(arr["x_train"].astype(np.float32), cast(arr["y_train"]), arr["x_test"].astype(np.float32),
                    cast(arr["y_test"]), name=os.path.splitext(os.path.basename(path))[0],
@@ -93,7 +102,7 @@ def load_npz(path, source: Optional[str] = None) -> Dataset:
 
 def with_validation(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
     """`data` with a validation split: its own x_val/y_val when it has them, else `fraction` of the training
-    split held out (seeded; stratified by class for integer labels: each class gives round(fraction·count),
+    split held out (seeded; stratified by class for a label per example: each class gives round(fraction·count),
     at least one where it has two or more). fraction 0 and no x_val: the data as it is (fit then validates on
     the test split, as before witnp had validation splits)."""
     if data.x_val is not None:
@@ -104,7 +113,7 @@ def with_validation(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
         return data
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
     n = len(data.x_train)
-    if data.y_train.dtype.kind in "iu":
+    if data.y_train.dtype.kind in "iu" and data.y_train.ndim == 1:  # a label per example: stratified
         held = []
         for c in np.unique(data.y_train):
             idx = np.flatnonzero(data.y_train == c)

@@ -29,7 +29,6 @@ from . import optim
 from .data import Dataset, batches
 from ..layers.container import units, walk
 from ..layers.registry import build, layer_spec
-from .losses import CrossEntropyLoss
 
 __all__ = ["TrainingDiverged", "fit", "evaluate", "calibrate", "with_config", "Stage", "run_recipe", "format_table",
            "eval_table_row"]
@@ -85,15 +84,28 @@ def _forward_eval(model, x, batch_size, rng):
     return np.concatenate(outs) if outs else np.empty((0,), np.float32)
 
 
-def evaluate(model, x, y, loss_fn=None, batch_size: int = 256, rng=None) -> dict:
-    """{"loss", "accuracy" (classification)} of inference forwards over (x, y)."""
-    loss_fn = loss_fn or CrossEntropyLoss()
+def evaluate(model, x, y, loss_fn=None, batch_size: int = 256, rng=None, task=None, extras: bool = False) -> dict:
+    """{"loss", and the task's metrics} of inference forwards over (x, y) (`witnp.train.tasks`: accuracy and
+    macro_f1 for classification, frame_accuracy and frame_f1 per frame, mse, snr_db and psnr_db for
+    regression). task: a Task or its name (default: the one y implies); loss_fn: default the task's first
+    loss. extras: also the task's non-scalar results (the confusion matrix) under "extras"."""
+    task = _task(task, y)
+    loss_fn = loss_fn or task.loss()
     out = _forward_eval(model, x, batch_size, rng if rng is not None else np.random.default_rng(0))
     loss, _ = loss_fn(out, y)
     res = {"loss": float(loss)}
-    if y.dtype.kind in "iu" and out.ndim == 2:
-        res["accuracy"] = float((out.argmax(axis=1) == y).mean())
+    if task.check_output(out.shape, np.shape(y), None) is None:
+        res.update(task.metrics(out, y))
+        if extras:
+            res["extras"] = task.extras(out, y)
     return res
+
+
+def _task(task, y):
+    from .tasks import TASKS, task_of
+    if task is None:
+        return task_of(y)
+    return TASKS[task] if isinstance(task, str) else task
 
 
 class MetricsLog:
@@ -154,16 +166,19 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
         loss_fn=None, patience: Optional[int] = None, keep_best: bool = True, checkpoint: Optional[str] = None,
         resume: bool = False, log_dir: Optional[str] = None, stage: str = "", clip_norm: Optional[float] = None,
         schedule=None, progress: Optional[bool] = None, log: Callable[[str], None] = print,
-        stop_after: Optional[int] = None, noise_mode: str = "read") -> List[dict]:
+        stop_after: Optional[int] = None, noise_mode: str = "read", task=None) -> List[dict]:
     """Train `model` on data.x_train/y_train, validating every epoch on data.x_val/y_val (the test split only
     when the data has no validation split: see `data.with_validation`). Noisy models are validated over 3
     noise draws, averaged.
 
-    Returns the history: one dict per epoch (epoch, stage, train_loss, train_accuracy, val_loss,
-    val_accuracy, lr, seconds). `checkpoint` is a model-file path written after every epoch (with optimizer
+    task: a `witnp.train.tasks` Task or name (default: the one the labels imply); its first loss is the
+    default loss_fn, and its main metric on the validation split picks the best epoch.
+
+    Returns the history: one dict per epoch (epoch, stage, train_loss, train_<main metric> for labels,
+    val_loss, val_<metric> for each of the task's metrics, lr, seconds). `checkpoint` is a model-file path written after every epoch (with optimizer
     and generator states); `resume=True` continues from it. `stop_after` ends the run after that many epochs
-    of this call (simulating an interruption, for tests). The best model (highest validation accuracy, else
-    lowest validation loss) is restored at the end when keep_best. noise_mode "read" (the vendor's NORMAL: a
+    of this call (simulating an interruption, for tests). The best model (the task's main metric on the
+    validation split) is restored at the end when keep_best. noise_mode "read" (the vendor's NORMAL: a
     new draw every forward) or "chip": one simulated chip per epoch, its programming error held for every
     batch of the epoch (`witnp.noise.ChipSource`), a new chip the next epoch.
     """
@@ -179,7 +194,8 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
     if len(data.x_train) == 0 or len(data.x_test) == 0:
         raise ValueError(f"fit: the data has {len(data.x_train)} training and {len(data.x_test)} test examples; "
                          f"expected at least one of each")
-    loss_fn = loss_fn or CrossEntropyLoss()
+    task = _task(task, data.y_train)
+    loss_fn = loss_fn or task.loss()
     shuffle_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
     noise_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
     history: List[dict] = []
@@ -241,19 +257,22 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
                 optimizer.step()
                 tot += loss * len(xb)
                 seen += len(xb)
-                if out.ndim == 2 and yb.dtype.kind in "iu":
-                    correct += int((out.argmax(1) == yb).sum())
-        val = _validate(model, data, loss_fn, seed, epoch)
-        row = {"epoch": epoch, "stage": stage, "train_loss": tot / max(seen, 1),
-               "train_accuracy": correct / max(seen, 1), "val_loss": val["loss"],
-               "val_accuracy": val.get("accuracy", float("nan")), "lr": optimizer.lr,
-               "seconds": round(time.perf_counter() - t0, 3)}
+                if yb.dtype.kind in "iu" and out.ndim == yb.ndim + 1:  # labels: the share of right argmaxes
+                    correct += float((out.argmax(-1) == yb).mean()) * len(xb)
+        val = _validate(model, data, loss_fn, seed, epoch, task)
+        main = task.main if task.main in val else "loss"
+        row = {"epoch": epoch, "stage": stage, "train_loss": tot / max(seen, 1)}
+        if data.y_train.dtype.kind in "iu":
+            row["train_" + task.main] = correct / max(seen, 1)
+        row.update({"val_" + k: v for k, v in val.items()})
+        row.update(lr=optimizer.lr, seconds=round(time.perf_counter() - t0, 3))
         history.append(row)
         metrics.write(row)
-        log(f"{stage + ' ' if stage else ''}epoch {epoch}/{epochs}: loss {row['train_loss']:.4f} "
-            f"acc {row['train_accuracy']:.4f} | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} "
-            f"({row['seconds']:.1f} s)")
-        score = val.get("accuracy", -val["loss"])
+        short = {"accuracy": "acc", "frame_accuracy": "frame acc", "snr_db": "SNR dB"}.get(main, main)
+        train_m = f" {short} {row['train_' + main]:.4f}" if "train_" + main in row else ""
+        log(f"{stage + ' ' if stage else ''}epoch {epoch}/{epochs}: loss {row['train_loss']:.4f}{train_m} | "
+            f"val loss {row['val_loss']:.4f} {short} {val[main]:.4f} ({row['seconds']:.1f} s)")
+        score = val[main] if (main != "loss" and task.higher_is_better) else -val[main]
         if best is None or score > best:
             best, best_state, since_best = score, _state(model), 0
             if checkpoint:
@@ -277,13 +296,13 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
     return history
 
 
-def _validate(model, data, loss_fn, seed, epoch) -> dict:
+def _validate(model, data, loss_fn, seed, epoch, task=None) -> dict:
     """The epoch's validation metrics: on the validation split (else the test split), averaged over 3 noise
     draws when any array of the model is noisy (one draw would pick the best epoch by its luck)."""
     xv, yv = (data.x_val, data.y_val) if data.x_val is not None else (data.x_test, data.y_test)
     noisy = any(l.config is not None and l.config.use_quantization and l.config.noise_level for _, l in walk(model))
-    runs = [evaluate(model, xv, yv, loss_fn, rng=np.random.default_rng([seed, epoch, k])) for k in range(3 if noisy
-                                                                                                        else 1)]
+    runs = [evaluate(model, xv, yv, loss_fn, rng=np.random.default_rng([seed, epoch, k]), task=task)
+            for k in range(3 if noisy else 1)]
     return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
 
 
@@ -346,38 +365,55 @@ def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed:
 
 def eval_table_row(model, data, loss_fn, quant_changes: dict, noise_level: int, noise_seeds: int,
                    calibrate_first: bool = False, batch_size: int = 32, calibration: str = "extrema",
-                   layer_calibration: Optional[Dict[str, str]] = None) -> dict:
-    """Loss and metric under float, quantized and quantized+noise (mean and std over noise seeds).
+                   layer_calibration: Optional[Dict[str, str]] = None, task=None) -> dict:
+    """Loss and the task's metrics under float, quantized and quantized+noise (mean and std over noise seeds);
+    for classification also the float and quantized confusion matrices under "confusion".
 
     A model trained in float has no io_max yet: with calibrate_first, the quantized copy collects it on the
     training data first (`calibrate`)."""
+    task = _task(task, data.y_test)
     fl = evaluate(with_config(model, {"use_quantization": False, "noise_level": 0}), data.x_test, data.y_test,
-                  loss_fn)
+                  loss_fn, task=task, extras=True)
     qmodel = with_config(model, dict(quant_changes, use_quantization=True, noise_level=0))
     if calibrate_first:
         from ..analysis.calibration import parse_strategy
         strategy, param = parse_strategy(calibration)
         calibrate(qmodel, data.x_train, batch_size, strategy=strategy, param=param, per_layer=layer_calibration)
-    q = evaluate(qmodel, data.x_test, data.y_test, loss_fn)
+    q = evaluate(qmodel, data.x_test, data.y_test, loss_fn, task=task, extras=True)
     nz = None
     if noise_level:
         noisy = with_config(qmodel, {"noise_level": noise_level})
-        runs = [evaluate(noisy, data.x_test, data.y_test, loss_fn, rng=noise_eval_rng(s)) for s in range(noise_seeds)]
+        runs = [evaluate(noisy, data.x_test, data.y_test, loss_fn, rng=noise_eval_rng(s), task=task)
+                for s in range(noise_seeds)]
         nz = {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs]))) for k in runs[0]}
-    return {"float": fl, "quantized": q, "noisy": nz}
+    row = {"float": fl, "quantized": q, "noisy": nz}
+    cm = {k: c.pop("extras")["confusion"] for k, c in (("float", fl), ("quantized", q))
+          if "confusion" in c.get("extras", {})}
+    for c in (fl, q):
+        c.pop("extras", None)
+    if cm:
+        row["confusion"] = cm
+    return row
 
 
 def format_table(rows: Dict[str, dict], noise_level: int, noise_seeds: int) -> str:
-    """The evaluation table: one row per stage; columns float / quantized / quantized+noise (mean ± std)."""
-    head = (f"{'stage':8s} | {'float loss':>10s} {'acc':>7s} | {'quant loss':>10s} {'acc':>7s} | "
-            f"{f'noise L{noise_level} ({noise_seeds} seeds) loss':>26s} {'acc':>15s}")
+    """The evaluation table: one row per stage; columns float / quantized / quantized+noise (mean ± std) of the
+    loss and the task's main metric (accuracy, frame_accuracy or snr_db)."""
+    from .tasks import main_metric
+    first = next(iter(rows.values()), {}).get("float", {}) if rows else {}
+    m = main_metric(first)[0] if first else "accuracy"
+    m = m if m != "loss" else "accuracy"
+    short = {"accuracy": "acc", "frame_accuracy": "frame acc", "snr_db": "SNR dB"}.get(m, m)
+    w = max(7, len(short))
+    head = (f"{'stage':8s} | {'float loss':>10s} {short:>{w}s} | {'quant loss':>10s} {short:>{w}s} | "
+            f"{f'noise L{noise_level} ({noise_seeds} seeds) loss':>26s} {short:>{w + 8}s}")
     lines = [head, "-" * len(head)]
     for name, r in rows.items():
         f, q, n = r["float"], r["quantized"], r["noisy"]
-        acc = lambda d: f"{d.get('accuracy', float('nan')):7.4f}"  # noqa: E731
-        ncol = (f"{n['loss'][0]:>17.4f} ± {n['loss'][1]:6.4f} {n.get('accuracy', (np.nan, 0))[0]:7.4f} ± "
-                f"{n.get('accuracy', (np.nan, 0))[1]:5.4f}") if n else f"{'-':>26s} {'-':>15s}"
-        lines.append(f"{name:8s} | {f['loss']:10.4f} {acc(f)} | {q['loss']:10.4f} {acc(q)} | {ncol}")
+        val = lambda d: f"{d.get(m, float('nan')):{w}.4f}"  # noqa: E731
+        ncol = (f"{n['loss'][0]:>17.4f} ± {n['loss'][1]:6.4f} {n.get(m, (np.nan, 0))[0]:{w}.4f} ± "
+                f"{n.get(m, (np.nan, 0))[1]:5.4f}") if n else f"{'-':>26s} {'-':>{w + 8}s}"
+        lines.append(f"{name:8s} | {f['loss']:10.4f} {val(f)} | {q['loss']:10.4f} {val(q)} | {ncol}")
     return "\n".join(lines)
 
 
@@ -396,7 +432,7 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
                seed: int = 0, loss_fn=None, patience: Optional[int] = None, noise_level: int = 4,
                noise_seeds: int = 5, out_dir: Optional[str] = None, log: Callable[[str], None] = print,
                progress: Optional[bool] = None, resume: bool = False, calibration: str = "extrema",
-               layer_calibration: Optional[Dict[str, str]] = None):
+               layer_calibration: Optional[Dict[str, str]] = None, task=None, loss: Optional[str] = None):
     """The vendor's recipe: each stage starts from the previous stage's best weights and io_max, trains with its
     own config changes, epochs and learning rate, and is evaluated float / quantized / quantized+noise.
 
@@ -405,7 +441,9 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
     epoch, <stage>.h5.best.h5), its rows in <out_dir>/metrics.csv and metrics.jsonl, and its table row in
     <out_dir>/recipe.json once the stage is finished. resume=True (with the out_dir of an interrupted run
     of the same stages) skips the finished stages, continues the interrupted one from its last checkpoint and
-    ends with the weights, metrics and table of the uninterrupted run.
+    ends with the weights, metrics and table of the uninterrupted run. task (a Task or name; default: the
+    labels') and loss (one of the task's loss names; default its first) say what is learned; loss_fn, when
+    given, replaces them.
     """
     _check_int("run_recipe", "noise_level", noise_level, 0, 9)
     _check_int("run_recipe", "noise_seeds", noise_seeds, 1)
@@ -418,7 +456,9 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
     for n in names:  # each names <out_dir>/<name>.h5
         if not isinstance(n, str) or not n or n != os.path.basename(n) or n.startswith(".") or "\\" in n:
             raise ValueError(f"run_recipe: stage name {n!r}; expected a plain file-name stem (no path separators)")
-    loss_fn = loss_fn or CrossEntropyLoss()
+    task = _task(task, data.y_train)
+    base_loss = loss
+    loss_fn = loss_fn or task.loss(loss)
     rows, histories = {}, {}
     if resume and not out_dir:
         raise ValueError("run_recipe: resume=True needs the out_dir of the run to resume")
@@ -448,17 +488,17 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
         o = st.options
         opt_cls = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD}[o.get("optimizer", optimizer)]
         opt = opt_cls(model, lr=st.lr, **({"weight_decay": o["weight_decay"]} if "weight_decay" in o else {}))
-        train_loss = CrossEntropyLoss(label_smoothing=o["label_smoothing"]) if o.get("label_smoothing") else loss_fn
+        train_loss = task.loss(base_loss, o["label_smoothing"]) if o.get("label_smoothing") else loss_fn
         histories[st.name] = fit(model, data, optimizer=opt, epochs=st.epochs,
                                  batch_size=o.get("batch_size", batch_size), seed=seed + i, loss_fn=train_loss,
                                  patience=patience, log_dir=out_dir, stage=st.name, log=log, progress=progress,
                                  checkpoint=ckpt, resume=resuming,
                                  clip_norm=o.get("clip_norm"), schedule=make_schedule(opt, o.get("schedule"),
                                                                                       st.epochs),
-                                 noise_mode=o.get("noise_mode", "read"))
+                                 noise_mode=o.get("noise_mode", "read"), task=task)
         rows[st.name] = eval_table_row(model, data, loss_fn, quant_changes, noise_level, noise_seeds,
                                        calibrate_first=not _quantized(model), batch_size=batch_size,
-                                       calibration=calibration, layer_calibration=layer_calibration)
+                                       calibration=calibration, layer_calibration=layer_calibration, task=task)
         log(format_table({st.name: rows[st.name]}, noise_level, noise_seeds))
         if out_dir:
             hdf5.save(model, os.path.join(out_dir, f"{st.name}.h5"), data=getattr(data, "source", None))

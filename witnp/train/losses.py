@@ -1,7 +1,10 @@
 """Losses with value and gradient: ``value, dpred = loss(pred, target)``.
 
 CrossEntropyLoss: softmax cross-entropy with integer labels, optional label smoothing (torch's rule: the
-target is (1 - ε)·onehot + ε/C), mean over the batch. MSELoss: mean of squared differences.
+target is (1 - ε)·onehot + ε/C), mean over the batch; per frame, pred (N, T, C) with labels (N, T), mean over
+the frames. MSELoss: mean of squared differences. L1Loss: mean of absolute differences. SNRLoss: minus the
+mean over examples of the signal-to-noise ratio in dB, 10·log10(Σ target² / Σ (target − pred)²): scale-aware
+(a prediction at the wrong gain loses), unlike the scale-invariant SI-SNR.
 Values are Python floats computed in float64; gradients float32 of the prediction's shape.
 """
 from __future__ import annotations
@@ -9,7 +12,10 @@ from __future__ import annotations
 import numpy as np
 from ..errors import NonFiniteError
 
-__all__ = ["CrossEntropyLoss", "MSELoss"]
+__all__ = ["CrossEntropyLoss", "MSELoss", "L1Loss", "SNRLoss", "LOSSES", "SNR_EPS"]
+
+SNR_EPS = 1e-8
+"""Added to both energies of an SNR (loss and metric): a silent target and a perfect prediction stay finite."""
 
 
 def _pred(owner, pred, ndim=None):
@@ -24,7 +30,8 @@ def _pred(owner, pred, ndim=None):
 
 
 class CrossEntropyLoss:
-    """Softmax cross-entropy. pred (N, C) logits float; target (N,) integer labels in [0, C)."""
+    """Softmax cross-entropy. pred (N, C) logits float, target (N,) integer labels in [0, C); or per frame,
+    pred (N, T, C) and target (N, T): the mean over the N·T frames."""
 
     def __init__(self, label_smoothing: float = 0.0):
         if not 0.0 <= label_smoothing <= 1.0:
@@ -32,6 +39,14 @@ class CrossEntropyLoss:
         self.label_smoothing = float(label_smoothing)
 
     def __call__(self, pred, target):
+        a = np.asarray(pred)
+        if a.ndim == 3:  # per frame: the frames as the batch
+            t3 = np.asarray(target)
+            if t3.shape != a.shape[:2]:
+                raise ValueError(f"CrossEntropyLoss: target has shape {t3.shape}; expected {a.shape[:2]} (a label per "
+                                 f"frame) for pred {a.shape}")
+            value, g = self(a.reshape(-1, a.shape[2]), t3.reshape(-1))
+            return value, g.reshape(a.shape)
         z = _pred("CrossEntropyLoss", pred, ndim=2).astype(np.float64)
         t = np.asarray(target)
         N, C = z.shape
@@ -61,3 +76,42 @@ class MSELoss:
         d = p - t
         n = max(d.size, 1)
         return float((d * d).sum() / n), (2.0 * d / n).astype(np.float32)
+
+
+def _pair(owner, pred, target):
+    p = _pred(owner, pred).astype(np.float64)
+    t = np.asarray(target, np.float64)
+    if t.shape != p.shape:
+        raise ValueError(f"{owner}: target has shape {t.shape}; expected the shape of pred {p.shape}")
+    return p, t
+
+
+class L1Loss:
+    """Mean absolute error. pred and target of the same shape; the gradient at a zero difference is 0."""
+
+    def __call__(self, pred, target):
+        p, t = _pair("L1Loss", pred, target)
+        d = p - t
+        n = max(d.size, 1)
+        return float(np.abs(d).sum() / n), (np.sign(d) / n).astype(np.float32)
+
+
+class SNRLoss:
+    """-mean_i 10·log10((Σ t_i² + eps) / (Σ (t_i − p_i)² + eps)) over the N examples (each example's sums over
+    all its values). pred and target (N, ...) of the same shape."""
+
+    def __call__(self, pred, target):
+        p, t = _pair("SNRLoss", pred, target)
+        n = max(p.shape[0], 1) if p.ndim else 1
+        axes = tuple(range(1, p.ndim))
+        d = t - p
+        sig = (t * t).sum(axis=axes) + SNR_EPS
+        err = (d * d).sum(axis=axes) + SNR_EPS
+        value = float(-(10.0 * np.log10(sig / err)).sum() / n)
+        k = 10.0 / np.log(10.0)
+        grad = -k * 2.0 * d / err.reshape((-1,) + (1,) * (p.ndim - 1)) / n
+        return value, grad.astype(np.float32)
+
+
+LOSSES = {"cross_entropy": CrossEntropyLoss, "mse": MSELoss, "l1": L1Loss, "snr": SNRLoss}
+"""The run config's `loss` names."""
