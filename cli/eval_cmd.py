@@ -84,7 +84,8 @@ def eval_(model_paths, data, quantize, calibration, noise_level, noise_levels, n
         model = wn.train.with_config(model, {"noise_level": noise_level})
     noisy = any(l.config is not None and l.config.use_quantization and l.config.noise_level
                 for _, l in wn.walk(model))
-    runs = [wn.train.evaluate(model, d.x_test, d.y_test, rng=wn.train.noise_eval_rng(s))
+    runs = [wn.train.evaluate(model, d.x_test, d.y_test, rng=wn.train.noise_eval_rng(s), lengths=d.lengths_test,
+                              time_axis=d.time_axis)
             for s in range(noise_seeds if noisy else 1)]
     for k in runs[0]:
         vals = [r[k] for r in runs]
@@ -93,12 +94,20 @@ def eval_(model_paths, data, quantize, calibration, noise_level, noise_levels, n
     if integer:
         from witnp.handoff.engine import IntegerEngine
         from witnp.handoff.export import export_model
-        quiet = wn.train.with_config(model, {"noise_level": 0})
-        y_int = IntegerEngine(export_model(quiet)).run(d.x_test)[0]
-        y_q = quiet(d.x_test)
+        from witnp.train.data import crop, length_groups
         from witnp.train.tasks import main_metric, task_of
-        m, v, _ = main_metric(task_of(d.y_test).metrics(y_int, d.y_test))
-        click.echo(f"integer engine: {m} {v:.4f}; bit-identical to the quantized model: {np.array_equal(y_int, y_q)}")
+        quiet = wn.train.with_config(model, {"noise_level": 0})
+        engine = IntegerEngine(export_model(quiet))
+        groups = ([np.arange(len(d.x_test))] if d.lengths_test is None else length_groups(d.lengths_test, 256))
+        pairs, same = [], True
+        for idx in groups:  # variable-length data: each length on its own, as the firmware runs a sequence
+            L = d.x_test.shape[d.time_axis] if d.lengths_test is None else int(d.lengths_test[idx[0]])
+            xb, yb = crop(d.x_test, d.y_test, idx, L, d.time_axis)
+            y_int = engine.run(xb)[0]
+            same = same and np.array_equal(y_int, quiet(xb))
+            pairs.append((y_int, yb))
+        m, v, _ = main_metric(task_of(d.y_test).metrics_groups(pairs))
+        click.echo(f"integer engine: {m} {v:.4f}; bit-identical to the quantized model: {same}")
 
 
 def _need_matplotlib():
@@ -117,7 +126,8 @@ def _chips(model_path, data, quantize, noise_level, chips, json_path, cal, plot_
     d = _load_dataset(_data_of(model_path, data))
     _model_takes(model, d, model_path)
     model = _quantized(model, model_path, d, cal) if quantize else model
-    runs = chip_metrics(model, d.x_test, d.y_test, chips, noise_level, read_noise=read_noise)
+    runs = chip_metrics(model, d.x_test, d.y_test, chips, noise_level, read_noise=read_noise, lengths=d.lengths_test,
+                        time_axis=d.time_axis)
     out = {k: summary([r[k] for r in runs], higher_is_better=k != "loss") for k in runs[0]}
     click.echo(f"{model_path} on {chips} simulated chips (seeds {CHIP_SEED}..{CHIP_SEED + chips - 1}; each keeps one "
                f"programming error{f', read noise x{read_noise:g} on top' if read_noise else ''}), {d.name} test "
@@ -144,7 +154,7 @@ def _quantized(model, model_path, d, cal=("extrema", None)):
                                        f"--quantize")
     changes = dict(runconfig.read_toml(runconfig.DEFAULT_TOML)["quant"], use_quantization=True, noise_level=0)
     q = wn.train.with_config(model, changes)  # the recipe's quantization ([quant] of cli/default.toml)
-    wn.train.calibrate(q, d.x_train, strategy=cal[0], param=cal[1])
+    wn.train.calibrate(q, d.x_train, strategy=cal[0], param=cal[1], lengths=d.lengths_train, time_axis=d.time_axis)
     return q
 
 
@@ -175,7 +185,7 @@ def _noise_sweep(model_paths, data, quantize, levels_text, seeds, csv_path, json
         if quantize and is_float:  # QAT / NAT models as they are
             model, name = _quantized(model, mp, d, cal), f"{name} (PTQ)"
         models[name] = model
-    rows = noise_sweep(models, d.x_test, d.y_test, levels, seeds)
+    rows = noise_sweep(models, d.x_test, d.y_test, levels, seeds, lengths=d.lengths_test, time_axis=d.time_axis)
     click.echo(f"{d.name} test split, {len(d.x_test)} frames; noisy levels over {seeds} seeds")
     click.echo(format_sweep(rows))
     for path, write in ((csv_path, write_csv), (json_path, write_json), (plot_path, write_plot)):

@@ -93,7 +93,7 @@ def search_bits(config_path, sets, budget, reference, model_path, finetune_epoch
     ref = None
     if reference == "float":
         fl = wn.train.evaluate(wn.train.with_config(model, {"use_quantization": False, "noise_level": 0}),
-                               data.x_val, data.y_val)
+                               data.x_val, data.y_val, lengths=data.lengths_val, time_axis=data.time_axis)
         from witnp.train.tasks import main_metric
         ref = main_metric(fl)[1]
     click.echo(f"witnp search-bits: {len(names)} array layers ({', '.join(names)}), widths 8..12 (GRUs: 8-bit in, "

@@ -121,6 +121,8 @@ def _data_variants(ws):
     seq_t = np.zeros((len(z["y_test"]), 3, 4), np.float32)
     save("frames_vs_examples.npz", x_train=seq, y_train=np.zeros((len(seq), 3), np.int64), x_test=seq_t)
     save("y_val_other_shape.npz", x_val=z["x_test"], y_val=np.stack([z["y_test"]] * 2, 1))
+    save("lengths_alone.npz", lengths_train=np.ones(len(z["y_train"]), np.int64))
+    save("lengths_too_long.npz", lengths_train=np.full(len(z["y_train"]), 2), lengths_test=np.ones(len(z["y_test"]), int))
     save("regress_targets.npz", y_train=z["y_train"].astype(np.float32), y_test=z["y_test"].astype(np.float32))
     save("x_val_alone.npz", x_val=z["x_test"])
     save("bad_val_shape.npz", x_val=z["x_test"][..., :4], y_val=z["y_test"])
@@ -267,6 +269,8 @@ for name, m in [("no_y_test.npz", "missing arrays ['y_test']"), ("short_y.npz", 
                 ("mixed_y.npz", "both"), ("str_x.npz", "must be numeric"), ("labels_2d.npz", "labels frames, but x_train"),
                 ("frames_vs_examples.npz", "both a label per example or both a label per frame"),
                 ("y_val_other_shape.npz", "same kind and shape of targets"),
+                ("lengths_alone.npz", "variable-length data needs ['lengths_train', 'lengths_test']"),
+                ("lengths_too_long.npz", "each in 1..1"),
                 ("not_npz.npz", "not a readable .npz"), ("missing.npz", "no such dataset file"),
                 ("wrong_shape.npz", "does not fit the data"), ("x_val_alone.npz", "needs both x_val and y_val"),
                 ("bad_val_shape.npz", "shaped like x_train")]:

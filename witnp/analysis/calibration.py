@@ -104,7 +104,8 @@ def _kl_threshold(a, bins: int = 1024, levels: int = 128, stride: int = 8) -> fl
 def calibrate_arrays(model, float_model, x, strategy: str, param: Optional[float] = None,
                      batch_size: int = 32, per_layer: Optional[dict] = None) -> None:
     """Set io_max_x and io_max_y of every quantized array layer of `model` (in its Sequential chains) from
-    `float_model`'s activations on x (N, ...) float32, batch by batch, under `strategy`. float_model is `model`
+    `float_model`'s activations on x (N, ...) float32, batch by batch (or on x given as a list of batches,
+    e.g. of variable-length sequences cropped to their length), under `strategy`. float_model is `model`
     with quantization and noise off (``witnp.train.with_config(model, {"use_quantization": False,
     "noise_level": 0})``): the caller builds it, so this module stays below witnp.train. per_layer: {layer
     name: (strategy, param)} for layers that take their own strategy; a layer under "extrema" keeps the io_max
@@ -126,8 +127,9 @@ def calibrate_arrays(model, float_model, x, strategy: str, param: Optional[float
                              f"Sequential chains; these take a strategy: {names}")
         if s not in STRATEGIES:
             raise ValueError(f"calibration for layer {name!r}: strategy {s!r}; expected one of {list(STRATEGIES)}")
-    for b0 in range(0, len(x), batch_size):
-        h = np.asarray(x[b0:b0 + batch_size], np.float32)
+    chunks = x if isinstance(x, list) else [x[b0:b0 + batch_size] for b0 in range(0, len(x), batch_size)]
+    for chunk in chunks:
+        h = np.asarray(chunk, np.float32)
         for i, (_, layer) in enumerate(float_units):
             y = layer.forward(h, train=False)[0]
             if i in seen:

@@ -30,10 +30,11 @@ CHIP_SEED = 2000
 
 
 def chip_metrics(model, x, y, chips: int, noise_level: Optional[int] = None, batch_size: int = 256,
-                 read_noise: float = 0.0) -> List[dict]:
+                 read_noise: float = 0.0, lengths=None, time_axis: int = 1) -> List[dict]:
     """The quantized model's metrics (`witnp.train.evaluate`) on each of `chips` simulated chips, at
     noise_level (default: the model's own, else 4). Each chip keeps one draw over all its batches; read_noise
-    r adds fresh draws at r times that level on every forward (`ChipSource`)."""
+    r adds fresh draws at r times that level on every forward (`ChipSource`). lengths: variable-length
+    sequences (`witnp.train.evaluate`)."""
     if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
         raise ValueError(f"chip_metrics: chips={chips!r}; expected a positive integer")
     ChipSource(0, read_noise)  # refuses a bad read_noise before any work
@@ -45,7 +46,7 @@ def chip_metrics(model, x, y, chips: int, noise_level: Optional[int] = None, bat
     out = []
     for c in range(chips):
         src = ChipSource(CHIP_SEED + c, read_noise)
-        out.append(evaluate(_Replaying(m, src), x, y, batch_size=batch_size))
+        out.append(evaluate(_Replaying(m, src), x, y, batch_size=batch_size, lengths=lengths, time_axis=time_axis))
     return out
 
 

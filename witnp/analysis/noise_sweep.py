@@ -34,7 +34,8 @@ def parse_levels(text: str) -> List[int]:
     return sorted(set(levels))
 
 
-def noise_sweep(models: Dict[str, object], x, y, levels: Sequence[int], seeds: int = 5) -> List[dict]:
+def noise_sweep(models: Dict[str, object], x, y, levels: Sequence[int], seeds: int = 5, lengths=None,
+                time_axis: int = 1) -> List[dict]:
     """Each quantized model (name -> model) on (x, y) at each noise level: {"model", "level", "seeds", metric:
     [mean, std]} rows, the metrics of `witnp.train.evaluate` (loss, accuracy for classification)."""
     rows = []
@@ -45,7 +46,7 @@ def noise_sweep(models: Dict[str, object], x, y, levels: Sequence[int], seeds: i
         for level in levels:
             m = with_config(model, {"noise_level": int(level)})
             n = seeds if level else 1
-            runs = [evaluate(m, x, y, rng=noise_eval_rng(s)) for s in range(n)]
+            runs = [evaluate(m, x, y, rng=noise_eval_rng(s), lengths=lengths, time_axis=time_axis) for s in range(n)]
             row = {"model": name, "level": int(level), "seeds": n}
             row.update({k: [float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs]))]
                         for k in runs[0]})

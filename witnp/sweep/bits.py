@@ -111,13 +111,14 @@ def evaluate_candidate(task: dict, shared: dict) -> dict:
     q = with_config(model, dict(task["quant"], use_quantization=True, noise_level=0), per_layer)
     strategy, param = parse_strategy(task["calibration"])
     calibrate(q, data.x_train, task["batch_size"], strategy=strategy, param=param,
-              per_layer=task["layer_calibration"] or None)
+              per_layer=task["layer_calibration"] or None, lengths=data.lengths_train, time_axis=data.time_axis)
     if task["finetune_epochs"]:
         fit(q, data, optimizer=optim.Adam(q, lr=task["lr"]), epochs=task["finetune_epochs"], batch_size=task["batch_size"],
             seed=task["seed"], log=lambda s: None, progress=False)
-    out = {"bits": task["bits"], "val": evaluate(q, data.x_val, data.y_val)}
+    out = {"bits": task["bits"], "val": evaluate(q, data.x_val, data.y_val, lengths=data.lengths_val,
+                                                 time_axis=data.time_axis)}
     if task.get("test"):
-        out["test"] = evaluate(q, data.x_test, data.y_test)
+        out["test"] = evaluate(q, data.x_test, data.y_test, lengths=data.lengths_test, time_axis=data.time_axis)
     return out
 
 

@@ -2,7 +2,13 @@
 
 File format (`load_npz`): an .npz with x_train, y_train, x_test, y_test; x float (N, ...) and y integer class
 labels (N,) for classification, integer labels per frame (N, T) with x (N, T, ...) for frame classification,
-or float targets for regression (N, ...), per example or per frame (`witnp.train.tasks`). Optional: x_val, y_val (a validation split;
+or float targets for regression (N, ...), per example or per frame (`witnp.train.tasks`).
+
+Variable-length sequences: padded to the longest, with `lengths_train`, `lengths_test` (and `lengths_val` with
+x_val): integers (N,) in 1..T, T the padded length on `time_axis` (a scalar in the file; default 1, x (N, T,
+...) as a GRU takes it; 2 for Conv1d's (N, C, T)). Labels per frame (y (N, T)) are padded the same way. Such
+data is batched by length (`batches`): every batch holds sequences of one length, cropped to it, so a GRU's
+last state is each sequence's own, and nothing past a length reaches a loss or a metric. Optional: x_val, y_val (a validation split;
 else `with_validation` holds one out of the training split), `classes` (names), `description`.
 """
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["Dataset", "load_npz", "batches", "with_validation"]
+__all__ = ["Dataset", "load_npz", "batches", "with_validation", "length_groups", "crop"]
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -29,6 +35,14 @@ class Dataset:
     source: str = ""  # how to load it again: a shipped dataset's name or the .npz path (recorded in model files)
     x_val: Optional[np.ndarray] = None  # the validation split: model selection and early stopping (fit)
     y_val: Optional[np.ndarray] = None
+    lengths_train: Optional[np.ndarray] = None  # variable-length sequences: each example's length (module doc)
+    lengths_test: Optional[np.ndarray] = None
+    lengths_val: Optional[np.ndarray] = None
+    time_axis: int = 1
+
+    def split(self, name: str):
+        """(x, y, lengths) of "train", "val" or "test"."""
+        return getattr(self, "x_" + name), getattr(self, "y_" + name), getattr(self, "lengths_" + name)
 
     @property
     def n_classes(self) -> Optional[int]:
@@ -97,7 +111,34 @@ def load_npz(path, source: Optional[str] = None) -> Dataset:
         val = dict(x_val=xv.astype(np.float32), y_val=cast(yv))
     return Dataset(arr["x_train"].astype(np.float32), cast(arr["y_train"]), arr["x_test"].astype(np.float32),
                    cast(arr["y_test"]), name=os.path.splitext(os.path.basename(path))[0],
-                   source=source or os.path.abspath(path), **val)
+                   source=source or os.path.abspath(path), **val, **_lengths(path, z, arr, val))
+
+
+def _lengths(path, z, arr, val) -> dict:
+    """lengths_* and time_axis of a file, checked: all splits or none, integers in 1..T, one per example."""
+    names = [k for k in ("lengths_train", "lengths_test", "lengths_val") if k in z.files]
+    if not names:
+        if "time_axis" in z.files:
+            raise ValueError(f"{path}: time_axis without lengths_train / lengths_test; time_axis says where "
+                             f"variable-length sequences run")
+        return {}
+    want = ["lengths_train", "lengths_test"] + (["lengths_val"] if val else [])
+    if sorted(names) != sorted(want):
+        raise ValueError(f"{path}: has {names}; variable-length data needs {want} (one per split)")
+    axis = int(z["time_axis"]) if "time_axis" in z.files else 1
+    out = {"time_axis": axis}
+    xs = {"train": arr["x_train"], "test": arr["x_test"], "val": val.get("x_val")}
+    for k in want:
+        split = k.split("_")[1]
+        x, n = xs[split], z[k]
+        if not 1 <= axis < x.ndim:
+            raise ValueError(f"{path}: time_axis = {axis}, but x_{split} is {x.shape}; expected an axis in 1..{x.ndim - 1}")
+        T = x.shape[axis]
+        if n.dtype.kind not in "iu" or n.shape != (len(x),) or (len(n) and (n.min() < 1 or n.max() > T)):
+            raise ValueError(f"{path}: {k} {n.shape} {n.dtype}: expected one integer length per example, each in "
+                             f"1..{T} (x_{split}'s padded length on time_axis {axis})")
+        out[k] = n.astype(np.int64)
+    return out
 
 
 def with_validation(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
@@ -127,14 +168,50 @@ def with_validation(data: Dataset, fraction: float, seed: int = 0) -> Dataset:
         raise ValueError(f"val_fraction = {fraction}: holds out {len(held)} of {n} training examples; expected some, "
                          f"not all")
     keep = np.setdiff1d(np.arange(n), held)
+    lt = data.lengths_train
     return Dataset(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test, name=data.name,
-                   source=data.source, x_val=data.x_train[held], y_val=data.y_train[held])
+                   source=data.source, x_val=data.x_train[held], y_val=data.y_train[held],
+                   lengths_train=None if lt is None else lt[keep], lengths_test=data.lengths_test,
+                   lengths_val=None if lt is None else lt[held], time_axis=data.time_axis)
 
 
-def batches(x, y, batch_size: int, rng: Optional[np.random.Generator] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    """Mini-batches of (x, y); shuffled with `rng` (a seeded Generator: the same seed, the same order)."""
+def batches(x, y, batch_size: int, rng: Optional[np.random.Generator] = None, lengths=None,
+            time_axis: int = 1) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Mini-batches of (x, y); shuffled with `rng` (a seeded Generator: the same seed, the same order).
+
+    With lengths (N,): batches of one length each, cropped to it on time_axis (and y's axis 1 when y is per
+    frame): the examples of each length shuffled and cut into batches, then the batches shuffled."""
     n = len(x)
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    for i in range(0, n, batch_size):
-        idx = order[i:i + batch_size]
-        yield x[idx], y[idx]
+    if lengths is None:
+        order = rng.permutation(n) if rng is not None else np.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            yield x[idx], y[idx]
+        return
+    for idx in length_groups(lengths, batch_size, rng):
+        yield crop(x, y, idx, int(lengths[idx[0]]), time_axis)
+
+
+def length_groups(lengths, batch_size: int, rng: Optional[np.random.Generator] = None):
+    """Index arrays, each of examples of one length (at most batch_size): shuffled within a length and in
+    their order when rng is given, else by length then index."""
+    lengths = np.asarray(lengths)
+    out = []
+    for L in np.unique(lengths):
+        idx = np.flatnonzero(lengths == L)
+        if rng is not None:
+            idx = rng.permutation(idx)
+        out += [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    if rng is not None:
+        out = [out[i] for i in rng.permutation(len(out))]
+    return out
+
+
+def crop(x, y, idx, length: int, time_axis: int = 1):
+    """x[idx] and y[idx] cut to `length` steps (x on time_axis; y on axis 1 when it is per frame)."""
+    T = x.shape[time_axis]
+    xb = np.take(x[idx], np.arange(length), axis=time_axis) if length < T else x[idx]
+    yb = y[idx]
+    if y.ndim >= 2 and y.shape[1] == T and length < T:
+        yb = yb[:, :length]
+    return xb, yb

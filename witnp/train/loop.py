@@ -84,20 +84,45 @@ def _forward_eval(model, x, batch_size, rng):
     return np.concatenate(outs) if outs else np.empty((0,), np.float32)
 
 
-def evaluate(model, x, y, loss_fn=None, batch_size: int = 256, rng=None, task=None, extras: bool = False) -> dict:
+def evaluate(model, x, y, loss_fn=None, batch_size: int = 256, rng=None, task=None, extras: bool = False,
+             lengths=None, time_axis: int = 1) -> dict:
     """{"loss", and the task's metrics} of inference forwards over (x, y) (`witnp.train.tasks`: accuracy and
     macro_f1 for classification, frame_accuracy and frame_f1 per frame, mse, snr_db and psnr_db for
     regression). task: a Task or its name (default: the one y implies); loss_fn: default the task's first
-    loss. extras: also the task's non-scalar results (the confusion matrix) under "extras"."""
+    loss. extras: also the task's non-scalar results (the confusion matrix) under "extras". lengths (N,):
+    variable-length sequences, run in batches of one length each, cropped (`data.batches`): the figures
+    count every example and frame once, and nothing past a length."""
     task = _task(task, y)
     loss_fn = loss_fn or task.loss()
-    out = _forward_eval(model, x, batch_size, rng if rng is not None else np.random.default_rng(0))
+    rng = rng if rng is not None else np.random.default_rng(0)
+    if lengths is not None:
+        return _evaluate_lengths(model, x, y, loss_fn, batch_size, rng, task, extras, lengths, time_axis)
+    out = _forward_eval(model, x, batch_size, rng)
     loss, _ = loss_fn(out, y)
     res = {"loss": float(loss)}
     if task.check_output(out.shape, np.shape(y), None) is None:
         res.update(task.metrics(out, y))
         if extras:
             res["extras"] = task.extras(out, y)
+    return res
+
+
+def _evaluate_lengths(model, x, y, loss_fn, batch_size, rng, task, extras, lengths, time_axis):
+    from .data import crop, length_groups
+    from .losses import loss_weight
+    pairs, tot, wsum = [], 0.0, 0
+    for idx in length_groups(lengths, batch_size):
+        xb, yb = crop(x, y, idx, int(lengths[idx[0]]), time_axis)
+        out = model.forward(xb, train=False, rng=rng)[0]
+        w = loss_weight(loss_fn, out)
+        tot += loss_fn(out, yb)[0] * w
+        wsum += w
+        pairs.append((out, yb))
+    res = {"loss": float(tot / max(wsum, 1))}
+    if all(task.check_output(p.shape, np.shape(t), None) is None for p, t in pairs):
+        res.update(task.metrics_groups(pairs))
+        if extras:
+            res["extras"] = task.extras_groups(pairs)
     return res
 
 
@@ -224,7 +249,8 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
     kept = len(history)  # this stage's rows up to the checkpoint stay; a row past it is trained again
     metrics = MetricsLog(log_dir, keep=lambda r: r.get("stage") != stage or r.get("epoch", 0) <= kept)
     bar = progress if progress is not None else sys.stdout.isatty()
-    n_batches = math.ceil(len(data.x_train) / batch_size)
+    n_batches = (math.ceil(len(data.x_train) / batch_size) if data.lengths_train is None else
+                 sum(math.ceil(c / batch_size) for c in np.unique(data.lengths_train, return_counts=True)[1]))
     for epoch in range(start + 1, epochs + 1):
         t0 = time.perf_counter()
         model.begin_epoch()
@@ -233,7 +259,8 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
         if noise_mode == "chip":  # this epoch's chip, from (seed, epoch): a resumed run meets the same chips
             from ..noise import ChipSource
             chip = ChipSource(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))
-        it = batches(data.x_train, data.y_train, batch_size, shuffle_rng)
+        it = batches(data.x_train, data.y_train, batch_size, shuffle_rng, lengths=data.lengths_train,
+                     time_axis=data.time_axis)
         if bar:
             import click
             it = click.progressbar(it, length=n_batches, label=f"{stage + ' ' if stage else ''}epoch {epoch}/{epochs}",
@@ -299,10 +326,10 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
 def _validate(model, data, loss_fn, seed, epoch, task=None) -> dict:
     """The epoch's validation metrics: on the validation split (else the test split), averaged over 3 noise
     draws when any array of the model is noisy (one draw would pick the best epoch by its luck)."""
-    xv, yv = (data.x_val, data.y_val) if data.x_val is not None else (data.x_test, data.y_test)
+    xv, yv, lv = data.split("val") if data.x_val is not None else data.split("test")
     noisy = any(l.config is not None and l.config.use_quantization and l.config.noise_level for _, l in walk(model))
-    runs = [evaluate(model, xv, yv, loss_fn, rng=np.random.default_rng([seed, epoch, k]), task=task)
-            for k in range(3 if noisy else 1)]
+    runs = [evaluate(model, xv, yv, loss_fn, rng=np.random.default_rng([seed, epoch, k]), task=task, lengths=lv,
+                     time_axis=data.time_axis) for k in range(3 if noisy else 1)]
     return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
 
 
@@ -333,7 +360,7 @@ class Stage:
 
 def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed: int = 0,
               strategy: str = "extrema", param: Optional[float] = None,
-              per_layer: Optional[Dict[str, str]] = None) -> None:
+              per_layer: Optional[Dict[str, str]] = None, lengths=None, time_axis: int = 1) -> None:
     """Collect io_max on `x` as the first training forwards of an epoch do (begin_epoch, then `steps` training
     forwards, default the largest auto_scale_update_step), without any weight update. Training forwards also
     move BatchNorm running statistics: calibrate a copy (`with_config`) when that matters.
@@ -341,7 +368,8 @@ def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed:
     strategy: "extrema" (the vendor's running maximum: the above alone), or "moving_average", "percentile"
     (param: the percentile), "mse", "kl" for the array layers' io_max_x and io_max_y, from the float model's
     activations on the same frames (`witnp.analysis.calibration`). per_layer: {layer name: "NAME[:P]"} for
-    array layers that take another strategy than `strategy` (names as `witnp.walk` gives them)."""
+    array layers that take another strategy than `strategy` (names as `witnp.walk` gives them). lengths:
+    variable-length sequences, calibrated in batches of one length (nothing past a length is seen)."""
     from ..analysis.calibration import STRATEGIES, calibrate_arrays, parse_strategy
     if strategy not in STRATEGIES:
         raise ValueError(f"calibrate: strategy={strategy!r}; expected one of {list(STRATEGIES)}")
@@ -354,13 +382,17 @@ def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed:
     steps = steps or max([l.config.auto_scale_update_step for _, l in walk(model) if l.config is not None] or [1])
     model.begin_epoch()
     rng = np.random.default_rng(seed)
-    for i, (xb, _) in enumerate(batches(x, np.zeros(len(x)), batch_size, rng)):
+    seen = []
+    for i, (xb, _) in enumerate(batches(x, np.zeros(len(x)), batch_size, rng, lengths=lengths, time_axis=time_axis)):
         if i >= steps:
             break
         model.forward(xb, train=True, rng=rng)
+        seen.append(xb)
     if strategy != "extrema" or any(s != "extrema" for s, _ in per.values()):
         float_model = with_config(model, {"use_quantization": False, "noise_level": 0})
-        calibrate_arrays(model, float_model, x[:steps * batch_size], strategy, param, batch_size, per_layer=per)
+        # fixed-length data: its first steps·batch_size examples in order; variable-length: the batches above
+        chunk = x[:steps * batch_size] if lengths is None else seen
+        calibrate_arrays(model, float_model, chunk, strategy, param, batch_size, per_layer=per)
 
 
 def eval_table_row(model, data, loss_fn, quant_changes: dict, noise_level: int, noise_seeds: int,
@@ -372,18 +404,20 @@ def eval_table_row(model, data, loss_fn, quant_changes: dict, noise_level: int, 
     A model trained in float has no io_max yet: with calibrate_first, the quantized copy collects it on the
     training data first (`calibrate`)."""
     task = _task(task, data.y_test)
+    ev = dict(task=task, lengths=data.lengths_test, time_axis=data.time_axis)
     fl = evaluate(with_config(model, {"use_quantization": False, "noise_level": 0}), data.x_test, data.y_test,
-                  loss_fn, task=task, extras=True)
+                  loss_fn, extras=True, **ev)
     qmodel = with_config(model, dict(quant_changes, use_quantization=True, noise_level=0))
     if calibrate_first:
         from ..analysis.calibration import parse_strategy
         strategy, param = parse_strategy(calibration)
-        calibrate(qmodel, data.x_train, batch_size, strategy=strategy, param=param, per_layer=layer_calibration)
-    q = evaluate(qmodel, data.x_test, data.y_test, loss_fn, task=task, extras=True)
+        calibrate(qmodel, data.x_train, batch_size, strategy=strategy, param=param, per_layer=layer_calibration,
+                  lengths=data.lengths_train, time_axis=data.time_axis)
+    q = evaluate(qmodel, data.x_test, data.y_test, loss_fn, extras=True, **ev)
     nz = None
     if noise_level:
         noisy = with_config(qmodel, {"noise_level": noise_level})
-        runs = [evaluate(noisy, data.x_test, data.y_test, loss_fn, rng=noise_eval_rng(s), task=task)
+        runs = [evaluate(noisy, data.x_test, data.y_test, loss_fn, rng=noise_eval_rng(s), **ev)
                 for s in range(noise_seeds)]
         nz = {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs]))) for k in runs[0]}
     row = {"float": fl, "quantized": q, "noisy": nz}
@@ -480,7 +514,7 @@ def run_recipe(model, data: Dataset, stages: List[Stage], *, optimizer: str = "a
         model = with_config(model, st.changes, st.per_layer)
         ckpt = _ckpt(out_dir, st.name)
         resuming = bool(resume and ckpt and os.path.exists(ckpt))
-        pinned = _pin_calibrated(model, data.x_train, calibrate_now=was_float and not resuming,
+        pinned = _pin_calibrated(model, data, calibrate_now=was_float and not resuming,
                                  calibration=calibration, layer_calibration=layer_calibration, batch_size=batch_size)
         if pinned:
             log(f"{st.name}: io_max of {', '.join(pinned)} kept from calibration ({calibration}"
@@ -512,7 +546,7 @@ def _quantized(model) -> bool:
     return any(l.config.use_quantization for _, l in walk(model) if l.config is not None)
 
 
-def _pin_calibrated(model, x, calibrate_now: bool, calibration: str, layer_calibration, batch_size: int) -> List[str]:
+def _pin_calibrated(model, data, calibrate_now: bool, calibration: str, layer_calibration, batch_size: int) -> List[str]:
     """A quantized stage under a calibration strategy other than extrema (global or per layer): the array
     layers that strategy covers get their io_max from it and keep it while the stage trains (the vendor's
     observer would replace it by the running maximum within auto_scale_update_step forwards of every epoch).
@@ -527,7 +561,8 @@ def _pin_calibrated(model, x, calibrate_now: bool, calibration: str, layer_calib
     if not names:
         return []
     if calibrate_now:
-        calibrate(model, x, batch_size, strategy=strategy, param=param, per_layer=layer_calibration)
+        calibrate(model, data.x_train, batch_size, strategy=strategy, param=param, per_layer=layer_calibration,
+                  lengths=data.lengths_train, time_axis=data.time_axis)
     layers = dict(units(model))
     for name in names:
         layers[name].pin_io_max(("x", "y"))

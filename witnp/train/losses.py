@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from ..errors import NonFiniteError
 
-__all__ = ["CrossEntropyLoss", "MSELoss", "L1Loss", "SNRLoss", "LOSSES", "SNR_EPS"]
+__all__ = ["CrossEntropyLoss", "MSELoss", "L1Loss", "SNRLoss", "LOSSES", "SNR_EPS", "loss_weight"]
 
 SNR_EPS = 1e-8
 """Added to both energies of an SNR (loss and metric): a silent target and a perfect prediction stay finite."""
@@ -32,6 +32,8 @@ def _pred(owner, pred, ndim=None):
 class CrossEntropyLoss:
     """Softmax cross-entropy. pred (N, C) logits float, target (N,) integer labels in [0, C); or per frame,
     pred (N, T, C) and target (N, T): the mean over the N·T frames."""
+
+    per = "row"  # the mean is over rows (examples, or frames): what a mean over batches weighs by
 
     def __init__(self, label_smoothing: float = 0.0):
         if not 0.0 <= label_smoothing <= 1.0:
@@ -68,6 +70,8 @@ class CrossEntropyLoss:
 class MSELoss:
     """Mean squared error. pred and target of the same shape."""
 
+    per = "element"
+
     def __call__(self, pred, target):
         p = _pred("MSELoss", pred).astype(np.float64)
         t = np.asarray(target, np.float64)
@@ -76,6 +80,18 @@ class MSELoss:
         d = p - t
         n = max(d.size, 1)
         return float((d * d).sum() / n), (2.0 * d / n).astype(np.float32)
+
+
+def loss_weight(loss_fn, pred) -> int:
+    """How many terms `loss_fn`'s mean over `pred` averages (its `per`: rows, elements or examples; a loss
+    without `per` counts examples): the weight of one batch in a mean over batches of different shapes."""
+    per = getattr(loss_fn, "per", "example")
+    shape = np.shape(pred)
+    if per == "element":
+        return int(np.prod(shape))
+    if per == "row":
+        return int(np.prod(shape[:-1]))
+    return int(shape[0]) if shape else 1
 
 
 def _pair(owner, pred, target):
@@ -89,6 +105,8 @@ def _pair(owner, pred, target):
 class L1Loss:
     """Mean absolute error. pred and target of the same shape; the gradient at a zero difference is 0."""
 
+    per = "element"
+
     def __call__(self, pred, target):
         p, t = _pair("L1Loss", pred, target)
         d = p - t
@@ -99,6 +117,8 @@ class L1Loss:
 class SNRLoss:
     """-mean_i 10·log10((Σ t_i² + eps) / (Σ (t_i − p_i)² + eps)) over the N examples (each example's sums over
     all its values). pred and target (N, ...) of the same shape."""
+
+    per = "example"
 
     def __call__(self, pred, target):
         p, t = _pair("SNRLoss", pred, target)

@@ -61,6 +61,18 @@ class Task:
         """Non-scalar results for eval.json (none by default)."""
         return {}
 
+    def metrics_groups(self, pairs) -> Dict[str, float]:
+        """The metrics over batches of different lengths [(pred, y), ...] (variable-length data), equal to
+        `metrics` over all of them at once: here the batches concatenated (a label per example)."""
+        return self.metrics(*self._joined(pairs))
+
+    def extras_groups(self, pairs) -> dict:
+        return self.extras(*self._joined(pairs))
+
+    @staticmethod
+    def _joined(pairs):
+        return np.concatenate([p for p, _ in pairs]), np.concatenate([y for _, y in pairs])
+
     def check_targets(self, y: np.ndarray, where: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -102,6 +114,11 @@ class Frames(Task):
     def extras(self, pred, y):
         return {"confusion": _confusion(pred.argmax(axis=-1).reshape(-1), y.reshape(-1), pred.shape[-1]).tolist()}
 
+    @staticmethod
+    def _joined(pairs):  # every frame of every batch, as one sequence
+        p = np.concatenate([p.reshape(-1, p.shape[-1]) for p, _ in pairs])
+        return p[None], np.concatenate([y.reshape(-1) for _, y in pairs])[None]
+
     def check_targets(self, y, where):
         if y.dtype.kind not in "iu" or y.ndim != 2:
             raise ValueError(f"{where}: task frames needs an integer label per frame (N, T); got {y.dtype} {y.shape}")
@@ -125,6 +142,17 @@ class Regress(Task):
         snr = 10 * np.log10(((t * t).sum(axis=axes) + SNR_EPS) / ((d * d).sum(axis=axes) + SNR_EPS))
         peak = float(np.abs(t).max()) if t.size else 0.0
         return {"mse": mse, "snr_db": float(snr.mean()),
+                "psnr_db": float(10 * np.log10((peak * peak + SNR_EPS) / (mse + SNR_EPS)))}
+
+    def metrics_groups(self, pairs):
+        if len({p.shape[1:] for p, _ in pairs}) == 1:
+            return self.metrics(*self._joined(pairs))
+        # per frame, batches of different lengths: MSE weighs elements, SNR examples, PSNR the whole
+        ms = [(self.metrics(p, y), p.size, len(p), float(np.abs(y).max()) if y.size else 0.0) for p, y in pairs]
+        mse = sum(m["mse"] * n for m, n, _, _ in ms) / max(1, sum(n for _, n, _, _ in ms))
+        snr = sum(m["snr_db"] * k for m, _, k, _ in ms) / max(1, sum(k for _, _, k, _ in ms))
+        peak = max(pk for _, _, _, pk in ms)
+        return {"mse": float(mse), "snr_db": float(snr),
                 "psnr_db": float(10 * np.log10((peak * peak + SNR_EPS) / (mse + SNR_EPS)))}
 
     def check_targets(self, y, where):
