@@ -191,22 +191,27 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
         loss_fn=None, patience: Optional[int] = None, keep_best: bool = True, checkpoint: Optional[str] = None,
         resume: bool = False, log_dir: Optional[str] = None, stage: str = "", clip_norm: Optional[float] = None,
         schedule=None, progress: Optional[bool] = None, log: Callable[[str], None] = print,
-        stop_after: Optional[int] = None, noise_mode: str = "read", task=None) -> List[dict]:
+        stop_after: Optional[int] = None, noise_mode: str = "read", task=None, callbacks=None) -> List[dict]:
     """Train `model` on data.x_train/y_train, validating every epoch on data.x_val/y_val (the test split only
     when the data has no validation split: see `data.with_validation`). Noisy models are validated over 3
     noise draws, averaged.
 
-    task: a `witnp.train.tasks` Task or name (default: the one the labels imply); its first loss is the
-    default loss_fn, and its main metric on the validation split picks the best epoch.
+    fit runs the batches and the validation; everything around them is a callback (`witnp.train.callbacks`):
+    the options below build the default ones, and `callbacks` adds a user's own (after the defaults, before
+    the checkpoint). task: a `witnp.train.tasks` Task or name (default: the one the labels imply); its first
+    loss is the default loss_fn, and its main metric on the validation split picks the best epoch.
 
     Returns the history: one dict per epoch (epoch, stage, train_loss, train_<main metric> for labels,
-    val_loss, val_<metric> for each of the task's metrics, lr, seconds). `checkpoint` is a model-file path written after every epoch (with optimizer
-    and generator states); `resume=True` continues from it. `stop_after` ends the run after that many epochs
-    of this call (simulating an interruption, for tests). The best model (the task's main metric on the
-    validation split) is restored at the end when keep_best. noise_mode "read" (the vendor's NORMAL: a
-    new draw every forward) or "chip": one simulated chip per epoch, its programming error held for every
-    batch of the epoch (`witnp.noise.ChipSource`), a new chip the next epoch.
+    val_loss, val_<metric> for each of the task's metrics, lr, seconds). Options: progress (a bar per epoch;
+    default on a terminal), log (a line per epoch), log_dir (metrics.csv / .jsonl, `MetricsLogger`),
+    keep_best (restore the best epoch's weights at the end, `BestModel`), patience (`EarlyStopping`),
+    checkpoint (a model-file path written after every epoch with optimizer and generator states,
+    `Checkpoint`; resume=True continues from it), stop_after (leave after that many epochs of this call, as an
+    interruption would, for tests). noise_mode "read" (the vendor's NORMAL: a new draw every forward) or
+    "chip": one simulated chip per epoch, its programming error held for every batch of the epoch
+    (`witnp.noise.ChipSource`), a new chip the next epoch.
     """
+    from . import callbacks as cbs
     if noise_mode not in ("read", "chip"):
         raise ValueError(f"fit: noise_mode={noise_mode!r}; expected 'read' or 'chip'")
     _check_int("fit", "epochs", epochs, 0)
@@ -219,108 +224,90 @@ def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_
     if len(data.x_train) == 0 or len(data.x_test) == 0:
         raise ValueError(f"fit: the data has {len(data.x_train)} training and {len(data.x_test)} test examples; "
                          f"expected at least one of each")
+    user = list(callbacks or [])
+    if not all(isinstance(c, cbs.Callback) for c in user):
+        raise TypeError(f"fit: callbacks {user!r}; expected witnp.train.callbacks.Callback instances")
+    if resume and not checkpoint:
+        raise ValueError(f"fit: resume=True but the checkpoint {checkpoint!r} does not exist; expected the "
+                         f"checkpoint path of an earlier fit (or resume=False to start afresh)")
     task = _task(task, data.y_train)
     loss_fn = loss_fn or task.loss()
-    shuffle_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
-    noise_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
-    history: List[dict] = []
-    start, best, best_state, since_best = 0, None, None, 0
-    if resume:
-        if not checkpoint or not os.path.exists(checkpoint):
-            raise ValueError(f"fit: resume=True but the checkpoint {checkpoint!r} does not exist; expected the "
-                             f"checkpoint path of an earlier fit (or resume=False to start afresh)")
-        ck = hdf5.load_checkpoint(checkpoint)
-        tr = ck["training"] or {}
-        if tr.get("stage", "") != stage:
-            raise ValueError(f"fit: checkpoint {checkpoint} is for stage {tr.get('stage')!r}, not {stage!r}")
-        _restore(model, _state(ck["model"]))
-        if ck["optimizer_state"] is not None:
-            optimizer.load_state_dict(ck["optimizer_state"])
-        start, history = tr["epoch"], tr["history"]
-        shuffle_rng, noise_rng = _gen_from(tr["shuffle_rng"]), _gen_from(tr["noise_rng"])
-        best, since_best = tr["best"], tr["since_best"]
-        if schedule is not None and tr.get("schedule"):
-            schedule.load_state_dict(tr["schedule"])
-        best_path = checkpoint + ".best.h5"
-        if best is not None and os.path.exists(best_path):
-            best_state = _state(hdf5.load(best_path))
-        if patience is not None and since_best >= patience:
-            start = epochs  # it had stopped early: nothing left to train
-    kept = len(history)  # this stage's rows up to the checkpoint stay; a row past it is trained again
-    metrics = MetricsLog(log_dir, keep=lambda r: r.get("stage") != stage or r.get("epoch", 0) <= kept)
+    run = cbs.FitRun(model=model, optimizer=optimizer, data=data, task=task, epochs=epochs, stage=stage, seed=seed,
+                     schedule=schedule,
+                     shuffle_rng=np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,))),
+                     noise_rng=np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,))))
+    run.n_batches = (math.ceil(len(data.x_train) / batch_size) if data.lengths_train is None else
+                     sum(math.ceil(c / batch_size) for c in np.unique(data.lengths_train, return_counts=True)[1]))
     bar = progress if progress is not None else sys.stdout.isatty()
-    n_batches = (math.ceil(len(data.x_train) / batch_size) if data.lengths_train is None else
-                 sum(math.ceil(c / batch_size) for c in np.unique(data.lengths_train, return_counts=True)[1]))
-    for epoch in range(start + 1, epochs + 1):
-        t0 = time.perf_counter()
-        model.begin_epoch()
-        tot, correct, seen = 0.0, 0, 0
-        chip = None
-        if noise_mode == "chip":  # this epoch's chip, from (seed, epoch): a resumed run meets the same chips
-            from ..noise import ChipSource
-            chip = ChipSource(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))
-        it = batches(data.x_train, data.y_train, batch_size, shuffle_rng, lengths=data.lengths_train,
-                     time_axis=data.time_axis)
-        if bar:
-            import click
-            it = click.progressbar(it, length=n_batches, label=f"{stage + ' ' if stage else ''}epoch {epoch}/{epochs}",
-                                   file=sys.stderr)
-        with (it if bar else _nullctx(it)) as batch_iter:
-            for b, (xb, yb) in enumerate(batch_iter, 1):
-                where = f"at epoch {epoch}, batch {b} (stage {stage or '-'}); lower the learning rate or check the data"
-                try:
-                    with np.errstate(over="ignore", invalid="ignore"):
-                        out, ctx = model.forward(xb, train=True,
-                                                 rng=chip.begin_forward() if chip is not None else noise_rng)
-                        loss, g = loss_fn(out, yb)
-                        if not math.isfinite(loss):
-                            raise TrainingDiverged(f"fit: the loss became {loss} {where}")
-                        model.zero_grad()
-                        model.backward(g, ctx)
-                except NonFiniteError as e:  # a layer refused a non-finite activation or gradient
-                    raise TrainingDiverged(f"fit: non-finite values {where} ({e})") from None
-                if clip_norm:
-                    optim.clip_grad_norm(model, clip_norm)
-                optimizer.step()
-                tot += loss * len(xb)
-                seen += len(xb)
-                if yb.dtype.kind in "iu" and out.ndim == yb.ndim + 1:  # labels: the share of right argmaxes
-                    correct += float((out.argmax(-1) == yb).mean()) * len(xb)
+    run.callbacks = ([cbs.ProgressBar()] if bar else []) + [cbs.MetricsLogger(log_dir), cbs.LogLines(log),
+                     cbs.BestModel(restore=keep_best, path=checkpoint + ".best.h5" if checkpoint else None)]
+    run.callbacks += [cbs.EarlyStopping(patience, log)] if patience is not None else []
+    run.callbacks += user + ([cbs.Checkpoint(checkpoint, resume)] if checkpoint else [])
+    run.callbacks += [cbs.StopAfter(stop_after)] if stop_after is not None else []
+    # a resumed fit first restores the checkpoint (weights, generators, callbacks' states); then the others
+    for cb in sorted(run.callbacks, key=lambda c: not isinstance(c, cbs.Checkpoint)):
+        cb.on_fit_start(run)
+    for epoch in range(run.start + 1, epochs + 1):
+        if run.stop:
+            break
+        run.epoch = epoch
+        for cb in run.callbacks:
+            cb.on_epoch_start(run)
+        row = _train_epoch(run, batch_size, loss_fn, clip_norm, noise_mode)
         val = _validate(model, data, loss_fn, seed, epoch, task)
-        main = task.main if task.main in val else "loss"
-        row = {"epoch": epoch, "stage": stage, "train_loss": tot / max(seen, 1)}
-        if data.y_train.dtype.kind in "iu":
-            row["train_" + task.main] = correct / max(seen, 1)
+        run.main = task.main if task.main in val else "loss"
         row.update({"val_" + k: v for k, v in val.items()})
-        row.update(lr=optimizer.lr, seconds=round(time.perf_counter() - t0, 3))
-        history.append(row)
-        metrics.write(row)
-        short = {"accuracy": "acc", "frame_accuracy": "frame acc", "snr_db": "SNR dB"}.get(main, main)
-        train_m = f" {short} {row['train_' + main]:.4f}" if "train_" + main in row else ""
-        log(f"{stage + ' ' if stage else ''}epoch {epoch}/{epochs}: loss {row['train_loss']:.4f}{train_m} | "
-            f"val loss {row['val_loss']:.4f} {short} {val[main]:.4f} ({row['seconds']:.1f} s)")
-        score = val[main] if (main != "loss" and task.higher_is_better) else -val[main]
-        if best is None or score > best:
-            best, best_state, since_best = score, _state(model), 0
-            if checkpoint:
-                hdf5.save(model, checkpoint + ".best.h5")
-        else:
-            since_best += 1
+        row.update(lr=optimizer.lr, seconds=round(time.perf_counter() - row.pop("_t0"), 3))
+        run.score = val[run.main] if (run.main != "loss" and task.higher_is_better) else -val[run.main]
+        run.history.append(row)
         if schedule is not None:
             schedule.step()
-        if checkpoint:
-            hdf5.save(model, checkpoint, optimizer, training={
-                "stage": stage, "epoch": epoch, "history": history, "shuffle_rng": _gen_state(shuffle_rng),
-                "noise_rng": _gen_state(noise_rng), "best": best, "since_best": since_best,
-                "schedule": schedule.state_dict() if schedule is not None else None})
-        if patience is not None and since_best >= patience:
-            log(f"early stop: no improvement for {patience} epochs")
-            break
-        if stop_after is not None and epoch - start >= stop_after:
-            return history
-    if keep_best and best_state is not None:
-        _restore(model, best_state)
-    return history
+        for cb in run.callbacks:
+            cb.on_epoch_end(run, row)
+        if run.abort:
+            return run.history
+    for cb in run.callbacks:
+        cb.on_fit_end(run)
+    return run.history
+
+
+def _train_epoch(run, batch_size, loss_fn, clip_norm, noise_mode) -> dict:
+    """One epoch of training batches; the row's training figures (and its start time under "_t0")."""
+    model, data, stage, epoch = run.model, run.data, run.stage, run.epoch
+    t0 = time.perf_counter()
+    model.begin_epoch()
+    tot, correct, seen = 0.0, 0, 0
+    chip = None
+    if noise_mode == "chip":  # this epoch's chip, from (seed, epoch): a resumed run meets the same chips
+        from ..noise import ChipSource
+        chip = ChipSource(int(np.random.SeedSequence([run.seed, epoch, 7]).generate_state(1)[0]))
+    it = batches(data.x_train, data.y_train, batch_size, run.shuffle_rng, lengths=data.lengths_train,
+                 time_axis=data.time_axis)
+    for b, (xb, yb) in enumerate(it, 1):
+        where = f"at epoch {epoch}, batch {b} (stage {stage or '-'}); lower the learning rate or check the data"
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                out, ctx = model.forward(xb, train=True, rng=chip.begin_forward() if chip is not None else run.noise_rng)
+                loss, g = loss_fn(out, yb)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(f"fit: the loss became {loss} {where}")
+                model.zero_grad()
+                model.backward(g, ctx)
+        except NonFiniteError as e:  # a layer refused a non-finite activation or gradient
+            raise TrainingDiverged(f"fit: non-finite values {where} ({e})") from None
+        if clip_norm:
+            optim.clip_grad_norm(model, clip_norm)
+        run.optimizer.step()
+        tot += loss * len(xb)
+        seen += len(xb)
+        if yb.dtype.kind in "iu" and out.ndim == yb.ndim + 1:  # labels: the share of right argmaxes
+            correct += float((out.argmax(-1) == yb).mean()) * len(xb)
+        for cb in run.callbacks:
+            cb.on_batch_end(run, b, loss)
+    row = {"epoch": epoch, "stage": stage, "train_loss": tot / max(seen, 1), "_t0": t0}
+    if data.y_train.dtype.kind in "iu":
+        row["train_" + run.task.main] = correct / max(seen, 1)
+    return row
 
 
 def _validate(model, data, loss_fn, seed, epoch, task=None) -> dict:
@@ -331,17 +318,6 @@ def _validate(model, data, loss_fn, seed, epoch, task=None) -> dict:
     runs = [evaluate(model, xv, yv, loss_fn, rng=np.random.default_rng([seed, epoch, k]), task=task, lengths=lv,
                      time_axis=data.time_axis) for k in range(3 if noisy else 1)]
     return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
-
-
-class _nullctx:
-    def __init__(self, it):
-        self.it = it
-
-    def __enter__(self):
-        return self.it
-
-    def __exit__(self, *a):
-        return False
 
 
 @dataclass
