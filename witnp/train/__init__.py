@@ -4,6 +4,7 @@ datasets.
     loop.py     fit, evaluate, calibrate, with_config, Stage, run_recipe, the evaluation table
     losses.py   cross-entropy (label smoothing, per example or per frame), MSE, L1, SNR: value and gradient
     tasks.py    what is learned: classify, frames, regress (loss, metrics, the metric that picks the best)
+    run_state.py  a run's state between epochs: model state, generator states, the metrics files
     callbacks.py  what happens around fit's epochs: progress, log lines, metrics files, best model, early
                 stopping, checkpoints, and a user's own (Keras's and Lightning's shape)
     optim.py    SGD, Adam, AdamW, gradient clipping, learning-rate schedules (torch's update rules)

@@ -98,7 +98,7 @@ class MetricsLogger(Callback):
         self.folder = folder
 
     def on_fit_start(self, run):
-        from .loop import MetricsLog
+        from .run_state import MetricsLog
         kept = len(run.history)
         self.log = MetricsLog(self.folder, keep=lambda r: r.get("stage") != run.stage or r.get("epoch", 0) <= kept)
 
@@ -134,11 +134,11 @@ class BestModel(Callback):
     def on_fit_start(self, run):
         if self.best is not None and self.path and os.path.exists(self.path):  # resumed: the best so far
             from ..handoff import model_file as hdf5
-            from .loop import _state
+            from .run_state import _state
             self.best_state = _state(hdf5.load(self.path))
 
     def on_epoch_end(self, run, row):
-        from .loop import _state
+        from .run_state import _state
         if self.best is None or run.score > self.best:
             self.best, self.best_state, self.since_best = run.score, _state(run.model), 0
             if self.path:
@@ -149,7 +149,7 @@ class BestModel(Callback):
 
     def on_fit_end(self, run):
         if self.restore and self.best_state is not None:
-            from .loop import _restore
+            from .run_state import _restore
             _restore(run.model, self.best_state)
 
     def state(self):
@@ -198,7 +198,7 @@ class Checkpoint(Callback):
         if not self.resume:
             return
         from ..handoff import model_file as hdf5
-        from .loop import _gen_from, _restore, _state
+        from .run_state import _gen_from, _restore, _state
         if not os.path.exists(self.path):
             raise ValueError(f"fit: resume=True but the checkpoint {self.path!r} does not exist; expected the "
                              f"checkpoint path of an earlier fit (or resume=False to start afresh)")
@@ -225,7 +225,7 @@ class Checkpoint(Callback):
 
     def on_epoch_end(self, run, row):
         from ..handoff import model_file as hdf5
-        from .loop import _gen_state
+        from .run_state import _gen_state
         states = {type(cb).__name__: cb.state() for cb in run.callbacks if cb.state() is not None}
         best = states.get("BestModel", {})
         hdf5.save(run.model, self.path, run.optimizer, training={

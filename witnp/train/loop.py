@@ -9,9 +9,6 @@ from there and reproduces the uninterrupted run's curve exactly.
 """
 from __future__ import annotations
 
-import copy
-import csv
-import io
 import json
 import math
 import os
@@ -29,35 +26,15 @@ from . import optim
 from .data import Dataset, batches
 from ..layers.container import units, walk
 from ..layers.registry import build, layer_spec
+from .run_state import MetricsLog, _restore, _state, read_metrics
 
 __all__ = ["TrainingDiverged", "fit", "evaluate", "calibrate", "with_config", "Stage", "run_recipe", "format_table",
-           "eval_table_row"]
+           "eval_table_row", "MetricsLog", "read_metrics", "noise_eval_rng", "NOISE_EVAL_SEED"]
 
 
 def _check_int(owner, name, v, lo, hi=None):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
         raise ValueError(f"{owner}: {name}={v!r}; expected an integer " + (f">= {lo}" if hi is None else f"in {lo}..{hi}"))
-
-
-def _state(model) -> dict:
-    """Parameters, stats and auto-scale state of every leaf (a deep copy)."""
-    out = {}
-    for name, layer in walk(model):
-        obs = getattr(layer, "observer", None)
-        out[name] = ({k: v.copy() for k, v in layer.params.items()}, {k: np.array(v) for k, v in layer.stats.items()},
-                     copy.deepcopy(obs.state()) if obs is not None else None)
-    return out
-
-
-def _restore(model, state: dict, observer: bool = True) -> None:
-    for name, layer in walk(model):
-        params, stats, obs = state[name]
-        for k, v in params.items():
-            layer.params[k][...] = v
-        for k, v in stats.items():
-            layer.stats[k] = np.array(v)
-        if obs is not None and observer:
-            layer.observer.load_state(obs)
 
 
 def with_config(model, changes: Optional[dict] = None, per_layer: Optional[Dict[str, dict]] = None):
@@ -133,40 +110,6 @@ def _task(task, y):
     return TASKS[task] if isinstance(task, str) else task
 
 
-class MetricsLog:
-    """Every epoch's row, in metrics.csv and metrics.jsonl in `folder` (when given), rewritten whole and
-    atomically after each epoch: a kill never leaves half a line, and each stage's rows stay beside the
-    others'. On construction it keeps the rows already in the folder's metrics.jsonl for which
-    keep(row) is true (a fresh stage drops its own old rows; a resumed one also its rows past the checkpoint)."""
-
-    def __init__(self, folder: Optional[str], keep: Callable[[dict], bool] = lambda row: False):
-        self.folder = folder
-        self.rows: List[dict] = []
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-            self.rows = [r for r in read_metrics(folder) if keep(r)]
-
-    def write(self, row: dict) -> None:
-        self.rows.append(row)
-        if not self.folder:
-            return
-        write_text(os.path.join(self.folder, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in self.rows))
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(self.rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(self.rows)
-        write_text(os.path.join(self.folder, "metrics.csv"), buf.getvalue())
-
-
-def read_metrics(folder: str) -> List[dict]:
-    """The rows of `folder`/metrics.jsonl ([] when there is none)."""
-    path = os.path.join(folder, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 NOISE_EVAL_SEED = 1000
 """Noisy evaluations draw their noise from np.random.default_rng(NOISE_EVAL_SEED + s) for seeds s = 0..N-1:
 `witnp train`'s table and `witnp eval` use the same draws, so one model shows one noisy figure."""
@@ -175,16 +118,6 @@ NOISE_EVAL_SEED = 1000
 def noise_eval_rng(s: int) -> np.random.Generator:
     """The generator of the s-th noise seed of a noisy evaluation (`NOISE_EVAL_SEED`)."""
     return np.random.default_rng(NOISE_EVAL_SEED + int(s))
-
-
-def _gen_state(g: np.random.Generator) -> dict:
-    return g.bit_generator.state
-
-
-def _gen_from(state: dict) -> np.random.Generator:
-    g = np.random.default_rng()
-    g.bit_generator.state = state
-    return g
 
 
 def fit(model, data: Dataset, *, optimizer: optim.Optimizer, epochs: int, batch_size: int = 32, seed: int = 0,
