@@ -102,7 +102,7 @@ def test_mapper_warnings_and_refusals():
     assert any("900 output columns exceed the array's 896" in m for m in msgs)
     with pytest.raises(ValueError, match=r"layer '0' \(Linear\) is in float mode"):
         export_model(wn.Sequential(wn.Linear(2, 2)))
-    with pytest.raises(ValueError, match=r"layer '0' \(AvgPool2d\) is not supported by the integer engine"):
+    with pytest.raises(ValueError, match=r"layer '0' \(AvgPool2d\) is in float mode"):
         export_model(wn.Sequential(wn.AvgPool2d(2)))
     with pytest.raises(ValueError, match=r"layer '0' \(BatchNorm2d\) is in float mode"):
         export_model(wn.Sequential(wn.BatchNorm2d(2)))
@@ -138,6 +138,37 @@ def test_engine_equals_models_with_branches_and_every_digital_op(tmp_path):
     write_handoff(path, recs, golden_vectors(m, recs, x[:2]))
     np.testing.assert_array_equal(IntegerEngine.from_file(path).run(x)[0], m(x))
     assert "3.merge" in codes and "6.1" in codes
+
+
+@pytest.mark.parametrize("k,stride,pad", [(2, 2, 0), (4, 2, 1), ((1, 2), (1, 2), 0)])
+def test_avgpool_with_a_power_of_two_window_exports_and_the_engine_runs_it(tmp_path, k, stride, pad):
+    """A window sum and a rounding shift on codes: trained with auto-scale, exported, through the handoff file,
+    equal to the model bit for bit (round half to even on exact .5 sums included)."""
+    q = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", scale_x=16, scale_weight=16, scale_y=16,
+                       auto_scale_update_step=2)
+    rng = np.random.default_rng(8)
+    m = wn.Sequential(wn.Conv2d(2, 4, 3, padding=1, config=q), wn.AvgPool2d(k, stride, pad, config=q),
+                      wn.Mean(dim=(2, 3), config=q), wn.Linear(4, 3, config=q))
+    x = rng.normal(size=(5, 2, 6, 6)).astype(np.float32)
+    m.begin_epoch()
+    for seed in range(3):
+        y, ctx = m.forward(x, train=True, rng=np.random.default_rng(seed))
+        m.backward(np.ones_like(y), ctx)  # the straight-through backward runs
+    recs = export_model(m)
+    np.testing.assert_array_equal(IntegerEngine(recs).run(x)[0], m(x))
+    write_handoff(tmp_path / "h.h5", recs, golden_vectors(m, recs, x[:2]))
+    np.testing.assert_array_equal(IntegerEngine.from_file(tmp_path / "h.h5").run(x)[0], m(x))
+    pooled = m.children["1"](m.children["0"](x)) * recs[1][1]["scale_x"]
+    assert np.array_equal(pooled, np.rint(pooled))  # on the code grid: what the chip's shift gives
+
+
+def test_quantized_avgpool_needs_a_power_of_two_window():
+    q = wn.LayerConfig(use_quantization=True)
+    with pytest.raises(ValueError, match="averages 9 values; quantized, the window kh·kw must be a power of two"):
+        wn.AvgPool2d(3, config=q)
+    m = wn.Sequential(wn.AvgPool2d(3))  # float: any window
+    with pytest.raises(ValueError, match="averages 9 values"):
+        wn.train.with_config(m, {"use_quantization": True})
 
 
 def test_engine_runs_a_quantized_gru_model(tmp_path):

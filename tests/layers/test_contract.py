@@ -35,7 +35,7 @@ LAYERS = {
     "Reshape": (lambda c: wn.Reshape(9, 12, config=c), IMG),
     "Dropout": (lambda c: wn.Dropout(0.3, config=c), IMG),
     "MaxPool2d": (lambda c: wn.MaxPool2d(2, config=c), IMG),
-    "AvgPool2d": (lambda c: wn.AvgPool2d(3, stride=1, padding=1, config=c), IMG),
+    "AvgPool2d": (lambda c: wn.AvgPool2d(2, stride=1, padding=1, config=c), IMG),
     "Sequential": (lambda c: wn.Sequential(wn.Conv2d(3, 2, 3, config=c), wn.ReLU(), wn.Flatten(),
                                            wn.Linear(32, 3, config=c)), IMG),
     "Residual": (lambda c: wn.Residual(wn.Conv2d(3, 3, 3, padding=1, config=c), merge=wn.Add(config=c)), IMG),

@@ -189,6 +189,8 @@ class IntegerEngine:
             c = np.maximum(c, 0)
         elif t == "MaxPool2d":
             c = self._maxpool(c, rec)
+        elif t == "AvgPool2d":
+            c, s = self._avgpool(c, s, rec)
         elif t == "Flatten":
             st, en = int(rec["start_dim"]) % c.ndim, int(rec["end_dim"]) % c.ndim
             c = c.reshape(c.shape[:st] + (-1,) + c.shape[en + 1:])
@@ -302,6 +304,17 @@ class IntegerEngine:
         cp = np.pad(c, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=low)
         win = np.lib.stride_tricks.sliding_window_view(cp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
         return win.max(axis=(-2, -1))
+
+    @staticmethod
+    def _avgpool(c, s, rec):
+        """y = clip(R(ΣXq / n), Y(yb)) over each window (zero padding counted), n = kh·kw a power of two: a
+        rounding shift; the input scale kept."""
+        (kh, kw), (sh, sw), (ph, pw) = rec["kernel_size"], rec["stride"], rec["padding"]
+        q = np.clip(_scaled(c, s, rec["scale_x"]), *code_range(int(rec["x_quant_bits"])))
+        qp = np.pad(q, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        S = np.lib.stride_tricks.sliding_window_view(qp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw].sum(axis=(-2, -1))
+        k = _log2(kh * kw, "kh·kw")
+        return np.clip(shift_round(S, -k), *code_range(int(rec["y_quant_bits"]))), float(rec["scale_x"])
 
     @staticmethod
     def _lut(c, s, rec):

@@ -27,10 +27,10 @@ MAX_COLUMNS = 896
 """Output columns of one WTM2101 array; a wider layer must be split by the mapper."""
 MAX_NPU_BIAS = 16 * 128 * 255
 """The largest |NPU bias| the mapper takes (16 bias rows of 128·255)."""
-SUPPORTED = ("Linear", "Conv2d", "ConvTranspose2d", "ReLU", "MaxPool2d", "Flatten", "Reshape", "Dropout",
+SUPPORTED = ("Linear", "Conv2d", "ConvTranspose2d", "ReLU", "MaxPool2d", "AvgPool2d", "Flatten", "Reshape", "Dropout",
              "Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "BatchNorm1d", "BatchNorm2d", "Mean", "Add", "Mul", "Divide",
              "Cat", "GRU", "Sequential", "Residual", "Branches")
-QUANTIZED = ("Linear", "Conv2d", "ConvTranspose2d", "Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "BatchNorm1d",
+QUANTIZED = ("Linear", "Conv2d", "ConvTranspose2d", "AvgPool2d", "Sigmoid", "Tanh", "GELU", "PReLU", "Sqrt", "BatchNorm1d",
              "BatchNorm2d", "Mean", "Add", "Mul", "Divide", "Cat", "GRU")  # must be quantized to run on integers
 f32 = np.float32
 
@@ -184,6 +184,11 @@ def _node(name, layer, warn):
         return rec
     if base == "MaxPool2d":
         return {"type": base, "kernel_size": layer.k, "stride": layer.s, "padding": layer.p}
+    if base == "AvgPool2d":  # a window sum and a shift on codes, at the input scale (docs/firmware-export.md)
+        sc = layer.observer.scales_for_forward(False, layer._qs())
+        return {"type": base, "kernel_size": layer.k, "stride": layer.s, "padding": layer.p,
+                "x_quant_bits": layer.config.x_quant_bits, "y_quant_bits": layer.config.y_quant_bits,
+                "scale_x": sc["x"]}
     if base == "Flatten":
         return {"type": base, "start_dim": layer.start_dim, "end_dim": layer.end_dim}
     if base == "Reshape":

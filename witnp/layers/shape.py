@@ -1,7 +1,8 @@
 """Layers that move values without arithmetic on the chip: Flatten, Reshape, Dropout, MaxPool2d, AvgPool2d.
 
-They act the same in float and quantized mode: pooling and reshaping map codes to codes (AvgPool2d's mean is
-the float mean; follow it with a quantized op where the chip requantizes).
+They act the same in float and quantized mode (pooling and reshaping map codes to codes), except AvgPool2d:
+quantized, it is a digital op like Mean (the chip's digital side sums a window and divides by a shift), so its
+window kh·kw must be a power of two.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from ..rng import noise_rng
 from .base import Layer, check_array, check_finite, check_grad, check_pair
+from .digital import DigitalOp, _out_codes, _q
 
 __all__ = ["Flatten", "Reshape", "Dropout", "MaxPool2d", "AvgPool2d"]
 
@@ -24,6 +26,7 @@ class ShapeCtx:
     idx: Any = None
     pshape: Any = None
     x_shape: Any = None
+    mask: Any = None  # quantized AvgPool2d: (input clip mask, output clip mask)
 
 
 f32 = np.float32
@@ -146,15 +149,42 @@ class MaxPool2d(_Pool2d):
         return self._scatter(gw.reshape(idx.shape + self.k), ctx.pshape, ctx.x_shape)
 
 
-class AvgPool2d(_Pool2d):
-    """Mean over kh×kw windows; zero padding counted in the divisor (torch's count_include_pad=True)."""
+class AvgPool2d(_Pool2d, DigitalOp):
+    """Mean over kh×kw windows; zero padding counted in the divisor (torch's count_include_pad=True).
+
+    Quantized (a digital op, as Mean): codes Xq = R(clip(x·sx, Y(xb))) (auto-scale over x), y = clip(R(ΣXq /
+    n), Y(yb))/sx with n = kh·kw a power of two (the division is a shift; R half to even), at the input scale.
+    Straight-through backward: the mean's gradient where neither clip acted."""
+    has_y = False
+
+    def __init__(self, kernel_size, stride=None, padding=0, config=None):
+        super().__init__(kernel_size, stride, padding, config)
+        n = self.k[0] * self.k[1]
+        if self.config.use_quantization and n & (n - 1):
+            raise ValueError(f"AvgPool2d: kernel_size={kernel_size!r} averages {n} values; quantized, the window "
+                             f"kh·kw must be a power of two (the chip divides by a shift), e.g. 2x2 or 4x4")
 
     def forward(self, x, *, train: bool = False, rng=None):
-        x, pshape, win = self._windows(x, 0.0)
-        y = win.mean(axis=(-2, -1), dtype=np.float32)
-        return y, ShapeCtx(shape=y.shape, pshape=pshape, x_shape=x.shape)
+        if not self.config.use_quantization:
+            x, pshape, win = self._windows(x, 0.0)
+            y = win.mean(axis=(-2, -1), dtype=np.float32)
+            return y, ShapeCtx(shape=y.shape, pshape=pshape, x_shape=x.shape)
+        x = check_array(self, "x", x, ndim=4, what="(N, C, H, W)")
+        check_finite(self, "x", x)
+        sc = self._scales(train)
+        xq, mx = _q(x, sc["x"], self.config.x_quant_bits, True)
+        _, pshape, win = self._windows(xq, 0.0)
+        n = self.k[0] * self.k[1]
+        s = win.sum(axis=(-2, -1), dtype=np.float32) / np.float32(n)  # exact: integer sums, a power-of-two n
+        y, my = _out_codes(s, sc["x"], self.config.y_quant_bits, True)  # keeps the input scale
+        self._record(train, {"x": x})
+        return y, ShapeCtx(shape=y.shape, pshape=pshape, x_shape=x.shape, mask=(mx, my))
 
     def backward(self, dy, ctx):
         g = check_grad(self, dy, ctx.shape) / f32(self.k[0] * self.k[1])
+        mask = getattr(ctx, "mask", None)
+        if mask is not None:
+            g = np.where(mask[1], g, f32(0))
         gw = np.broadcast_to(g[..., None, None], ctx.shape + self.k)
-        return self._scatter(gw, ctx.pshape, ctx.x_shape)
+        dx = self._scatter(gw, ctx.pshape, ctx.x_shape)
+        return np.where(mask[0], dx, f32(0)).astype(np.float32) if mask is not None else dx
