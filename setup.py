@@ -16,7 +16,7 @@ setup(
     # kernels/, cli/ and data/ live at the top of the repository but install inside witnp, so nothing generic
     # like `kernels` or `cli` lands top-level in site-packages.
     package_dir={"witnp": "witnp", "witnp.kernels": "kernels", "witnp.cli": "cli", "witnp._data": "data"},
-    package_data={"witnp._data": ["*.npz", "README.md"], "witnp.cli": ["*.toml"]},
+    package_data={"witnp._data": ["*.npz", "README.md"], "witnp.cli": ["*.toml"], "witnp.handoff": ["c_runtime.c"]},
     install_requires=["numpy>=1.24", "numba>=0.59", "h5py>=3.8", "click>=8.1", "threadpoolctl>=3.1"],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"], "plot": ["matplotlib>=3.5"],
                     "dask": ["dask[distributed]>=2023.1"]},

@@ -363,6 +363,9 @@ case("inspect-json-without-compare", _cli("inspect", "run/best.h5", "--json", "r
 case("export-onto-model", _cli("export", "run/best.h5", "-o", "run/best.h5"), "MODEL itself")
 case("export-header-onto-model", _cli("export", "run/best.h5", "-o", "h.h5", "--c-header", "run/best.h5"),
      "MODEL itself")
+case("export-c-source-onto-model", _cli("export", "run/best.h5", "-o", "h.h5", "--c-source", "run/best.h5"),
+     "MODEL itself")
+case("export-c-source-is-output", _cli("export", "run/best.h5", "-o", "h.h5", "--c-source", "h.h5"), "same file")
 case("export-json-onto-model", _cli("export", "run/best.h5", "-o", "h.h5", "--json", "run/best.h5"), "MODEL itself")
 case("export-header-is-output", _cli("export", "run/best.h5", "-o", "h.h5", "--c-header", "h.h5"), "same file")
 case("export-json-is-header", _cli("export", "run/best.h5", "-o", "h.h5", "--c-header", "w.h", "--json", "w.h"),

@@ -110,6 +110,11 @@ def _geometry(rec) -> Geometry:
     return Geometry(*[int(v) for v in rec["geometry"]])
 
 
+STREAMABLE_TYPES = ("GRU", "Linear", "LUT", "Sigmoid", "Tanh", "GELU", "ReLU", "Add", "Mul", "Divide", "Dropout",
+                    "Sequential", "Residual", "Branches")
+"""What step() can run one frame at a time: layers with no memory across time steps, and the GRU."""
+
+
 class IntegerEngine:
     """Integer inference over the layer records of an export (`export.export_model` / a handoff file).
 
@@ -118,9 +123,7 @@ class IntegerEngine:
     layers) with the GRUs' states carried explicitly, as the firmware runs it frame by frame.
     """
 
-    # what step() can run one frame at a time: layers with no memory across time steps, and the GRU
-    STREAMABLE = ("GRU", "Linear", "LUT", "Sigmoid", "Tanh", "GELU", "ReLU", "Add", "Mul", "Divide", "Dropout",
-                  "Sequential", "Residual", "Branches")
+    STREAMABLE = STREAMABLE_TYPES
 
     def __init__(self, records: List[Tuple[str, dict]]):
         self.records = records
