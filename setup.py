@@ -19,6 +19,6 @@ setup(
     package_data={"witnp._data": ["*.npz", "README.md"], "witnp.cli": ["*.toml"], "witnp.handoff": ["c_runtime.c"]},
     install_requires=["numpy>=1.24", "numba>=0.59", "h5py>=3.8", "click>=8.1", "threadpoolctl>=3.1"],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"], "plot": ["matplotlib>=3.5"],
-                    "dask": ["dask[distributed]>=2023.1"]},
+                    "dask": ["dask[distributed]>=2023.1"], "onnx": ["onnx>=1.14", "onnxruntime>=1.16"]},
     entry_points={"console_scripts": ["witnp=witnp.cli.main:main"]},
 )

@@ -20,23 +20,31 @@ from .common import _check_outputs, _data_of, _load_dataset, _model_takes, frien
 @click.option("--c-header", type=click.Path(dir_okay=False), help="Also write a C header with the weights.")
 @click.option("--c-source", type=click.Path(dir_okay=False), help="Also write a C99 reference of the integer model "
               "(witnp_forward, and witnp_step for streaming GRU models) for one example of the data's input shape.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help='Also write the integer model as an ONNX '
+              'graph (and F.step.onnx for streaming GRU models); needs "witnp[onnx]".')
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the gains and shifts as JSON.")
 @click.option("--strict", is_flag=True, help="Refuse the export (write nothing) when the pre-flight check finds "
               "anything the chip's mapper would refuse or change.")
 @friendly
-def export(model_path, output, golden, data, c_header, c_source, json_path, strict):
+def export(model_path, output, golden, data, c_header, c_source, onnx_path, json_path, strict):
     """Export MODEL (quantized) for the firmware: int8 weights, NPU bias, shifts, G, LUTs and golden vectors.
     The pre-flight check of what the chip's mapper enforces runs first; its findings are printed (or, with
     --strict, refuse the export)."""
     from witnp.handoff.export import export_model, golden_vectors, unsigned_input_findings, write_c_header, \
         write_gains_json, write_handoff
-    outs = [("-o", output), ("--c-header", c_header), ("--c-source", c_source), ("--json", json_path)]
+    outs = [("-o", output), ("--c-header", c_header), ("--c-source", c_source), ("--onnx", onnx_path),
+            ("--json", json_path)]
+    if onnx_path:
+        from witnp.handoff.onnx_export import need_onnx
+        need_onnx()  # the extra, before any work
+        step_path = (onnx_path[:-5] if onnx_path.endswith(".onnx") else onnx_path) + ".step.onnx"
+        outs.append(("--onnx (its step graph)", step_path))
     _check_outputs(model_path, [(o, p) for o, p in outs if p])
     model = wn.train.with_config(wn.load(model_path), {"noise_level": 0})
     findings = []  # the pre-flight check (`export.preflight`): the export's own findings, then the data's
     records = export_model(model, warn=findings.append)
     d = None
-    if golden or c_source:
+    if golden or c_source or onnx_path:
         d = _load_dataset(_data_of(model_path, data))
         _model_takes(model, d, model_path)
         findings += unsigned_input_findings(model, d.x_test[:256])
@@ -44,6 +52,11 @@ def export(model_path, output, golden, data, c_header, c_source, json_path, stri
     if c_source:  # built before anything is written: a layer it cannot run is refused first
         from witnp.handoff.c_source import c_source as make_c
         csrc = make_c(records, d.x_test.shape[1:])
+    graphs = None
+    if onnx_path:  # built before anything is written, as the C reference
+        from witnp.handoff.onnx_export import onnx_model, streams
+        graphs = (onnx_model(records, d.x_test.shape[1:]),
+                  onnx_model(records, d.x_test.shape[2:], stream=True) if streams(records) else None)
     if strict and findings:
         raise runconfig.RunConfigError(f"--strict: the pre-flight check found {len(findings)} problem(s), nothing "
                                        f"written; the first: {findings[0]}")
@@ -63,6 +76,12 @@ def export(model_path, output, golden, data, c_header, c_source, json_path, stri
     if csrc is not None:
         from witnp.handoff.atomic import write_text
         write_text(c_source, csrc)
+    if graphs is not None:
+        from witnp.handoff.atomic import write_bytes
+        for g, p in zip(graphs, (onnx_path, step_path)):
+            if g is not None:
+                write_bytes(p, g.SerializeToString())
+                click.echo(f"wrote {p}")
     if json_path:
         write_gains_json(json_path, records)
     for w in findings:

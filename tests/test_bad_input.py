@@ -366,6 +366,8 @@ case("export-header-onto-model", _cli("export", "run/best.h5", "-o", "h.h5", "--
 case("export-c-source-onto-model", _cli("export", "run/best.h5", "-o", "h.h5", "--c-source", "run/best.h5"),
      "MODEL itself")
 case("export-c-source-is-output", _cli("export", "run/best.h5", "-o", "h.h5", "--c-source", "h.h5"), "same file")
+case("export-onnx-onto-model", _cli("export", "run/best.h5", "-o", "h.h5", "--onnx", "run/best.h5"), "MODEL itself")
+case("export-onnx-is-output", _cli("export", "run/best.h5", "-o", "h.onnx", "--onnx", "h.onnx"), "same file")
 case("export-json-onto-model", _cli("export", "run/best.h5", "-o", "h.h5", "--json", "run/best.h5"), "MODEL itself")
 case("export-header-is-output", _cli("export", "run/best.h5", "-o", "h.h5", "--c-header", "h.h5"), "same file")
 case("export-json-is-header", _cli("export", "run/best.h5", "-o", "h.h5", "--c-header", "w.h", "--json", "w.h"),

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 
-__all__ = ["atomic_write", "write_text", "copy_file", "remove_stale_temporaries", "is_temporary", "same_file",
+__all__ = ["atomic_write", "write_text", "write_bytes", "copy_file", "remove_stale_temporaries", "is_temporary", "same_file",
            "TMP_SUFFIX"]
 
 TMP_SUFFIX = ".witnp-tmp"
@@ -64,6 +64,14 @@ def atomic_write(path, write, binary: bool = False) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    def put(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+    atomic_write(path, put)
 
 
 def write_text(path, text: str) -> None:
