@@ -22,11 +22,14 @@ from .common import _check_outputs, _data_of, _load_dataset, _model_takes, frien
               "(witnp_forward, and witnp_step for streaming GRU models) for one example of the data's input shape.")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help='Also write the integer model as an ONNX '
               'graph (and F.step.onnx for streaming GRU models); needs "witnp[onnx]".')
+@click.option("--mapper-pair", "mapper_dir", type=click.Path(file_okay=False), help="Also write the chip mapper's "
+              "calibration pair for the golden frames into this folder: expected_in.bin, expected_out.bin ('<i2') "
+              "and expected.json.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the gains and shifts as JSON.")
 @click.option("--strict", is_flag=True, help="Refuse the export (write nothing) when the pre-flight check finds "
               "anything the chip's mapper would refuse or change.")
 @friendly
-def export(model_path, output, golden, data, c_header, c_source, onnx_path, json_path, strict):
+def export(model_path, output, golden, data, c_header, c_source, onnx_path, mapper_dir, json_path, strict):
     """Export MODEL (quantized) for the firmware: int8 weights, NPU bias, shifts, G, LUTs and golden vectors.
     The pre-flight check of what the chip's mapper enforces runs first; its findings are printed (or, with
     --strict, refuse the export)."""
@@ -44,6 +47,16 @@ def export(model_path, output, golden, data, c_header, c_source, onnx_path, json
     findings = []  # the pre-flight check (`export.preflight`): the export's own findings, then the data's
     records = export_model(model, warn=findings.append)
     d = None
+    if mapper_dir and not golden:
+        raise click.UsageError("--mapper-pair writes the golden frames' codes; give --golden N (N >= 1)")
+    if mapper_dir:
+        import os
+        if os.path.exists(mapper_dir) and not os.path.isdir(mapper_dir):
+            raise runconfig.RunConfigError(f"--mapper-pair {mapper_dir}: a file, not a folder")
+        outs += ([("--mapper-pair", os.path.join(mapper_dir, f)) for f in ("expected_in.bin", "expected_out.bin",
+                                                                           "expected.json")]
+                 if os.path.isdir(mapper_dir) else [("--mapper-pair", mapper_dir)])  # made after the checks
+        _check_outputs(model_path, [(o, p) for o, p in outs if p])
     if golden or c_source or onnx_path:
         d = _load_dataset(_data_of(model_path, data))
         _model_takes(model, d, model_path)
@@ -84,6 +97,13 @@ def export(model_path, output, golden, data, c_header, c_source, onnx_path, json
                 click.echo(f"wrote {p}")
     if json_path:
         write_gains_json(json_path, records)
+    if mapper_dir:
+        import os
+        from witnp.handoff.export import write_mapper_pair
+        os.makedirs(mapper_dir, exist_ok=True)
+        desc = write_mapper_pair(mapper_dir, records, d.x_test[:golden])
+        click.echo(f"wrote {mapper_dir}/expected_in.bin {tuple([desc['n']] + desc['in_shape'])} and expected_out.bin "
+                   f"{tuple([desc['n']] + desc['out_shape'])} (int16, little-endian), expected.json")
     for w in findings:
         click.echo(f"pre-flight: {w}", err=True)
     click.echo(f"wrote {output}: {len(records)} layers" + (f", {golden} golden frames" if gold else ""))

@@ -256,3 +256,49 @@ def test_streaming_refuses_layers_that_read_across_time():
         model.forward(rng.normal(size=(2, 5, 4)).astype(np.float32), train=True)
         with pytest.raises(ValueError, match=re.escape(f"step: layer {bad}")):
             IntegerEngine(export_model(model)).step(np.zeros((2, 4), np.float32))
+
+
+def test_golden_vectors_hold_each_layers_input_codes_and_the_gru_states(tmp_path):
+    q = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", scale_x=64, scale_weight=64, scale_y=16,
+                       auto_scale_update_step=1)
+    rng = np.random.default_rng(11)
+    m = wn.Sequential(wn.GRU(3, 5, config=q, rng=rng, return_sequences=False), wn.Linear(5, 2, config=q, rng=rng))
+    x = rng.normal(size=(4, 6, 3)).astype(np.float32)
+    m.begin_epoch()
+    m.forward(x, train=True)
+    recs = export_model(m)
+    gold = golden_vectors(m, recs, x)
+    g0, l1 = recs[0][1], recs[1][1]
+    np.testing.assert_array_equal(gold["inputs/0"], np.rint(x * np.float32(g0["zr_scale_x"])))  # R(x·sx)
+    np.testing.assert_array_equal(gold["inputs_in/0"], np.rint(x * np.float32(g0["in_scale_x"])))
+    assert gold["states/0"].shape == (4, 6, 5) and gold["states/0"].dtype == np.int8
+    np.testing.assert_array_equal(gold["states/0"][:, -1], gold["codes/0"])  # the last state is the GRU's output
+    k = int(np.log2(l1["scale_x"])) - 7  # the Linear takes the Q7 state at its own input scale
+    want = gold["codes/0"].astype(np.int64) << k if k >= 0 else shift_round(gold["codes/0"], k)
+    np.testing.assert_array_equal(gold["inputs/1"], want)
+    write_handoff(tmp_path / "h.h5", recs, gold)
+    import h5py
+    with h5py.File(tmp_path / "h.h5") as f:
+        assert {"inputs", "inputs_in", "states", "codes"} <= set(f["golden"])
+
+
+def test_the_mapper_calibration_pair(tmp_path):
+    from click.testing import CliRunner
+
+    from witnp.cli.main import main
+    q = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", scale_x=16, scale_weight=16, scale_y=16)
+    m = wn.Sequential(wn.Flatten(), wn.Linear(64, 10, config=q, rng=np.random.default_rng(2)))
+    wn.save(m, tmp_path / "m.h5", data="digits")
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "m.h5"), "-o", str(tmp_path / "h.h5"), "--golden", "5",
+                                  "--mapper-pair", str(tmp_path / "pair")])
+    assert r.exit_code == 0, r.output
+    import json
+    desc = json.loads((tmp_path / "pair" / "expected.json").read_text())
+    xin = np.fromfile(tmp_path / "pair" / "expected_in.bin", "<i2").reshape([5] + desc["in_shape"])
+    yout = np.fromfile(tmp_path / "pair" / "expected_out.bin", "<i2").reshape([5] + desc["out_shape"])
+    d = wn.train.data.load_npz(wn._data.path("digits"))
+    np.testing.assert_array_equal(xin, np.rint(d.x_test[:5].reshape(5, -1) * np.float32(desc["in_scale"])))
+    np.testing.assert_array_equal(yout / np.float32(desc["out_scale"]), m(d.x_test[:5]))
+    bad = CliRunner().invoke(main, ["export", str(tmp_path / "m.h5"), "-o", str(tmp_path / "h2.h5"), "--golden", "0",
+                                    "--mapper-pair", str(tmp_path / "p2")])
+    assert bad.exit_code == 2 and "--golden N" in bad.output and not (tmp_path / "p2").exists()

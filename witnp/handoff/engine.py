@@ -127,6 +127,7 @@ class IntegerEngine:
 
     def __init__(self, records: List[Tuple[str, dict]]):
         self.records = records
+        self._trace: Optional[dict] = None  # run(trace=True): each leaf's input codes and each GRU's states
         self._h_in: Optional[Dict[str, np.ndarray]] = None   # step(): each GRU's state before the frame
         self._h_out: Dict[str, np.ndarray] = {}             # and after it
 
@@ -134,11 +135,26 @@ class IntegerEngine:
     def from_file(cls, path):
         return cls(read_handoff(path))
 
-    def run(self, x) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    def run(self, x, trace: bool = False):
+        """(float output, {layer: output codes}); with trace, also {"inputs": {layer: input codes}, "states":
+        {GRU layer: (N, T, H) Q7 states after every step}, "inputs_in": {GRU layer: input codes at its in
+        array's scale}, "out_scale"} (`_trace_inputs` says which codes)."""
+        if trace:
+            self._trace = {"inputs": {}, "inputs_in": {}, "states": {}}
+            try:
+                y, codes = self._run(x)
+                return y, codes, self._trace
+            finally:
+                self._trace = None
+        return self._run(x)
+
+    def _run(self, x) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
         # The network input stays float (s None) until each op that quantizes it does so exactly as the model
         # (x·sx in float32, then R); from there on everything is integer codes with power-of-two scales.
         codes: Dict[str, np.ndarray] = {}
         c, s = self._seq(self.records, np.asarray(x, np.float32), None, codes)
+        if self._trace is not None:
+            self._trace["out_scale"] = s
         if s is None:
             return c, codes
         return (c.astype(np.float32) / np.float32(s)).astype(np.float32), codes
@@ -169,6 +185,8 @@ class IntegerEngine:
 
     def _node(self, name, rec, c, s, codes):
         t = rec["type"]
+        if self._trace is not None and t not in ("Sequential", "Residual", "Branches"):
+            self._trace_inputs(name, rec, c, s)
         if t == "Sequential":
             return self._seq(rec["children"], c, s, codes)
         if t in ("Residual", "Branches"):
@@ -212,6 +230,19 @@ class IntegerEngine:
         if s is not None:
             codes[name] = c
         return c, s
+
+    def _trace_inputs(self, name, rec, c, s):
+        """The integer codes a leaf takes in: its input at its own input scale, R(v·scale_x), before any clip
+        or PN split (a GRU: at zr_scale_x, and in "inputs_in" at in_scale_x); a layer without an input scale
+        (ReLU, pooling, reshapes): the incoming codes. Nothing for a layer that meets the float input unscaled."""
+        ins = self._trace["inputs"]
+        if rec["type"] == "GRU":
+            ins[name] = _scaled(c, s, rec["zr_scale_x"])
+            self._trace["inputs_in"][name] = _scaled(c, s, rec["in_scale_x"])
+        elif "scale_x" in rec:
+            ins[name] = _scaled(c, s, rec["scale_x"])
+        elif s is not None:
+            ins[name] = np.asarray(c, np.int64)
 
     def _merge(self, rec, outs):
         """Two-input digital ops (chip.md §8) on codes: Add, Mul, Cat; Divide by its table."""
@@ -373,6 +404,8 @@ class IntegerEngine:
                        rec["lut_tanh"].astype(np.int64))
         if self._h_in is not None:
             self._h_out[name] = hq[:, -1].copy()
+        if self._trace is not None:
+            self._trace["states"][name] = hq.copy()
         if not bool(rec.get("return_sequences", True)):  # the last state (N, H); older files: every step
             hq = hq[:, -1]
         return hq, 128.0

@@ -8,6 +8,7 @@ firmware build. Scales are the deployment scales: derived from io_max (auto-scal
 from __future__ import annotations
 
 import json
+import os
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -215,11 +216,41 @@ def export_model(model, warn=None) -> List[Tuple[str, dict]]:
 
 
 def golden_vectors(model, records, x) -> Dict[str, np.ndarray]:
-    """Input frames x, the model's float outputs and every layer's integer output codes (from the engine)."""
-    y_eng, codes = IntegerEngine(records).run(x)
+    """Input frames x, the model's float outputs, and from the engine every layer's integer output codes
+    ("codes/<layer>"), input codes ("inputs/<layer>": `IntegerEngine._trace_inputs`; a GRU's in-array codes
+    under "inputs_in/<layer>") and, per GRU, the Q7 state after every step ("states/<layer>", (N, T, H))."""
+    y_eng, codes, tr = IntegerEngine(records).run(x, trace=True)
     y_model = model.forward(np.asarray(x, np.float32), train=False)[0]
     return {"input": np.asarray(x, np.float32), "output": y_model, "engine_output": y_eng,
-            **{"codes/" + k: v.astype(np.int32) for k, v in codes.items()}}
+            **{"codes/" + k: v.astype(np.int32) for k, v in codes.items()},
+            **{"inputs/" + k: v.astype(np.int32) for k, v in tr["inputs"].items()},
+            **{"inputs_in/" + k: v.astype(np.int32) for k, v in tr["inputs_in"].items()},
+            **{"states/" + k: v.astype(np.int8) for k, v in tr["states"].items()}}
+
+
+def write_mapper_pair(folder, records, x) -> dict:
+    """The chip mapper's calibration pair for frames x (N, ...): expected_in.bin, the first layer's input codes,
+    and expected_out.bin, the last layer's output codes, each little-endian int16 ('<i2'), row-major (N,
+    features); expected.json says shapes, dtype and scales. Written atomically; returns that description."""
+    from .atomic import write_bytes
+    y, codes, tr = IntegerEngine(records).run(x, trace=True)
+    leaves = list(leaf_records(records))
+    first = next((n for n, _ in leaves if n in tr["inputs"]), None)
+    if first is None:
+        raise ValueError("mapper pair: no layer quantizes the input")
+    last = leaves[-1][0]
+    xin, yout = tr["inputs"][first], codes[last]
+    for what, a in (("input", xin), ("output", yout)):
+        if a.min(initial=0) < -32768 or a.max(initial=0) > 32767:
+            raise ValueError(f"mapper pair: {what} codes reach {a.min()}..{a.max()}, past int16")
+    rec0 = dict(leaves)[first]
+    desc = {"dtype": "<i2", "n": int(len(x)), "in_layer": first, "in_shape": list(xin.shape[1:]),
+            "in_scale": float(rec0.get("scale_x", rec0.get("zr_scale_x", 0.0))), "out_layer": last,
+            "out_shape": list(yout.shape[1:]), "out_scale": tr["out_scale"]}
+    write_bytes(os.path.join(folder, "expected_in.bin"), xin.astype("<i2").tobytes())
+    write_bytes(os.path.join(folder, "expected_out.bin"), yout.astype("<i2").tobytes())
+    write_text(os.path.join(folder, "expected.json"), json.dumps(desc, indent=1))
+    return desc
 
 
 def _c_ident(name: str) -> str:
