@@ -313,6 +313,7 @@ case("eval-csv-without-sweep", _cli("eval", "run/best.h5", "--csv", "s.csv"), "-
 case("eval-sweep-with-level", _cli("eval", "run/best.h5", "--noise-levels", "0-1", "--noise-level", "3"),
      "--noise-level")
 case("eval-quantize-quantized", _cli("eval", "run/best.h5", "--quantize"), "already quantized")
+case("quant-rounding-ceil", _cli("train", "--out", "fresh", "--set", "quant.rounding='ceil'"), "rounding='ceil'")
 case("eval-read-noise-without-chips", _cli("eval", "run/best.h5", "--read-noise", "0.5"), "--read-noise goes with --chips")
 case("eval-read-noise-negative", _cli("eval", "run/best.h5", "--chips", "2", "--read-noise", "-1"), "--read-noise")
 case("eval-read-noise-nan", _cli("eval", "run/best.h5", "--chips", "2", "--read-noise", "nan"), "--read-noise")

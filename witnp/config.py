@@ -146,6 +146,11 @@ class LayerConfig:
     """Scale of the left input of two-input digital ops (chip.md §8)."""
     scale_x_right: float = 1.0
     """Scale of the right input of two-input digital ops (chip.md §8)."""
+    rounding: str = "round"
+    """How the arrays' division by G rounds: "round" (half to even: witin_nn, the default) or "floor" (Witmem's
+    mapper from 0.8.8 on). It touches every array requantization (Linear, Conv2d, ConvTranspose2d, the GRU's
+    three arrays, the bit split's digital part); inputs, tables and digital ops are unchanged
+    (docs/firmware-export.md)."""
     auto_scale_updata_step: dataclasses.InitVar[Optional[int]] = None
 
     def __post_init__(self, auto_scale_updata_step):
@@ -171,6 +176,9 @@ class LayerConfig:
                              f"number >= 0")
         put(self, "shift_num", float(self.shift_num))
         put(self, "bias_row_N", _int_in("bias_row_N", self.bias_row_N, 1, 1 << 16))
+        if self.rounding not in ("round", "floor"):
+            raise ValueError(f"LayerConfig: rounding={self.rounding!r} is not allowed; expected 'round' (half to "
+                             f"even, witin_nn) or 'floor' (the mapper from 0.8.8 on)")
         put(self, "bias_d", _bias_d(self.bias_d))
         if self.w_clip is not None:
             put(self, "w_clip", _positive("w_clip", self.w_clip))

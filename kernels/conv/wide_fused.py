@@ -97,10 +97,11 @@ def wide_conv_rq(X, Xn, boff, A, An, aoff, bias, dims, rq, y, mask):
     X, Xn, A, An flat float32 (Xn shape (0,): no negative branch); bias (O,) float32|float64 (as in
     `quant.requant`); boff, aoff int64 tap tables (`conv_image`).
     dims (11,) int64: ximg, ldx, xg, ag, ps, si, nk, groups, nrows, ldo, S (`conv_image`'s geometry; S the
-    plane's row stride); rq (7,) float64: div, mul, lo, hi, lo2, hi2, outdiv (the requantization's constants)."""
+    plane's row stride); rq (8,) float64: div, mul, lo, hi, lo2, hi2, outdiv (the requantization's constants)
+    and 1 to round down (LayerConfig.rounding "floor"), else 0."""
     ximg, ldx, xg, ag, ps, si, nk = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
     groups, nrows, ldo, S = dims[7], dims[8], dims[9], dims[10]
-    div, mul, lo, hi, lo2, hi2, outdiv = rq[0], rq[1], rq[2], rq[3], rq[4], rq[5], rq[6]
+    div, mul, lo, hi, lo2, hi2, outdiv, fl = rq[0], rq[1], rq[2], rq[3], rq[4], rq[5], rq[6], rq[7] != 0
     B, O, Ho, Wo = y.shape
     yf, mf = y.reshape(y.size), mask.reshape(mask.size)
     has_neg = Xn.shape[0] > 0
@@ -122,11 +123,12 @@ def wide_conv_rq(X, Xn, boff, A, An, aoff, bias, dims, rq, y, mask):
                     for w in range(Wo):
                         u = np.float32(acc[s0 + np.uint64(w)] + bc) / div
                         u = u + neg[s0 + np.uint64(w)] / div
-                        yf[d0 + np.uint64(w)], mf[d0 + np.uint64(w)] = output_code(u * mul, lo, hi, lo2, hi2, outdiv)
+                        yf[d0 + np.uint64(w)], mf[d0 + np.uint64(w)] = output_code(u * mul, lo, hi, lo2, hi2, outdiv,
+                                                                                   fl)
                 else:
                     for w in range(Wo):
                         v = (np.float32(acc[s0 + np.uint64(w)] + bc) / div) * mul
-                        yf[d0 + np.uint64(w)], mf[d0 + np.uint64(w)] = output_code(v, lo, hi, lo2, hi2, outdiv)
+                        yf[d0 + np.uint64(w)], mf[d0 + np.uint64(w)] = output_code(v, lo, hi, lo2, hi2, outdiv, fl)
     return y
 
 

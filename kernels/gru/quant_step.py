@@ -32,8 +32,9 @@ __all__ = ["gru_q_forward", "gru_q_backward"]
 # element: rint, clips and float-to-int conversions, six table reads); the table reads get passes of their own.
 
 @jit
-def _out_codes(acc, k, lo, hi, off, n, ci, m, track):
-    """Array outputs y = R(clip(acc·k)) as table indices ci = y + off (int32), and the clip masks m (float32),
+def _out_codes(acc, k, lo, hi, off, n, ci, m, track, fl):
+    """Array outputs y = R(clip(acc·k)) (fl: ⌊clip(acc·k)⌋) as table indices ci = y + off (int32), and the clip
+    masks m (float32),
     for the first n columns of the accumulator row acc. k, a power of two (sy/(sx·sw) or 1/G), comes in acc's
     dtype: acc·k is then exact in that dtype, and float32 rows vectorize twice as wide as float64 ones.
     Returns max |acc| over the n columns when `track`, else 0. Tracking runs only without noise, where acc
@@ -43,7 +44,7 @@ def _out_codes(acc, k, lo, hi, off, n, ci, m, track):
     flo, fhi = z + np.float32(lo), z + np.float32(hi)
     for j in range(n):
         v = acc[j] * k
-        ci[j] = np.int32(min(max(np.rint(v), flo), fhi)) + off
+        ci[j] = np.int32(min(max(np.floor(v) if fl else np.rint(v), flo), fhi)) + off
         m[j] = np.float32(1.0) if (v >= flo) & (v <= fhi) else np.float32(0.0)
     mx = 0
     if track:
@@ -146,8 +147,8 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bias, tables, params, F, hz, h
         cin: d(real output)/d(accumulator) (1/(sx·sw), or 1/(G·sy) with noise); sy_n the scale of n_pre.
     tables (4, 2^yb) float32: the rows lut_sig, lut_tanh, dsig (σ'), dtanh (tanh', 0 where the LUT output
         clips), index code + 2^(yb-1).
-    params (14,) float64: sx_zr, sx_hn (the h codes' scales), kzr, kin, khn, czr, chn, cin, sy_n (below), then
-        yb, pn, stacked, ones, track as numbers.
+    params (15,) float64: sx_zr, sx_hn (the h codes' scales), kzr, kin, khn, czr, chn, cin, sy_n (below), then
+        yb, pn, stacked, ones, track, floor (LayerConfig.rounding "floor": the arrays round down) as numbers.
     Outputs: F (T, N, NF, H) float32: field HQ the h' codes, FZ..FD the backward factors (see above), with
     the straight-through masks of every clip folded in; hz, hh (T, N, Kr) dt: the h input codes (the A rows
     of the recurrent products, and of the weight gradients; one array when sx_zr = sx_hn); amax_acc (3,) float64: max |accumulator| of the
@@ -157,6 +158,7 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bias, tables, params, F, hz, h
     sx_zr, sx_hn, kzr, kin, khn = params[0], params[1], params[2], params[3], params[4]
     czr, chn, cin, sy_n = params[5], params[6], params[7], params[8]
     yb, pn, stacked, ones, track = int(params[9]), params[10] != 0, params[11] != 0, int(params[12]), params[13] != 0
+    fl = params[14] != 0
     lut_sig, lut_tanh, dsig, dtanh = tables[0], tables[1], tables[2], tables[3]
     T, N, Kx = xz.shape
     Cz, Ci, Ch = wzx.shape[1], wix.shape[1], whn.shape[1]
@@ -191,9 +193,9 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bias, tables, params, F, hz, h
             ah[b] = bhn
         acc_rows(N, Ch, hhf, t * N * Kr, Kr, Kr, whf, Ch, ahf, 0, Ch, True)
         for b in range(N):
-            amax_acc[0] = max(amax_acc[0], _out_codes(az[b], kk[0], lo, hi, off, 2 * H, ci2, m2, track))
-            amax_acc[1] = max(amax_acc[1], _out_codes(ah[b], kk[1], lo, hi, off, H, ch, mh, track))
-            amax_acc[2] = max(amax_acc[2], _out_codes(ai[b], kk[2], lo, hi, off, H, cn, mi, track))
+            amax_acc[0] = max(amax_acc[0], _out_codes(az[b], kk[0], lo, hi, off, 2 * H, ci2, m2, track, fl))
+            amax_acc[1] = max(amax_acc[1], _out_codes(ah[b], kk[1], lo, hi, off, H, ch, mh, track, fl))
+            amax_acc[2] = max(amax_acc[2], _out_codes(ai[b], kk[2], lo, hi, off, H, cn, mi, track, fl))
             lookup2(ci2, 2 * H, lut_sig, dsig, m2, zr, d2)
             _n_pre(cn, ch, zr[H:], off, lo, hi, H, cs, ms)
             lookup2(cs, H, lut_tanh, dtanh, ms, nq, dn)

@@ -36,12 +36,14 @@ def input_codes_pn(v, sx, lo, hi):
 
 
 @jit(inline="always")
-def output_code(v, lo, hi, lo2, hi2, outdiv):
+def output_code(v, lo, hi, lo2, hi2, outdiv, fl):
     """The output rule of the requantization (chip.md §2, §4), for v = the accumulator already divided and
-    scaled: q = R(clip(v, [lo, hi])); returns (clip(q, [lo2, hi2]) / outdiv, mask), mask (uint8) 1 where both
-    clamps pass (the straight-through gradient's mask). All float32; inlined in Numba's IR, so the callers'
-    loops still vectorize. The one home of this rule for every requantizing kernel."""
-    q = np.rint(min(max(v, lo), hi))
+    scaled: q = R(clip(v, [lo, hi])) (fl: ⌊clip(v, [lo, hi])⌋, LayerConfig.rounding "floor"); returns
+    (clip(q, [lo2, hi2]) / outdiv, mask), mask (uint8) 1 where both clamps pass (the straight-through gradient's
+    mask). All float32; inlined in Numba's IR, so the callers' loops still vectorize. The one home of this
+    rule for every requantizing kernel."""
+    c = min(max(v, lo), hi)
+    q = np.floor(c) if fl else np.rint(c)
     return min(max(q, lo2), hi2) / outdiv, np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
 
 
@@ -199,7 +201,7 @@ def quantize_bias(b, wq, P, s, bias_d, N, split, ba, bmask, bd):
 
 
 @kernel
-def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
+def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask, fl):
     """Requantize accumulators (chip.md §2, §4):
         v = (f32(acc + bias)/div [+ f32(neg)/div]) · mul;  r = R(clip(v, [lo, hi]));  y = clip(r, [lo2, hi2]) / outdiv
 
@@ -211,6 +213,7 @@ def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
     lo2, hi2                   the second clip after rounding (Conv2d's int8 clip), else lo, hi
     y    (R, C) float32 out    output (outdiv = sy) or the integer code (outdiv = 1)
     mask (R, C) uint8 out      1 where both clamps pass (the straight-through gradient's mask)
+    fl   bool                  round down (LayerConfig.rounding "floor") instead of half to even
     """
     R, C = acc.shape
     has_neg = neg.shape[0] > 0
@@ -226,11 +229,11 @@ def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
             u = np.float32(acc[r, c] + bias[c]) / div
             if has_neg:
                 u = u + np.float32(neg[r, c]) / div
-            y[r, c], mask[r, c] = output_code(u * mul, lo, hi, lo2, hi2, outdiv)
+            y[r, c], mask[r, c] = output_code(u * mul, lo, hi, lo2, hi2, outdiv, fl)
 
 
 @kernel(raw=True)
-def requant_nchw(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
+def requant_nchw(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask, fl):
     """`requant` of channels-last accumulators with y written channels-first, in one pass (it was `requant`
     and then a transpose of y, a second pass over the output):
         v = (f32(acc[r, c] + bias[c])/div [+ f32(neg[r, c])/div]) · mul;  q = R(clip(v, [lo, hi]))
@@ -259,18 +262,19 @@ def requant_nchw(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
                 for k in range(W * C):
                     u = np.float32(af[r0 + np.uint64(k)] + bt[k]) / div
                     u = u + np.float32(nf[r0 + np.uint64(k)]) / div
-                    t[k], mf[r0 + np.uint64(k)] = output_code(u * mul, lo, hi, lo2, hi2, outdiv)
+                    t[k], mf[r0 + np.uint64(k)] = output_code(u * mul, lo, hi, lo2, hi2, outdiv, fl)
             else:
                 for k in range(W * C):
                     v = (np.float32(af[r0 + np.uint64(k)] + bt[k]) / div) * mul
-                    t[k], mf[r0 + np.uint64(k)] = output_code(v, lo, hi, lo2, hi2, outdiv)
+                    t[k], mf[r0 + np.uint64(k)] = output_code(v, lo, hi, lo2, hi2, outdiv, fl)
             transpose_blocks(t, 0, C, yf, (b * C * H + h) * W, H * W, W, C)
     return y
 
 
 @kernel
-def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask):
-    """Bit-split output: yd = R(f32(accd + biasd) / G) (not clipped), y = clip(yl + yd, [lo, hi]) / sy.
+def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask, fl):
+    """Bit-split output: yd = R(f32(accd + biasd) / G) (not clipped; fl: ⌊f32(accd + biasd) / G⌋),
+    y = clip(yl + yd, [lo, hi]) / sy.
 
     yl   (B, O) float32        analog part, already an integer code clipped to [lo, hi]
     accd (B, O) float32|float64 256·Xd·Wqᵀ, the digital accumulator
@@ -284,7 +288,8 @@ def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask):
     sy = np.float32(sy)
     for b in prange(B):
         for o in range(O):
-            yd = np.rint(np.float32(accd[b, o] + biasd[o]) / G)
+            d = np.float32(accd[b, o] + biasd[o]) / G
+            yd = np.floor(d) if fl else np.rint(d)
             s = yl[b, o] + yd
             mask[b, o] = np.uint8((s >= lo) & (s <= hi))
             y[b, o] = min(max(s, lo), hi) / sy

@@ -64,25 +64,25 @@ def quantize_bias(b, wq, P, s, bias_d, N, split, ba, bmask, bd):
     bmask[...] = (pre >= lo) & (pre <= hi)
 
 
-def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
+def requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask, fl):
     u = (acc.astype(np.float64) + bias[None, :]).astype(np.float32) / f32(div)
     if neg.shape[0]:
         u = u + neg.astype(np.float32) / f32(div)
     v = u * f32(mul)
-    q = np.rint(np.clip(v, f32(lo), f32(hi)))
+    q = (np.floor if fl else np.rint)(np.clip(v, f32(lo), f32(hi)))
     mask[...] = (v >= f32(lo)) & (v <= f32(hi)) & (q >= f32(lo2)) & (q <= f32(hi2))
     y[...] = np.clip(q, f32(lo2), f32(hi2)) / f32(outdiv)
 
 
-def requant_nchw(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask):
+def requant_nchw(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, y, mask, fl):
     B, C, H, W = y.shape
     rows = np.empty(acc.shape, np.float32)
-    requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, rows, mask)
+    requant(acc, neg, bias, div, mul, lo, hi, lo2, hi2, outdiv, rows, mask, fl)
     y[...] = rows.reshape(B, H, W, C).transpose(0, 3, 1, 2)
 
 
-def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask):
-    yd = np.rint((accd.astype(np.float64) + biasd[None, :]).astype(np.float32) / f32(G))
+def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask, fl):
+    yd = (np.floor if fl else np.rint)((accd.astype(np.float64) + biasd[None, :]).astype(np.float32) / f32(G))
     s = yl + yd
     mask[...] = (s >= f32(lo)) & (s <= f32(hi))
     y[...] = np.clip(s, f32(lo), f32(hi)) / f32(sy)

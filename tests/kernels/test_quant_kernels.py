@@ -13,12 +13,13 @@ def variants(kern):
     return [("serial", kern.serial), ("parallel", kern.parallel), ("reference", getattr(ref, kern.__name__))]
 
 
-def run_all(kern, make_outs, *args):
-    """Run serial, parallel and reference on fresh outputs; return [(name, result, outs)]."""
+def run_all(kern, make_outs, *args, tail=()):
+    """Run serial, parallel and reference on fresh outputs (then the `tail` arguments); return
+    [(name, result, outs)]."""
     res = []
     for name, fn in variants(kern):
         outs = make_outs()
-        r = fn(*args, *outs[:-1], outs[-1]) if outs else fn(*args)
+        r = fn(*args, *outs[:-1], outs[-1], *tail) if outs else fn(*args, *tail)
         res.append((name, r, outs))
     return res
 
@@ -75,8 +76,8 @@ def test_quantize_bias(O, Kn, P, s, N, split, seed):
 @settings(max_examples=60, deadline=None)
 @given(B=st.integers(1, 6), O=st.integers(1, 7), f64=st.booleans(), div=st.sampled_from([1024.0, 480.0, 4.0]),
        mul=st.sampled_from([16.0, 5.0, 1.0]), yb=st.integers(8, 12), outdiv=st.sampled_from([1.0, 16.0]),
-       neg=st.booleans(), clip8=st.booleans(), seed=st.integers(0, 1000))
-def test_requant(B, O, f64, div, mul, yb, outdiv, neg, clip8, seed):
+       neg=st.booleans(), clip8=st.booleans(), fl=st.booleans(), seed=st.integers(0, 1000))
+def test_requant(B, O, f64, div, mul, yb, outdiv, neg, clip8, fl, seed):
     rng = np.random.default_rng(seed)
     dt = np.float64 if f64 else np.float32
     acc = rng.integers(-300000, 300000, (B, O)).astype(dt)
@@ -85,13 +86,13 @@ def test_requant(B, O, f64, div, mul, yb, outdiv, neg, clip8, seed):
     lo, hi = -2 ** (yb - 1), 2 ** (yb - 1) - 1
     lo2, hi2 = (-128, 127) if clip8 else (lo, hi)
     assert_same(run_all(K.requant, lambda: [np.empty((B, O), np.float32), np.empty((B, O), np.uint8)],
-                        acc, negs, bias, div, mul, lo, hi, lo2, hi2, outdiv))
+                        acc, negs, bias, div, mul, lo, hi, lo2, hi2, outdiv, tail=(fl,)))
 
 
 @settings(max_examples=30, deadline=None)
 @given(B=st.integers(1, 3), C=st.integers(1, 7), H=st.integers(1, 4), W=st.integers(1, 9), f64=st.booleans(),
-       neg=st.booleans(), seed=st.integers(0, 999))
-def test_requant_nchw(B, C, H, W, f64, neg, seed):
+       neg=st.booleans(), fl=st.booleans(), seed=st.integers(0, 999))
+def test_requant_nchw(B, C, H, W, f64, neg, fl, seed):
     """requant with y transposed to (B, C, H, W) on the way out; the mask stays (B·H·W, C)."""
     rng = np.random.default_rng(seed)
     dt = np.float64 if f64 else np.float32
@@ -100,7 +101,7 @@ def test_requant_nchw(B, C, H, W, f64, neg, seed):
     bias = (128 * rng.integers(-500, 500, C)).astype(np.float64)
     res = run_all(K.requant_nchw, lambda: [np.full((B, C, H, W), np.nan, np.float32),
                                           np.full((B * H * W, C), 9, np.uint8)],
-                  acc, negs, bias, 2048.0, 8.0, -128, 127, -128, 127, 8.0)
+                  acc, negs, bias, 2048.0, 8.0, -128, 127, -128, 127, 8.0, tail=(fl,))
     assert_same(res)
     assert not np.isnan(res[0][2][0]).any() and (res[0][2][1] <= 1).all()  # written whole
 
@@ -123,14 +124,15 @@ def test_float32_bias_rounds_as_the_vendors_float64_sum(R, C, e, seed):
     div = 2.0 ** (e - 22)  # v = sum / div: an integer up to ~2^33 in float32, rint keeps it
     big = 2.0 ** 40
     want = [np.empty((R, C), np.float32), np.empty((R, C), np.uint8)]
-    ref.requant(acc, np.empty((0, 0), np.float32), b32.astype(np.float64), div, 1.0, -big, big, -big, big, 1.0, *want)
+    ref.requant(acc, np.empty((0, 0), np.float32), b32.astype(np.float64), div, 1.0, -big, big, -big, big, 1.0, *want,
+                False)
     for kern in (K.requant.serial, K.requant.parallel):
         got = [np.empty((R, C), np.float32), np.empty((R, C), np.uint8)]
-        kern(acc, np.empty((0, 0), np.float32), b32, div, 1.0, -big, big, -big, big, 1.0, *got)
+        kern(acc, np.empty((0, 0), np.float32), b32, div, 1.0, -big, big, -big, big, 1.0, *got, False)
         np.testing.assert_array_equal(got[0], want[0])
     y = np.empty((1, C, 1, R), np.float32)
     K.requant_nchw.serial(acc, np.empty((0, 0), np.float32), b32, div, 1.0, -big, big, -big, big, 1.0, y,
-                          np.empty((R, C), np.uint8))
+                          np.empty((R, C), np.uint8), False)
     np.testing.assert_array_equal(y[0, :, 0, :].T, want[0])
 
 
@@ -141,14 +143,15 @@ def test_bias_operand_keeps_float64_where_float32_would_round():
 
 
 @settings(max_examples=30, deadline=None)
-@given(B=st.integers(1, 6), O=st.integers(1, 7), G=st.sampled_from([1, 3, 256, 1000]), seed=st.integers(0, 999))
-def test_combine_split(B, O, G, seed):
+@given(B=st.integers(1, 6), O=st.integers(1, 7), G=st.sampled_from([1, 3, 256, 1000]), fl=st.booleans(),
+       seed=st.integers(0, 999))
+def test_combine_split(B, O, G, fl, seed):
     rng = np.random.default_rng(seed)
     yl = rng.integers(-128, 128, (B, O)).astype(np.float32)
     accd = (256 * rng.integers(-2000, 2000, (B, O))).astype(np.float64)
     biasd = (128 * rng.integers(-50, 50, O)).astype(np.float64)
     assert_same(run_all(K.combine_split, lambda: [np.empty((B, O), np.float32), np.empty((B, O), np.uint8)],
-                        yl, accd, biasd, G, -128, 127, 16.0))
+                        yl, accd, biasd, G, -128, 127, 16.0, tail=(fl,)))
 
 
 @settings(max_examples=30, deadline=None)

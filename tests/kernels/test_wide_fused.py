@@ -63,7 +63,7 @@ def test_forward_requant_is_forward_then_requant(pn, groups):
     acc = _nhwc(p.unplane(p.forward(xp, w), p.ld_o, shape))
     neg = _nhwc(p.unplane(p.forward(xn, wn), p.ld_o, shape)) if pn else np.empty((0, 0), np.float32)
     y2, m2 = np.empty(acc.shape, np.float32), np.empty(acc.shape, np.uint8)
-    K.requant(acc, neg, *args, y2, m2)
+    K.requant(acc, neg, *args, y2, m2, False)
     np.testing.assert_array_equal(_nhwc(y), y2)
     np.testing.assert_array_equal(_nhwc(m), m2)
     assert 0 < m.mean() < 1

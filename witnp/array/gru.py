@@ -145,7 +145,8 @@ def qgru_forward(layer, x, h0, sc, noise, rng, want_stats=False):
                     _wrows(ar_in, 0, I, stacked, dt), _wrows(zr, I, I + H, stacked, dt), _wrows(hn, 0, H, stacked, dt),
                     np.concatenate([brow(zr), brow(ar_in), brow(hn)]), tabs,
                     np.array([sc["x_zr"], sc["x_hn"], zr["k"], ar_in["k"], hn["k"], zr["c"], hn["c"], ar_in["c"],
-                              sc["y_n"], yb, pn, stacked, ones, bool(want_stats) and not noisy], np.float64),
+                              sc["y_n"], yb, pn, stacked, ones, bool(want_stats) and not noisy,
+                              cfg.rounding == "floor"], np.float64),
                     F, hz, hh, amax_acc, y, n=N * T * H)
     hq = F[:, :, HQ]  # (T, N, H)
     ctx = GRUCtx(x_shape=x.shape, h0=h0, h0q=h0q, hq=hq, F=F, hz=hz, hh=hh, arr=arr, xz=xz, xi=xi, sc=dict(sc),

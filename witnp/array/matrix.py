@@ -165,15 +165,16 @@ def array_forward(owner: str, x: np.ndarray, W: np.ndarray, b: Optional[np.ndarr
     ya = empty((B, O))
     ymask = empty((B, O), np.uint8)
     lo2, hi2 = out_clip if out_clip is not None else (ylo, yhi)
+    fl = cfg.rounding == "floor"
     K.requant(acc, _EMPTY, bias_operand(bias_term), div, mul, ylo, yhi, ylo if split else lo2,
-              yhi if split else hi2, 1.0 if split else sy, ya, ymask, n=acc.size)
+              yhi if split else hi2, 1.0 if split else sy, ya, ymask, fl, n=acc.size)
     ctx.ymask = ymask
     y = ya
     if split:
         accd = K.matmul_exact(xd, wq.T, (1 << (xb - 8)) - 1, 128).astype(np.float64) * 256.0
         y = empty((B, O))
         omask = empty((B, O), np.uint8)
-        K.combine_split(ya, accd, 128.0 * Bd.astype(np.float64), G, lo2, hi2, sy, y, omask, n=y.size)
+        K.combine_split(ya, accd, 128.0 * Bd.astype(np.float64), G, lo2, hi2, sy, y, omask, fl, n=y.size)
         ctx.omask = omask
 
     stats = None

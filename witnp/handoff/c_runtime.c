@@ -16,6 +16,11 @@ static int64_t w_shift_round(int64_t v, int k) { /* R(v * 2^k): a left shift, or
 
 static int64_t w_clip(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
+static int64_t w_rq(int64_t v, int k, int fl) { /* an array's requantization v * 2^k: R, or floor when fl */
+    if (!fl || k >= 0) return w_shift_round(v, k);
+    return w_floor_shr(v, -k);
+}
+
 static int64_t w_div_round_even(int64_t s, int64_t n) { /* R(s / n), an exact rational, half to even */
     int64_t fl = s >= 0 ? s / n : -((-s + n - 1) / n);
     int64_t r2 = 2 * (s - fl * n);
@@ -32,7 +37,7 @@ static int64_t w_in(const int64_t *c, const float *xf, int i, int k, float sx) {
  * 9-12-bit split when split; w (O, K) int8; y clipped to [lo, hi] then [lo2, hi2]. */
 static void w_linear(int64_t *y, const int64_t *c, const float *xf, int rows, int K, int O, int k, float sx,
                      const int8_t *w, const int32_t *b, const int32_t *bd, int pn, int64_t shift, int64_t xhi,
-                     int split, int e, int g, int64_t lo, int64_t hi, int64_t lo2, int64_t hi2) {
+                     int split, int e, int g, int64_t lo, int64_t hi, int64_t lo2, int64_t hi2, int fl) {
     int r, o, i;
     for (r = 0; r < rows; r++) {
         for (o = 0; o < O; o++) {
@@ -45,11 +50,11 @@ static void w_linear(int64_t *y, const int64_t *c, const float *xf, int rows, in
                 else acc += (p - n) * wv;
             }
             if (split) {
-                int64_t yl = w_clip(w_shift_round(acc + b[o], e), lo, hi);
-                int64_t yd = w_shift_round(256 * accd + bd[o], -g);
+                int64_t yl = w_clip(w_rq(acc + b[o], e, fl), lo, hi);
+                int64_t yd = w_rq(256 * accd + bd[o], -g, fl);
                 y[r * O + o] = w_clip(yl + yd, lo2, hi2);
             } else {
-                y[r * O + o] = w_clip(w_clip(w_shift_round(acc + b[o], e), lo, hi), lo2, hi2);
+                y[r * O + o] = w_clip(w_clip(w_rq(acc + b[o], e, fl), lo, hi), lo2, hi2);
             }
         }
     }
@@ -71,7 +76,7 @@ static void w_conv_codes(int64_t *pos, int64_t *neg, const int64_t *c, const flo
  * 0 (neg); geometry g = [kh, kw, sh, sw, ph, pw, dh, dw, oph, opw, groups] */
 static void w_conv2d(int64_t *y, const int64_t *pos, const int64_t *neg, int C, int H, int W, int O, int Ho,
                      int Wo, const int32_t *g, const int8_t *w, const int8_t *wn, const int32_t *b, int64_t pad,
-                     int e, int64_t lo, int64_t hi, int int8_out) {
+                     int e, int64_t lo, int64_t hi, int int8_out, int fl) {
     int kh = g[0], kw = g[1], sh = g[2], sw = g[3], ph = g[4], pw = g[5], dh = g[6], dw = g[7], G = g[10];
     int cg = C / G, og = O / G, o, oy, ox, ci, i, j;
     for (o = 0; o < O; o++) {
@@ -85,7 +90,7 @@ static void w_conv2d(int64_t *y, const int64_t *pos, const int64_t *neg, int C, 
                 acc += (inside ? pos[(cc * H + iy) * W + ix] : pad) * w[widx];
                 if (neg && inside) acc += neg[(cc * H + iy) * W + ix] * wn[widx];
             }
-            v = w_clip(w_shift_round(acc + b[o], e), lo, hi);
+            v = w_clip(w_rq(acc + b[o], e, fl), lo, hi);
             y[(o * Ho + oy) * Wo + ox] = int8_out ? w_clip(v, -128, 127) : v;
         }
     }
@@ -94,7 +99,7 @@ static void w_conv2d(int64_t *y, const int64_t *pos, const int64_t *neg, int C, 
 /* ConvTranspose2d (scatter form) on (Ci, H, W) codes -> (Co, Ho, Wo); w (Ci, Co/G, kh, kw) */
 static void w_conv_t(int64_t *y, int64_t *acc, const int64_t *pos, const int64_t *neg, int Ci, int H, int W,
                      int Co, int Ho, int Wo, const int32_t *g, const int8_t *w, const int8_t *wn, const int32_t *b,
-                     int e, int64_t lo, int64_t hi) {
+                     int e, int64_t lo, int64_t hi, int fl) {
     int kh = g[0], kw = g[1], sh = g[2], sw = g[3], ph = g[4], pw = g[5], dh = g[6], dw = g[7], G = g[10];
     int cig = Ci / G, cog = Co / G, c, iy, ix, i, j, oc, n = Co * Ho * Wo;
     for (i = 0; i < n; i++) acc[i] = 0;
@@ -112,14 +117,14 @@ static void w_conv_t(int64_t *y, int64_t *acc, const int64_t *pos, const int64_t
             }
         }
     }
-    for (i = 0; i < n; i++) y[i] = w_clip(w_shift_round(acc[i] + b[i / (Ho * Wo)], e), lo, hi);
+    for (i = 0; i < n; i++) y[i] = w_clip(w_rq(acc[i] + b[i / (Ho * Wo)], e, fl), lo, hi);
 }
 
 /* to_linear Conv2d: the Linear rules on (kw, kh, ci)-ordered patches (padding: pad for pos, 0 for neg);
  * w (O, K) int8 with K = kw*kh*C in that order; int8 output */
 static void w_conv_linear(int64_t *y, const int64_t *pos, const int64_t *neg, int C, int H, int W, int O, int Ho,
                           int Wo, const int32_t *g, const int8_t *w, const int32_t *b, const int32_t *bd, int64_t pad,
-                          int split, int e, int gg, int64_t lo, int64_t hi) {
+                          int split, int e, int gg, int64_t lo, int64_t hi, int fl) {
     int kh = g[0], kw = g[1], sh = g[2], sw = g[3], ph = g[4], pw = g[5], dh = g[6], dw = g[7];
     int K = kw * kh * C, o, oy, ox, i, j, ci;
     for (oy = 0; oy < Ho; oy++) for (ox = 0; ox < Wo; ox++) for (o = 0; o < O; o++) {
@@ -135,10 +140,10 @@ static void w_conv_linear(int64_t *y, const int64_t *pos, const int64_t *neg, in
             else acc += (p - n) * wv;
         }
         if (split) {
-            int64_t yl = w_clip(w_shift_round(acc + b[o], e), lo, hi);
-            v = w_clip(yl + w_shift_round(256 * accd + bd[o], -gg), -128, 127);
+            int64_t yl = w_clip(w_rq(acc + b[o], e, fl), lo, hi);
+            v = w_clip(yl + w_rq(256 * accd + bd[o], -gg, fl), -128, 127);
         } else {
-            v = w_clip(w_clip(w_shift_round(acc + b[o], e), lo, hi), -128, 127);
+            v = w_clip(w_clip(w_rq(acc + b[o], e, fl), lo, hi), -128, 127);
         }
         y[(o * Ho + oy) * Wo + ox] = v;
     }
@@ -205,7 +210,7 @@ static void w_gru_hcodes(int64_t *d, const int64_t *h, int H, int k, int pn) {
 static void w_gru_step(int64_t *h, const int64_t *xz, const int64_t *xi, int I, int H, const int8_t *wzr,
                        const int8_t *win, const int8_t *whn, const int32_t *bzr, const int32_t *bin, const int32_t *bhn,
                        int ezr, int ein, int ehn, int kzr, int khn, int pn, int64_t lo, int64_t hi, int64_t ones,
-                       const int32_t *lsig, const int32_t *ltanh, int64_t *scratch) {
+                       const int32_t *lsig, const int32_t *ltanh, int64_t *scratch, int fl) {
     int64_t *hc = scratch, *yzr = scratch + H, *hc2 = scratch + 3 * H, *hnew = scratch + 4 * H;
     int o, i;
     int64_t off = -lo;
@@ -214,15 +219,15 @@ static void w_gru_step(int64_t *h, const int64_t *xz, const int64_t *xi, int I, 
         int64_t acc = 0;
         for (i = 0; i < I; i++) acc += xz[i] * wzr[o * (I + H) + i];
         for (i = 0; i < H; i++) acc += hc[i] * wzr[o * (I + H) + I + i];
-        yzr[o] = w_clip(w_shift_round(acc + bzr[o], ezr), lo, hi);
+        yzr[o] = w_clip(w_rq(acc + bzr[o], ezr, fl), lo, hi);
     }
     w_gru_hcodes(hc2, h, H, khn, pn);
     for (o = 0; o < H; o++) {
         int64_t acc = 0, ai = 0, yhn, yin, z, r, nn;
         for (i = 0; i < H; i++) acc += hc2[i] * whn[o * H + i];
-        yhn = w_clip(w_shift_round(acc + bhn[o], ehn), lo, hi);
+        yhn = w_clip(w_rq(acc + bhn[o], ehn, fl), lo, hi);
         for (i = 0; i < I; i++) ai += xi[i] * win[o * I + i];
-        yin = w_clip(w_shift_round(ai + bin[o], ein), lo, hi);
+        yin = w_clip(w_rq(ai + bin[o], ein, fl), lo, hi);
         z = lsig[yzr[o] + off];
         r = lsig[yzr[H + o] + off];
         nn = ltanh[w_clip(yin + w_floor_shr(r * yhn, 7), lo, hi) + off];

@@ -60,6 +60,11 @@ class _Emitter:
         return name
 
 
+def _fl(rec) -> int:
+    """1 when the record's arrays round down (LayerConfig.rounding "floor")."""
+    return int(rec.get("rounding", "round") == "floor")
+
+
 def _ident(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name)
 
@@ -131,7 +136,7 @@ def _body(leaves, in_shape, shapes, em: _Emitter, stream: bool) -> Tuple[List[st
             g = _lg(rec["G"], "G") if split else 0
             lines.append(f"w_linear({nxt}, {c}, {xf}, {n_in // K}, {K}, {O}, {kin(sx)}, {sx!r}f, {w}, {b}, {bd}, "
                          f"{int(rec['handle_neg_in'] == 'PN')}, {int(rec.get('shift', 0)) if rec['handle_neg_in'] == 'Shift' else 0}, "
-                         f"{(1 << xb) - 1}, {int(split)}, {_requant_exp(rec)}, {g}, {lo}, {hi}, {lo}, {hi});")
+                         f"{(1 << xb) - 1}, {int(split)}, {_requant_exp(rec)}, {g}, {lo}, {hi}, {lo}, {hi}, {_fl(rec)});")
             s = float(rec["scale_y"])
         elif t in ("Conv2d", "ConvTranspose2d"):
             xb, yb, sx = int(rec["x_quant_bits"]), int(rec["y_quant_bits"]), float(rec["scale_x"])
@@ -158,16 +163,16 @@ def _body(leaves, in_shape, shapes, em: _Emitter, stream: bool) -> Tuple[List[st
                 split = xb > 8
                 g = _lg(rec["G"], "G") if split else 0
                 lines.append(f"w_conv_linear({nxt}, wpos, {neg}, {C}, {H}, {W}, {O}, {Ho}, {Wo}, {geo}, {w}, {b}, {bd}, "
-                             f"{_pad_code(rec)}, {int(split)}, {_requant_exp(rec)}, {g}, {lo}, {hi});")
+                             f"{_pad_code(rec)}, {int(split)}, {_requant_exp(rec)}, {g}, {lo}, {hi}, {_fl(rec)});")
             else:
                 w = em.table(f"w_{idn}_w", rec["weight"], "int8_t")
                 wn = em.table(f"w_{idn}_wn", rec["weight_neg"], "int8_t") if pn else "(const int8_t *)0"
                 if transposed:
                     lines.append(f"w_conv_t({nxt}, wacc, wpos, {neg}, {C}, {H}, {W}, {O}, {Ho}, {Wo}, {geo}, {w}, {wn}, "
-                                 f"{b}, {_requant_exp(rec)}, {lo}, {hi});")
+                                 f"{b}, {_requant_exp(rec)}, {lo}, {hi}, {_fl(rec)});")
                 else:
                     lines.append(f"w_conv2d({nxt}, wpos, {neg}, {C}, {H}, {W}, {O}, {Ho}, {Wo}, {geo}, {w}, {wn}, {b}, "
-                                 f"{_pad_code(rec)}, {_requant_exp(rec)}, {lo}, {hi}, {int(pn)});")
+                                 f"{_pad_code(rec)}, {_requant_exp(rec)}, {lo}, {hi}, {int(pn)}, {_fl(rec)});")
             s = float(rec["scale_y"])
         elif t == "ReLU":
             lines.append(f"{{ int i; for (i = 0; i < {n_in}; i++) {nxt}[i] = {cur}[i] > 0 ? {cur}[i] : 0; }}")
@@ -239,7 +244,7 @@ def _body(leaves, in_shape, shapes, em: _Emitter, stream: bool) -> Tuple[List[st
                 f"{tabs['zr'][1]}, {tabs['in'][1]}, {tabs['hn'][1]}, {_requant_exp(rec, 'zr_')}, "
                 f"{_requant_exp(rec, 'in_')}, {_requant_exp(rec, 'hn_')}, {_lg(zsx, 'scale_x') - 7}, "
                 f"{_lg(float(rec['hn_scale_x']), 'scale_x') - 7}, {int(pn)}, {lo}, {hi}, {int(rec['scale_ones'])}, "
-                f"{ls}, {lt}, wgru);\n"
+                f"{ls}, {lt}, wgru, {_fl(rec)});\n"
                 + (f"    for (o = 0; o < {H}; o++) {nxt}[t * {H} + o] = {h}[o];\n" if seq else "")
                 + "} "
                 + ("" if seq else f"for (o = 0; o < {H}; o++) {nxt}[o] = {h}[o]; ")

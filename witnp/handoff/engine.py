@@ -17,7 +17,7 @@ import numpy as np
 
 from ..array.conv.ops import Geometry
 from .handoff_file import leaf_records, read_handoff
-from .int_ops import gru_q_int, shift_round
+from .int_ops import gru_q_int, requant_shift, shift_round
 from ..quant import code_range, pow2_exponent
 
 __all__ = ["shift_round", "IntegerEngine"]  # shift_round: from int_ops, for the tests
@@ -285,17 +285,18 @@ class IntegerEngine:
         lo, hi = code_range(yb)
         lo2, hi2 = out_clip if out_clip is not None else (lo, hi)
         b = rec["bias_npu"].astype(np.int64)
+        fl = rec.get("rounding", "round") == "floor"
         if xb > 8:
             parts = [(p >> 8, p & 255) for p in ((pos,) if neg is None else (pos, neg))]
             xd = parts[0][0] - (parts[1][0] if neg is not None else 0)
             xl = parts[0][1] - (parts[1][1] if neg is not None else 0)
-            yl = np.clip(shift_round(xl @ wq.T + b, e), lo, hi)
+            yl = np.clip(requant_shift(xl @ wq.T + b, e, fl), lo, hi)
             g = _log2(rec["G"], "G")
-            yd = shift_round(256 * (xd @ wq.T) + rec["bias_d"].astype(np.int64), -g)
+            yd = requant_shift(256 * (xd @ wq.T) + rec["bias_d"].astype(np.int64), -g, fl)
             y = np.clip(yl + yd, lo2, hi2)
         else:
             xs = pos - (neg if neg is not None else 0)
-            y = np.clip(np.clip(shift_round(xs @ wq.T + b, e), lo, hi), lo2, hi2)
+            y = np.clip(np.clip(requant_shift(xs @ wq.T + b, e, fl), lo, hi), lo2, hi2)
         return y, float(rec["scale_y"])
 
     def _conv_layer(self, c, s, rec):
@@ -326,7 +327,8 @@ class IntegerEngine:
             if neg is not None:
                 acc = acc + _conv(neg, rec["weight_neg"].astype(np.int64), g, 0)
         lo, hi = code_range(yb)
-        y = np.clip(shift_round(acc + rec["bias_npu"].astype(np.int64), e), lo, hi)
+        y = np.clip(requant_shift(acc + rec["bias_npu"].astype(np.int64), e, rec.get("rounding", "round") == "floor"),
+                    lo, hi)
         if mode == "PN" and not transposed:
             y = np.clip(y, -128, 127)
         return y.transpose(0, 3, 1, 2), float(rec["scale_y"])
@@ -401,7 +403,7 @@ class IntegerEngine:
                        rec["hn_bias_npu"].astype(np.int64), e("zr"), e("in"), e("hn"),
                        _log2(rec["zr_scale_x"], "scale_x") - 7, _log2(rec["hn_scale_x"], "scale_x") - 7,
                        int(rec["y_quant_bits"]), pn, int(rec["scale_ones"]), rec["lut_sigmoid"].astype(np.int64),
-                       rec["lut_tanh"].astype(np.int64))
+                       rec["lut_tanh"].astype(np.int64), floor=rec.get("rounding", "round") == "floor")
         if self._h_in is not None:
             self._h_out[name] = hq[:, -1].copy()
         if self._trace is not None:

@@ -62,6 +62,7 @@ def _array_record(name, layer, warn) -> dict:
     rec = {"type": t, "x_quant_bits": cfg.x_quant_bits, "y_quant_bits": cfg.y_quant_bits,
            "handle_neg_in": cfg.handle_neg_in, "bias_row_N": cfg.bias_row_N, "scale_x": sx, "scale_weight": sw,
            "scale_y": sy, "shift": s, "to_linear": bool(to_linear), "config": json.dumps(cfg.to_dict()),
+           "rounding": cfg.rounding,
            "conv1d": bool(conv1d),
            "bias_npu": (128 * ba.astype(np.int64)).astype(np.int32),
            "bias_d": (128 * bd.astype(np.int64)).astype(np.int32) if bd is not None else np.zeros(co, np.int32)}
@@ -177,7 +178,8 @@ def _node(name, layer, warn):
                "hidden_size": layer.hidden_size, "input_size": layer.input_size,
                "return_sequences": bool(getattr(layer, "return_sequences", True)),
                "shift_bits": np.array(ex["shift_bits"], np.int32), "lut_sigmoid": ex["lut_sigmoid"],
-               "lut_tanh": ex["lut_tanh"], "config": json.dumps(layer.config.to_dict())}
+               "lut_tanh": ex["lut_tanh"], "config": json.dumps(layer.config.to_dict()),
+               "rounding": layer.config.rounding}
         for a in ("zr", "in", "hn"):
             for k, v in ex[a].items():
                 if v is not None:

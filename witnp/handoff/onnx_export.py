@@ -72,6 +72,12 @@ class _G:
         m = self.op("Mul", t, self.const(2.0 ** k))
         return m if k > 0 else self.op("Round", m)
 
+    def requant(self, t, k, fl):
+        """An array's requantization t·2^k: R, or ⌊t·2^k⌋ with fl (LayerConfig.rounding "floor")."""
+        if not fl or k >= 0:
+            return self.scale(t, k)
+        return self.op("Floor", self.op("Mul", t, self.const(2.0 ** k)))
+
     def clip(self, t, lo, hi):
         return self.op("Max", self.op("Min", t, self.const(float(hi))), self.const(float(lo)))
 
@@ -121,6 +127,7 @@ class _Builder:
         W = g.const(wmat)
         b = g.const(np.asarray(rec["bias_npu"], np.float64))
         e = _requant_exp(rec)
+        fl = rec.get("rounding", "round") == "floor"
         if xb > 8:
             def parts(p):
                 d = g.op("Floor", g.op("Mul", p, g.const(1 / 256)))
@@ -129,13 +136,13 @@ class _Builder:
             if rows_neg is not None:
                 nd, nl = parts(rows_neg)
                 pd, pl = g.op("Sub", pd, nd), g.op("Sub", pl, nl)
-            yl = g.clip(g.scale(g.op("Add", g.op("MatMul", pl, W), b), e), lo, hi)
+            yl = g.clip(g.requant(g.op("Add", g.op("MatMul", pl, W), b), e, fl), lo, hi)
             acc_d = g.op("Add", g.op("Mul", g.op("MatMul", pd, W), g.const(256.0)),
                          g.const(np.asarray(rec["bias_d"], np.float64)))
-            yd = g.scale(acc_d, -_lg(rec["G"], "G"))
+            yd = g.requant(acc_d, -_lg(rec["G"], "G"), fl)
             return g.clip(g.op("Add", yl, yd), lo2, hi2)
         xs = rows_pos if rows_neg is None else g.op("Sub", rows_pos, rows_neg)
-        y = g.clip(g.scale(g.op("Add", g.op("MatMul", xs, W), b), e), lo, hi)
+        y = g.clip(g.requant(g.op("Add", g.op("MatMul", xs, W), b), e, fl), lo, hi)
         return g.clip(y, lo2, hi2) if out_clip is not None else y
 
     # ------------------------------------------------------------------ shapes and patches
@@ -277,8 +284,8 @@ class _Builder:
             if neg is not None:
                 acc = g.op("Add", acc, g.op("MatMul", rn, g.const(dense(np.asarray(rec["weight_neg"], np.float64)))))
             lo, hi = code_range(int(rec["y_quant_bits"]))
-            y = g.clip(g.scale(g.op("Add", acc, g.const(np.asarray(rec["bias_npu"], np.float64))), _requant_exp(rec)),
-                       lo, hi)
+            y = g.clip(g.requant(g.op("Add", acc, g.const(np.asarray(rec["bias_npu"], np.float64))), _requant_exp(rec),
+                                 rec.get("rounding", "round") == "floor"), lo, hi)
             if mode == "PN" and not transposed:
                 y = g.clip(y, -128, 127)
         y = self._to_nchw(y, O, Ho, Wo)
@@ -404,12 +411,13 @@ class _Builder:
         Win, Whn = g.const(np.asarray(rec["in_weight"], np.float64).T), g.const(np.asarray(rec["hn_weight"], np.float64).T)
         bzr, bin_, bhn = (g.const(np.asarray(rec[a + "_bias_npu"], np.float64)) for a in ("zr", "in", "hn"))
         ezr, ein, ehn = (_requant_exp(rec, a + "_") for a in ("zr", "in", "hn"))
+        fl = rec.get("rounding", "round") == "floor"
         kzr = _lg(float(rec["zr_scale_x"]), "scale_x") - 7
         khn = _lg(float(rec["hn_scale_x"]), "scale_x") - 7
         lsig = g.const(np.asarray(rec["lut_sigmoid"], np.float64))
         ltanh = g.const(np.asarray(rec["lut_tanh"], np.float64))
         ones = g.const(float(rec["scale_ones"]))
-        y_in = g.clip(g.scale(g.op("Add", g.op("MatMul", xi, Win), bin_), ein), lo, hi)  # (N, T, H)
+        y_in = g.clip(g.requant(g.op("Add", g.op("MatMul", xi, Win), bin_), ein, fl), lo, hi)  # (N, T, H)
         zx = g.op("MatMul", xz, Wzx)  # (N, T, 2H)
         if self.stream:
             h = g.name(f"h_{name}")
@@ -430,12 +438,12 @@ class _Builder:
             return g.op("Gather", table, g.op("Cast", g.op("Add", v, g.const(off)), to=g.onnx.TensorProto.INT64), axis=0)
         for t_ in range(T):
             acc = g.op("Add", g.op("Add", at(t_, zx), g.op("MatMul", hcodes(h, kzr), Wzh)), bzr)
-            yzr = g.clip(g.scale(acc, ezr), lo, hi)
+            yzr = g.clip(g.requant(acc, ezr, fl), lo, hi)
             z = lut(lsig, g.op("Slice", yzr, g.const(np.array([0], np.int64), np.int64), g.const(np.array([H], np.int64), np.int64),
                                 g.const(np.array([1], np.int64), np.int64)))
             r = lut(lsig, g.op("Slice", yzr, g.const(np.array([H], np.int64), np.int64),
                                 g.const(np.array([2 * H], np.int64), np.int64), g.const(np.array([1], np.int64), np.int64)))
-            yhn = g.clip(g.scale(g.op("Add", g.op("MatMul", hcodes(h, khn), Whn), bhn), ehn), lo, hi)
+            yhn = g.clip(g.requant(g.op("Add", g.op("MatMul", hcodes(h, khn), Whn), bhn), ehn, fl), lo, hi)
             n = lut(ltanh, g.clip(g.op("Add", at(t_, y_in), g.floor_shr(g.op("Mul", r, yhn), 7)), lo, hi))
             h = g.clip(g.floor_shr(g.op("Add", g.op("Mul", g.op("Sub", ones, z), n), g.op("Mul", z, h)), 7), -128, 127)
             steps.append(g.op("Unsqueeze", h, g.const(np.array([1], np.int64), np.int64)))

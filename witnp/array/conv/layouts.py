@@ -103,7 +103,7 @@ class ChannelsLast:
         y = empty((B, co, Ho, Wo))
         ymask = empty(pos.shape, np.uint8)
         K.requant_nchw(pos, _EMPTY if neg is None else neg, bias, div, mul, lo, hi, lo2, hi2, sy, y, ymask,
-                       n=y.size)
+                       bool(getattr(self, "floor", False)), n=y.size)
         return y, ymask
 
     def nchw(self, acc):
@@ -156,6 +156,7 @@ class Wide:
         return self.plan.quantized_planes(x, sx, s, lo, hi, pn, pad)
 
     def forward(self, xq, xn, wa, wna, pad, bound, bias, div, mul, lo, hi, lo2, hi2, sy):
+        self.plan.floor = bool(getattr(self, "floor", False))
         return self.plan.forward_requant(xq, xn, self._w(wa), None if wna is None else self._w(wna), bias, div, mul,
                                          lo, hi, lo2, hi2, sy)
 
