@@ -154,10 +154,20 @@ def test_gru_whole_sequence_and_streaming(tmp_path, neg):
     assert "witnp_step" not in (tmp_path / "model.c").read_text()  # the last state does not stream
 
 
+def test_residual_branches_and_every_merge(tmp_path):
+    q = Q()
+    m = wn.Sequential(
+        wn.Conv2d(2, 4, 3, padding=1, config=q), wn.Residual(wn.Conv2d(4, 4, 3, padding=1, config=q), merge=wn.Add(config=q)),
+        wn.Branches(wn.Conv2d(4, 2, 1, config=q), wn.Conv2d(4, 2, 1, config=q), merge=wn.Cat(dim=1, config=q)),
+        wn.Branches(wn.Conv2d(4, 4, 1, config=q), wn.Conv2d(4, 4, 1, config=q), merge=wn.Mul(config=q)),
+        wn.Branches(wn.Conv2d(4, 4, 1, config=q), wn.Sqrt(config=q), merge=wn.Divide(config=q)),
+        wn.Mean(dim=(2, 3), config=q), wn.Linear(4, 3, config=q))
+    check(tmp_path, m, np.random.default_rng(5).normal(size=(6, 2, 6, 6)).astype(np.float32))
+    first = wn.Sequential(wn.Residual(wn.Linear(3, 3, config=Q()), merge=wn.Add(config=Q())), wn.Linear(3, 2, config=Q()))
+    check(tmp_path, first, np.random.default_rng(6).normal(size=(5, 3)).astype(np.float32))  # a merge of the input
+
+
 def test_what_it_cannot_run_is_refused_by_name():
-    m = wn.Sequential(wn.Linear(3, 3, config=Q()), wn.Residual(wn.Linear(3, 3, config=Q()), merge=wn.Add(config=Q())))
-    with pytest.raises(ValueError, match=r"C reference: layer '1' \(Residual\) is not supported"):
-        c_source(export_model(m), (3,))
     with pytest.raises(ValueError, match="acts on the float network input"):
         c_source(export_model(wn.Sequential(wn.ReLU(), wn.Linear(3, 2, config=Q()))), (3,))
 

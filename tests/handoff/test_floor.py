@@ -149,10 +149,12 @@ def test_the_c_reference_follows_floor(tmp_path):
                        auto_scale_update_step=2, rounding="floor")
     m = wn.Sequential(wn.Conv2d(1, 3, 3, padding=1, config=q, rng=rng), wn.ReLU(), wn.Flatten(),
                       wn.Linear(48, 4, config=q.replace(x_quant_bits=10), rng=rng))
-    check(tmp_path, m, rng.normal(size=(5, 1, 4, 4)).astype(f32))
+    recs, _ = check(tmp_path, m, rng.normal(size=(5, 1, 4, 4)).astype(f32))  # compiled C == engine == model
+    assert recs[0][1]["rounding"] == "floor" and ", 1);" in (tmp_path / "model.c").read_text()
     g = wn.Sequential(wn.GRU(3, 5, config=q.replace(scale_x=64, scale_weight=64), rng=rng),
                       wn.Linear(5, 2, config=q, rng=rng))
-    check(tmp_path, g, rng.normal(size=(4, 6, 3)).astype(f32))
+    recs, _ = check(tmp_path, g, rng.normal(size=(4, 6, 3)).astype(f32))
+    assert recs[0][1]["rounding"] == "floor"
 
 
 def test_rounding_is_checked():

@@ -245,3 +245,30 @@ static void w_gru_xcodes(int64_t *d, const int64_t *c, const float *xf, int base
         else d[i] = w_clip(u, 0, 255);
     }
 }
+
+/* two-input digital ops on codes (engine._merge): mode 0 Add: y = clip(R((q1 + q2) * 2^ko)); 1 Mul:
+ * clip(R(q1 * q2 * 2^ko)); 2 Divide: lut2[(q1 - lo) * size + q2 - lo]; q_i = clip(R(c_i * 2^k_i), lo, hi) */
+static void w_merge2(int64_t *y, const int64_t *c1, const float *x1, int k1, float s1, const int64_t *c2,
+                     const float *x2, int k2, float s2, int n, int64_t lo, int64_t hi, int mode, int ko,
+                     int64_t ylo, int64_t yhi, const int32_t *lut2) {
+    int i;
+    for (i = 0; i < n; i++) {
+        int64_t q1 = w_clip(w_in(c1, x1, i, k1, s1), lo, hi), q2 = w_clip(w_in(c2, x2, i, k2, s2), lo, hi);
+        if (mode == 0) y[i] = w_clip(w_shift_round(q1 + q2, ko), ylo, yhi);
+        else if (mode == 1) y[i] = w_clip(w_shift_round(q1 * q2, ko), ylo, yhi);
+        else y[i] = lut2[(q1 - lo) * (hi - lo + 1) + q2 - lo];
+    }
+}
+
+/* Cat: outer blocks of ia codes of the first operand then ib of the second, each clip(R(q * 2^ko_i)) */
+static void w_cat(int64_t *y, const int64_t *c1, const float *x1, int k1, float s1, int ko1, const int64_t *c2,
+                  const float *x2, int k2, float s2, int ko2, int outer, int ia, int ib, int64_t lo, int64_t hi,
+                  int64_t ylo, int64_t yhi) {
+    int o, i;
+    for (o = 0; o < outer; o++) {
+        for (i = 0; i < ia; i++)
+            y[o * (ia + ib) + i] = w_clip(w_shift_round(w_clip(w_in(c1, x1, o * ia + i, k1, s1), lo, hi), ko1), ylo, yhi);
+        for (i = 0; i < ib; i++)
+            y[o * (ia + ib) + ia + i] = w_clip(w_shift_round(w_clip(w_in(c2, x2, o * ib + i, k2, s2), lo, hi), ko2), ylo, yhi);
+    }
+}

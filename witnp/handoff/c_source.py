@@ -14,9 +14,10 @@ and for models that stream (GRUs returning every step, then per-frame layers):
     void witnp_state_init(witnp_state *s);                           h = 0, as witnp_forward starts
     void witnp_step(const float *frame, witnp_state *s, int32_t *y);  one frame (WITNP_FRAME_SIZE floats)
 
-Runs Sequential chains of Linear, Conv1d/Conv2d (with to_linear), ConvTranspose2d, ReLU, MaxPool2d,
-AvgPool2d, Flatten, Reshape, Dropout, the table ops (Sigmoid, Tanh, GELU, PReLU, Sqrt, BatchNorm), Mean and GRU;
-anything else (Residual, Branches and their merges) is refused naming the layer.
+Runs every layer the integer engine runs: Linear, Conv1d/Conv2d (with to_linear), ConvTranspose2d, ReLU,
+MaxPool2d, AvgPool2d, Flatten, Reshape, Dropout, the table ops (Sigmoid, Tanh, GELU, PReLU, Sqrt, BatchNorm),
+Mean, GRU, and Residual / Branches with their merges (Add, Mul, Cat, Divide); each op writes its own static
+buffer.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from .handoff_file import leaf_records
 __all__ = ["c_source", "write_c_source", "C_SUPPORTED"]
 
 C_SUPPORTED = ("Linear", "Conv2d", "ConvTranspose2d", "ReLU", "MaxPool2d", "AvgPool2d", "Flatten", "Reshape",
-               "Dropout", "LUT", "Mean", "GRU")
+               "Dropout", "LUT", "Mean", "GRU", "Add", "Mul", "Cat", "Divide", "Residual", "Branches", "Sequential")
 RUNTIME = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c_runtime.c")
 
 
@@ -72,7 +73,7 @@ def _ident(name: str) -> str:
 def _check(records):
     leaves = []
     for name, rec in records:
-        if rec["type"] == "Sequential":
+        if rec["type"] in ("Sequential", "Residual", "Branches"):
             leaves += _check(rec["children"])
         elif rec["type"] not in C_SUPPORTED:
             raise ValueError(f"C reference: layer {name!r} ({rec.get('op', rec['type'])}) is not supported; it runs "
@@ -82,49 +83,102 @@ def _check(records):
     return leaves
 
 
-def _shapes(records, leaves, in_shape):
-    """Each leaf's output shape for one example of in_shape, from the integer engine on zeros."""
-    _, codes = IntegerEngine(records).run(np.zeros((1,) + tuple(in_shape), np.float32))
-    out, shape = [], tuple(in_shape)
-    for name, rec in leaves:
-        if name in codes:
-            shape = codes[name].shape[1:]
-        elif rec["type"] == "Flatten":
-            st, en = int(rec["start_dim"]) % (len(shape) + 1), int(rec["end_dim"]) % (len(shape) + 1)
-            full = (1,) + shape
-            shape = (full[:st] + (int(np.prod(full[st:en + 1])),) + full[en + 1:])[1:]
-        elif rec["type"] == "Reshape":
-            shape = tuple(int(v) for v in rec["sample_shape"])
-        out.append(shape)
-    return out
+class _Body:
+    """C statements for one example: every op writes its own static buffer (a_<k>, sized for its output), so
+    Residual and Branches paths read their input while the other path runs; no allocation."""
 
+    def __init__(self, codes, em: _Emitter, stream: bool, prefix: str):
+        self.codes, self.em, self.stream, self.prefix = codes, em, stream, prefix
+        self.lines: List[str] = []
+        self.buffers: List[Tuple[str, int]] = []
+        self.biggest = 1
 
-def _body(leaves, in_shape, shapes, em: _Emitter, stream: bool) -> Tuple[List[str], float, int]:
-    """C statements running the leaves on one example; returns (lines, output scale, largest buffer)."""
-    lines: List[str] = []
-    s = None  # the scale of the current codes (None: the float input xf)
-    shape = tuple(in_shape)
-    cur, nxt = "wb0", "wb1"
-    biggest = int(np.prod(in_shape))
-    first = True
+    def buf(self, n: int) -> str:
+        name = f"{self.prefix}{len(self.buffers)}"
+        self.buffers.append((name, max(int(n), 1)))
+        self.biggest = max(self.biggest, int(n))
+        return name
 
-    def src():
-        return ("(const int64_t *)0", "xf") if first else (cur, "(const float *)0")
+    def run(self, records, cur, s, shape):
+        for name, rec in records:
+            cur, s, shape = self.node(name, rec, cur, s, shape)
+        return cur, s, shape
 
-    def kin(sx):
-        return 0 if s is None else _lg(sx, "scale") - _lg(s, "input scale")
+    def node(self, name, rec, cur, s, shape):
+        t = rec["type"]
+        if t == "Sequential":
+            return self.run(rec["children"], cur, s, shape)
+        if t in ("Residual", "Branches"):
+            kids = rec["children"]
+            outs = [self.node(n, r, cur, s, shape) for n, r in kids[:-1]]
+            if t == "Residual" and len(outs) == 1:
+                outs.append((cur, s, shape))
+            return self.merge(kids[-1][0], kids[-1][1], outs)
+        return self.leaf(name, rec, cur, s, shape)
 
-    for (name, rec), out_shape in zip(leaves, shapes):
+    def merge(self, name, rec, outs):
         t, idn = rec["type"], _ident(name)
-        n_in, n_out = int(np.prod(shape)), int(np.prod(out_shape))
-        biggest = max(biggest, n_in, n_out)
-        if s is None and t in ("ReLU", "MaxPool2d", "Flatten", "Reshape", "Dropout"):
-            if t in ("Flatten", "Reshape", "Dropout"):
-                shape = out_shape
-                continue
+        out_shape = self.codes[name].shape[1:]
+        n = int(np.prod(out_shape))
+        out = self.buf(n)
+        xb, yb = int(rec["x_quant_bits"]), int(rec["y_quant_bits"])
+        lo, hi = code_range(xb)
+        ylo, yhi = code_range(yb)
+        (c1, s1, sh1), (c2, s2, sh2) = outs
+        sl, sr, sy = float(rec["scale_x1"]), float(rec["scale_x2"]), float(rec["scale_y"])
+        ly = _lg(sy, "scale_y")
+
+        def arg(c, s_, sx):  # (codes, float input, k) of an operand at scale sx
+            if c is None:
+                return "(const int64_t *)0", "xf", 0, sx
+            return c, "(const float *)0", _lg(sx, "scale") - _lg(s_, "input scale"), sx
+        if t in ("Add", "Mul", "Divide"):
+            if t == "Add":
+                sa = min(sl, sr)
+                a1, a2 = arg(c1, s1, sa), arg(c2, s2, sa)
+                mode, ko = 0, ly - _lg(sa, "scale")
+                table = "(const int32_t *)0"
+            elif t == "Mul":
+                a1, a2 = arg(c1, s1, sl), arg(c2, s2, sr)
+                mode, ko = 1, ly - _lg(sl, "scale_x1") - _lg(sr, "scale_x2")
+                table = "(const int32_t *)0"
+            else:
+                a1, a2 = arg(c1, s1, sl), arg(c2, s2, sr)
+                mode, ko = 2, 0
+                table = self.em.table(f"w_{idn}_lut2", rec["lut2"], "int32_t")
+            self.lines.append(f"w_merge2({out}, {a1[0]}, {a1[1]}, {a1[2]}, {a1[3]!r}f, {a2[0]}, {a2[1]}, {a2[2]}, "
+                              f"{a2[3]!r}f, {n}, {lo}, {hi}, {mode}, {ko}, {ylo}, {yhi}, {table});")
+            return out, sy, out_shape
+        if t == "Cat":
+            d = int(rec["dim"]) % (len(sh1) + 1)
+            outer = int(np.prod(sh1[:d - 1]))
+            ia, ib = int(np.prod(sh1[d - 1:])), int(np.prod(sh2[d - 1:]))
+            a1, a2 = arg(c1, s1, sl), arg(c2, s2, sr)
+            self.lines.append(f"w_cat({out}, {a1[0]}, {a1[1]}, {a1[2]}, {a1[3]!r}f, {ly - _lg(sl, 'scale_x1')}, "
+                              f"{a2[0]}, {a2[1]}, {a2[2]}, {a2[3]!r}f, {ly - _lg(sr, 'scale_x2')}, {outer}, {ia}, {ib}, "
+                              f"{lo}, {hi}, {ylo}, {yhi});")
+            return out, sy, out_shape
+        raise ValueError(f"C reference: merge {name!r} ({t}) is not supported")  # pragma: no cover
+
+    def leaf(self, name, rec, cur, s, shape):
+        t, idn = rec["type"], _ident(name)
+        em = self.em
+        stream = self.stream
+        if t in ("Flatten", "Reshape", "Dropout"):
+            return cur, s, (self.codes[name].shape[1:] if name in self.codes else _reshaped(rec, shape))
+        if cur is None and t in ("ReLU", "MaxPool2d"):
             raise ValueError(f"C reference: layer {name!r} ({t}) acts on the float network input; start the "
                              f"model with a layer that quantizes it (an array layer or a digital op)")
-        c, xf = src()
+        out_shape = self.codes[name].shape[1:]
+        n_in, n_out = int(np.prod(shape)), int(np.prod(out_shape))
+        self.biggest = max(self.biggest, n_in, n_out)
+        out = self.buf(n_out)
+        c, xf = ("(const int64_t *)0", "xf") if cur is None else (cur, "(const float *)0")
+        lines = self.lines
+
+        def kin(sx):
+            return 0 if s is None else _lg(sx, "scale") - _lg(s, "input scale")
+
         if t == "Linear":
             xb, yb, sx = int(rec["x_quant_bits"]), int(rec["y_quant_bits"]), float(rec["scale_x"])
             K, O = shape[-1], int(rec["weight"].shape[0])
@@ -134,7 +188,7 @@ def _body(leaves, in_shape, shapes, em: _Emitter, stream: bool) -> Tuple[List[st
             b = em.table(f"w_{idn}_b", rec["bias_npu"], "int32_t")
             bd = em.table(f"w_{idn}_bd", rec["bias_d"], "int32_t")
             g = _lg(rec["G"], "G") if split else 0
-            lines.append(f"w_linear({nxt}, {c}, {xf}, {n_in // K}, {K}, {O}, {kin(sx)}, {sx!r}f, {w}, {b}, {bd}, "
+            lines.append(f"w_linear({out}, {c}, {xf}, {n_in // K}, {K}, {O}, {kin(sx)}, {sx!r}f, {w}, {b}, {bd}, "
                          f"{int(rec['handle_neg_in'] == 'PN')}, {int(rec.get('shift', 0)) if rec['handle_neg_in'] == 'Shift' else 0}, "
                          f"{(1 << xb) - 1}, {int(split)}, {_requant_exp(rec)}, {g}, {lo}, {hi}, {lo}, {hi}, {_fl(rec)});")
             s = float(rec["scale_y"])
@@ -162,24 +216,24 @@ def _body(leaves, in_shape, shapes, em: _Emitter, stream: bool) -> Tuple[List[st
                 bd = em.table(f"w_{idn}_bd", rec["bias_d"], "int32_t")
                 split = xb > 8
                 g = _lg(rec["G"], "G") if split else 0
-                lines.append(f"w_conv_linear({nxt}, wpos, {neg}, {C}, {H}, {W}, {O}, {Ho}, {Wo}, {geo}, {w}, {b}, {bd}, "
+                lines.append(f"w_conv_linear({out}, wpos, {neg}, {C}, {H}, {W}, {O}, {Ho}, {Wo}, {geo}, {w}, {b}, {bd}, "
                              f"{_pad_code(rec)}, {int(split)}, {_requant_exp(rec)}, {g}, {lo}, {hi}, {_fl(rec)});")
             else:
                 w = em.table(f"w_{idn}_w", rec["weight"], "int8_t")
                 wn = em.table(f"w_{idn}_wn", rec["weight_neg"], "int8_t") if pn else "(const int8_t *)0"
                 if transposed:
-                    lines.append(f"w_conv_t({nxt}, wacc, wpos, {neg}, {C}, {H}, {W}, {O}, {Ho}, {Wo}, {geo}, {w}, {wn}, "
+                    lines.append(f"w_conv_t({out}, wacc, wpos, {neg}, {C}, {H}, {W}, {O}, {Ho}, {Wo}, {geo}, {w}, {wn}, "
                                  f"{b}, {_requant_exp(rec)}, {lo}, {hi}, {_fl(rec)});")
                 else:
-                    lines.append(f"w_conv2d({nxt}, wpos, {neg}, {C}, {H}, {W}, {O}, {Ho}, {Wo}, {geo}, {w}, {wn}, {b}, "
+                    lines.append(f"w_conv2d({out}, wpos, {neg}, {C}, {H}, {W}, {O}, {Ho}, {Wo}, {geo}, {w}, {wn}, {b}, "
                                  f"{_pad_code(rec)}, {_requant_exp(rec)}, {lo}, {hi}, {int(pn)}, {_fl(rec)});")
             s = float(rec["scale_y"])
         elif t == "ReLU":
-            lines.append(f"{{ int i; for (i = 0; i < {n_in}; i++) {nxt}[i] = {cur}[i] > 0 ? {cur}[i] : 0; }}")
+            lines.append(f"{{ int i; for (i = 0; i < {n_in}; i++) {out}[i] = {cur}[i] > 0 ? {cur}[i] : 0; }}")
         elif t == "MaxPool2d":
             (kh, kw), (sh, sw), (ph, pw) = rec["kernel_size"], rec["stride"], rec["padding"]
             C, H, W = shape
-            lines.append(f"w_maxpool({nxt}, {cur}, {C}, {H}, {W}, {out_shape[1]}, {out_shape[2]}, {kh}, {kw}, {sh}, "
+            lines.append(f"w_maxpool({out}, {cur}, {C}, {H}, {W}, {out_shape[1]}, {out_shape[2]}, {kh}, {kw}, {sh}, "
                          f"{sw}, {ph}, {pw});")
         elif t == "AvgPool2d":
             (kh, kw), (sh, sw), (ph, pw) = rec["kernel_size"], rec["stride"], rec["padding"]
@@ -187,12 +241,9 @@ def _body(leaves, in_shape, shapes, em: _Emitter, stream: bool) -> Tuple[List[st
             sx = float(rec["scale_x"])
             xlo, xhi = code_range(int(rec["x_quant_bits"]))
             lo, hi = code_range(int(rec["y_quant_bits"]))
-            lines.append(f"w_avgpool({nxt}, {c}, {xf}, {C}, {H}, {W}, {out_shape[1]}, {out_shape[2]}, {kh}, {kw}, "
+            lines.append(f"w_avgpool({out}, {c}, {xf}, {C}, {H}, {W}, {out_shape[1]}, {out_shape[2]}, {kh}, {kw}, "
                          f"{sh}, {sw}, {ph}, {pw}, {kin(sx)}, {sx!r}f, {xlo}, {xhi}, {_lg(kh * kw, 'kh·kw')}, {lo}, {hi});")
             s = sx
-        elif t in ("Flatten", "Reshape", "Dropout"):
-            shape = out_shape
-            continue
         elif t == "LUT":
             xb, sx = int(rec["x_quant_bits"]), float(rec["scale_x"])
             lo, hi = code_range(xb, bool(rec.get("signed_in", True)))
@@ -200,7 +251,7 @@ def _body(leaves, in_shape, shapes, em: _Emitter, stream: bool) -> Tuple[List[st
             per = bool(rec.get("per_channel"))
             channels = int(rec["lut"].shape[0]) if per else 1
             inner = n_in // channels if per else 1
-            lines.append(f"w_lut({nxt}, {c}, {xf}, {n_in}, {kin(sx)}, {sx!r}f, {lo}, {hi}, {lut}, {hi - lo + 1}, "
+            lines.append(f"w_lut({out}, {c}, {xf}, {n_in}, {kin(sx)}, {sx!r}f, {lo}, {hi}, {lut}, {hi - lo + 1}, "
                          f"{int(per)}, {inner}, {channels});")
             s = float(rec["scale_y"])
         elif t == "Mean":
@@ -219,7 +270,7 @@ def _body(leaves, in_shape, shapes, em: _Emitter, stream: bool) -> Tuple[List[st
             xlo, xhi = code_range(int(rec["x_quant_bits"]))
             lo, hi = code_range(int(rec["y_quant_bits"]))
             cnt = int(np.prod([full[a] for a in axes]))
-            lines.append(f"w_mean({nxt}, {c}, {xf}, {n_in}, {n_out}, {table}, {cnt}, {kin(sx)}, {sx!r}f, {xlo}, {xhi}, "
+            lines.append(f"w_mean({out}, {c}, {xf}, {n_in}, {n_out}, {table}, {cnt}, {kin(sx)}, {sx!r}f, {xlo}, {xhi}, "
                          f"{lo}, {hi});")
             s = sx
         elif t == "GRU":
@@ -245,18 +296,22 @@ def _body(leaves, in_shape, shapes, em: _Emitter, stream: bool) -> Tuple[List[st
                 f"{_requant_exp(rec, 'in_')}, {_requant_exp(rec, 'hn_')}, {_lg(zsx, 'scale_x') - 7}, "
                 f"{_lg(float(rec['hn_scale_x']), 'scale_x') - 7}, {int(pn)}, {lo}, {hi}, {int(rec['scale_ones'])}, "
                 f"{ls}, {lt}, wgru, {_fl(rec)});\n"
-                + (f"    for (o = 0; o < {H}; o++) {nxt}[t * {H} + o] = {h}[o];\n" if seq else "")
+                + (f"    for (o = 0; o < {H}; o++) {out}[t * {H} + o] = {h}[o];\n" if seq else "")
                 + "} "
-                + ("" if seq else f"for (o = 0; o < {H}; o++) {nxt}[o] = {h}[o]; ")
+                + ("" if seq else f"for (o = 0; o < {H}; o++) {out}[o] = {h}[o]; ")
                 + "}")
             s = 128.0
-        first = False
-        cur, nxt = nxt, cur
-        shape = out_shape
-    if s is None:
-        raise ValueError("C reference: no layer quantizes the input; export a quantized (QAT) model")
-    lines.append(f"{{ int i; for (i = 0; i < {int(np.prod(shape))}; i++) y[i] = (int32_t){cur}[i]; }}")
-    return lines, s, biggest
+        return out, s, out_shape
+
+
+def _reshaped(rec, shape):
+    if rec["type"] == "Flatten":
+        full = (1,) + tuple(shape)
+        st, en = int(rec["start_dim"]) % len(full), int(rec["end_dim"]) % len(full)
+        return (full[:st] + (int(np.prod(full[st:en + 1])),) + full[en + 1:])[1:]
+    if rec["type"] == "Reshape":
+        return tuple(int(v) for v in rec["sample_shape"])
+    return tuple(shape)
 
 
 def c_source(records, input_shape) -> str:
@@ -265,45 +320,53 @@ def c_source(records, input_shape) -> str:
     leaves = _check(records)
     in_shape = tuple(int(v) for v in input_shape)
     em = _Emitter()
-    shapes = _shapes(records, leaves, in_shape)
-    body, scale, big = _body(leaves, in_shape, shapes, em, stream=False)
+
+    def body(shape, stream, prefix):
+        _, codes = IntegerEngine(records).run(np.zeros((1,) + tuple(shape), np.float32))
+        b = _Body(codes, em, stream, prefix)
+        out, scale, out_shape = b.run(records, None, None, tuple(shape))
+        if out is None or scale is None:
+            raise ValueError("C reference: no layer quantizes the input; export a quantized (QAT) model")
+        b.lines.append(f"{{ int i; for (i = 0; i < {int(np.prod(out_shape))}; i++) y[i] = (int32_t){out}[i]; }}")
+        return b, scale, out_shape
+    fwd, scale, out_shape = body(in_shape, False, "a_")
     grus = [(name, rec) for name, rec in leaves if rec["type"] == "GRU"]
     streams = bool(grus) and all(rec["type"] in STREAMABLE_TYPES and rec.get("return_sequences", True) is not False
                                  for _, rec in leaf_records(records))
-    step = []
-    frame = None
+    stp, frame, f_out = None, None, None
     if streams:
         frame = (1,) + in_shape[1:]
-        sshapes = _shapes(records, leaves, frame)
-        step, _, big2 = _body(leaves, frame, sshapes, em, stream=True)
-        big = max(big, big2)
+        stp, _, f_out = body(frame, True, "s_")
+    big = max(fwd.biggest, stp.biggest if stp else 1)
     H_max = max([int(r["hidden_size"]) for _, r in grus] or [1])
     I_max = max([int(r["input_size"]) for _, r in grus] or [1])
     out = ["/* witnp C reference of the integer model (docs/firmware-export.md): C99, no allocation, no floating",
            f" * point after the input quantization. Input {in_shape} float32 per example; output "
-           f"{tuple(shapes[-1])} int32 codes. */",
+           f"{tuple(out_shape)} int32 codes. */",
            "#include <stdint.h>", "#include <math.h>", "",
            f"#define WITNP_INPUT_SIZE {int(np.prod(in_shape))}",
-           f"#define WITNP_OUTPUT_SIZE {int(np.prod(shapes[-1]))}",
+           f"#define WITNP_OUTPUT_SIZE {int(np.prod(out_shape))}",
            f"#define WITNP_OUTPUT_SCALE {scale!r}f /* a code's value: code / WITNP_OUTPUT_SCALE */"]
     if streams:
         out += [f"#define WITNP_FRAME_SIZE {int(np.prod(frame))}",
-                f"#define WITNP_FRAME_OUTPUT_SIZE {int(np.prod(_shapes(records, leaves, frame)[-1]))}"]
-    code = "\n".join(body + step)
+                f"#define WITNP_FRAME_OUTPUT_SIZE {int(np.prod(f_out))}"]
+    code = "\n".join(fwd.lines + (stp.lines if stp else []))
     out += ["", _runtime(code)]
     out += ["/* ---- the model's tables ---- */"] + em.tables + [""]
-    bufs = [f"{b}[{big}]" for b in ("wb0", "wb1", "wpos", "wneg", "wacc") if re.search(rf"\b{b}\b", code)]
+    bufs = [f"{b}[{big}]" for b in ("wpos", "wneg", "wacc") if re.search(rf"\b{b}\b", code)]
     bufs += [f"{b}[{n}]" for b, n in (("wxz", I_max), ("wxi", I_max), ("wgru", 5 * H_max)) if re.search(rf"\b{b}\b", code)]
-    out += [f"static int64_t {', '.join(bufs)};"] if bufs else []
+    bufs += [f"{b}[{n}]" for b, n in fwd.buffers + (stp.buffers if stp else [])]
+    out += [f"static int64_t {b};" for b in bufs]
     out += [f"static int64_t h_{_ident(n)}[{int(r['hidden_size'])}];" for n, r in grus]
-    out += ["", "void witnp_forward(const float *xf, int32_t *y) {"] + ["    " + ln for ln in "\n".join(body).split("\n")] + ["}"]
+    out += ["", "void witnp_forward(const float *xf, int32_t *y) {"] + [
+        "    " + ln for ln in "\n".join(fwd.lines).split("\n")] + ["}"]
     if streams:
         out += ["", "typedef struct {"] + [f"    int64_t h_{_ident(n)}[{int(r['hidden_size'])}];" for n, r in grus] + [
             "} witnp_state;", "",
             "void witnp_state_init(witnp_state *st) {"] + [
             f"    {{ int i; for (i = 0; i < {int(r['hidden_size'])}; i++) st->h_{_ident(n)}[i] = 0; }}" for n, r in grus
         ] + ["}", "", "void witnp_step(const float *xf, witnp_state *st, int32_t *y) {"] + [
-            "    " + ln for ln in "\n".join(step).split("\n")] + ["}"]
+            "    " + ln for ln in "\n".join(stp.lines).split("\n")] + ["}"]
     return "\n".join(out) + "\n"
 
 
