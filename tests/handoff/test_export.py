@@ -219,12 +219,13 @@ def test_conv1d_model_on_the_integer_engine(neg):
     np.testing.assert_array_equal(IntegerEngine(records).run(x)[0], model.forward(x, train=False)[0])
 
 
+@pytest.mark.parametrize("rounding", ["round", "floor"])
 @pytest.mark.parametrize("neg", ["PN", "FALSE"])
-def test_streaming_step_equals_the_whole_sequence(neg):
+def test_streaming_step_equals_the_whole_sequence(neg, rounding):
     """IntegerEngine.step, one frame at a time with the GRUs' states carried by the caller, gives run()'s outputs
     and the model's bit for bit (two stacked GRUs, a Linear and a LUT op per frame); the state it returns is
     each GRU's last Q7 codes."""
-    cfg = wn.LayerConfig(use_quantization=True, handle_neg_in=neg, use_auto_scale=True)
+    cfg = wn.LayerConfig(use_quantization=True, handle_neg_in=neg, use_auto_scale=True, rounding=rounding)
     rng = np.random.default_rng(5)
     model = wn.Sequential(wn.GRU(4, 6, config=cfg, rng=rng), wn.GRU(6, 5, config=cfg, rng=rng),
                           wn.Linear(5, 3, config=cfg, rng=rng), wn.Sigmoid(config=cfg))
