@@ -35,11 +35,13 @@ def check(m, x):
     return recs
 
 
+@pytest.mark.parametrize("rounding", ["round", "floor"])
 @pytest.mark.parametrize("neg", ["FALSE", "PN", "Shift"])
 @pytest.mark.parametrize("xb", [8, 10])
-def test_linear(neg, xb):
+def test_linear(neg, xb, rounding):
     rng = np.random.default_rng(1)
-    m = wn.Sequential(wn.Linear(7, 5, config=Q(handle_neg_in=neg, x_quant_bits=xb, shift_num=0.5), rng=rng),
+    m = wn.Sequential(wn.Linear(7, 5, config=Q(handle_neg_in=neg, x_quant_bits=xb, shift_num=0.5, rounding=rounding),
+                                rng=rng),
                       wn.ReLU(), wn.Linear(5, 3, config=Q(handle_neg_in=neg, x_quant_bits=xb), rng=rng))
     check(m, rng.normal(size=(9, 7)).astype(np.float32) * 2)
 
@@ -57,10 +59,12 @@ def test_conv2d(neg, geo):
     check(m, rng.normal(size=(3, 2, 7, 7)).astype(np.float32))
 
 
+@pytest.mark.parametrize("rounding", ["round", "floor"])
 @pytest.mark.parametrize("neg", ["FALSE", "PN"])
-def test_conv_transpose_conv1d_avgpool_and_tables(neg):
+def test_conv_transpose_conv1d_avgpool_and_tables(neg, rounding):
     rng = np.random.default_rng(3)
-    m = wn.Sequential(wn.ConvTranspose2d(2, 4, 4, stride=2, padding=1, output_padding=1, config=Q(handle_neg_in=neg),
+    m = wn.Sequential(wn.ConvTranspose2d(2, 4, 4, stride=2, padding=1, output_padding=1,
+                                         config=Q(handle_neg_in=neg, rounding=rounding),
                                          rng=rng), wn.AvgPool2d(2, config=Q()), wn.ReLU(),
                       wn.Conv2d(4, 3, 3, padding=1, config=Q(handle_neg_in=neg), rng=rng), wn.BatchNorm2d(3, config=Q()),
                       wn.PReLU(3, 0.1, config=Q()), wn.Sigmoid(config=Q()), wn.Tanh(config=Q()), wn.GELU(config=Q()),
