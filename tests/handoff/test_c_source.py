@@ -14,6 +14,8 @@ from witnp.handoff.c_source import c_source
 from witnp.handoff.engine import IntegerEngine
 from witnp.handoff.export import export_model
 
+from .models import branching_model
+
 CC = shutil.which("cc") or shutil.which("gcc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler on this machine (cc/gcc): the C reference is "
                                                    "tested where one exists")
@@ -159,14 +161,7 @@ def test_gru_whole_sequence_and_streaming(tmp_path, neg):
 
 
 def test_residual_branches_and_every_merge(tmp_path):
-    q = Q()
-    m = wn.Sequential(
-        wn.Conv2d(2, 4, 3, padding=1, config=q), wn.Residual(wn.Conv2d(4, 4, 3, padding=1, config=q), merge=wn.Add(config=q)),
-        wn.Branches(wn.Conv2d(4, 2, 1, config=q), wn.Conv2d(4, 2, 1, config=q), merge=wn.Cat(dim=1, config=q)),
-        wn.Branches(wn.Conv2d(4, 4, 1, config=q), wn.Conv2d(4, 4, 1, config=q), merge=wn.Mul(config=q)),
-        wn.Branches(wn.Conv2d(4, 4, 1, config=q), wn.Sqrt(config=q), merge=wn.Divide(config=q)),
-        wn.Mean(dim=(2, 3), config=q), wn.Linear(4, 3, config=q))
-    check(tmp_path, m, np.random.default_rng(5).normal(size=(6, 2, 6, 6)).astype(np.float32))
+    check(tmp_path, branching_model(Q()), np.random.default_rng(5).normal(size=(6, 2, 6, 6)).astype(np.float32))
     first = wn.Sequential(wn.Residual(wn.Linear(3, 3, config=Q()), merge=wn.Add(config=Q())), wn.Linear(3, 2, config=Q()))
     check(tmp_path, first, np.random.default_rng(6).normal(size=(5, 3)).astype(np.float32))  # a merge of the input
 
@@ -176,12 +171,8 @@ def test_what_it_cannot_run_is_refused_by_name():
         c_source(export_model(wn.Sequential(wn.ReLU(), wn.Linear(3, 2, config=Q()))), (3,))
 
 
-def test_export_c_source_on_the_speech_example(tmp_path):
-    out = tmp_path / "run"
-    r = CliRunner().invoke(main, ["train", "--config", "examples/vad_arctic.toml", "--out", str(out), "--set",
-                                  "stages.0.epochs=1", "--set", "stages.1.epochs=1", "--set", "stages.2.epochs=1",
-                                  "--set", "noise_seeds=2", "--no-progress"])
-    assert r.exit_code == 0, r.output
+def test_export_c_source_on_the_speech_example(tmp_path, vad_run):
+    out = vad_run
     e = CliRunner().invoke(main, ["export", str(out / "best.h5"), "-o", str(tmp_path / "h.h5"), "--c-source",
                                   str(tmp_path / "model.c")])
     assert e.exit_code == 0 and "wrote" in e.output, e.output

@@ -10,6 +10,8 @@ from witnp.cli.main import main
 from witnp.handoff.engine import IntegerEngine
 from witnp.handoff.export import export_model
 
+from .models import branching_model
+
 ort = pytest.importorskip("onnxruntime", reason='needs the onnx extra: pip install "witnp[onnx]"')
 from witnp.handoff.onnx_export import onnx_model  # noqa: E402
 
@@ -76,14 +78,7 @@ def test_conv_transpose_conv1d_avgpool_and_tables(neg, rounding):
 
 
 def test_residual_branches_and_every_merge():
-    q = Q()
-    m = wn.Sequential(
-        wn.Conv2d(2, 4, 3, padding=1, config=q), wn.Residual(wn.Conv2d(4, 4, 3, padding=1, config=q), merge=wn.Add(config=q)),
-        wn.Branches(wn.Conv2d(4, 2, 1, config=q), wn.Conv2d(4, 2, 1, config=q), merge=wn.Cat(dim=1, config=q)),
-        wn.Branches(wn.Conv2d(4, 4, 1, config=q), wn.Conv2d(4, 4, 1, config=q), merge=wn.Mul(config=q)),
-        wn.Branches(wn.Conv2d(4, 4, 1, config=q), wn.Sqrt(config=q), merge=wn.Divide(config=q)),
-        wn.Mean(dim=(2, 3), config=q), wn.Linear(4, 3, config=q))
-    check(m, np.random.default_rng(5).normal(size=(6, 2, 6, 6)).astype(np.float32))
+    check(branching_model(Q()), np.random.default_rng(5).normal(size=(6, 2, 6, 6)).astype(np.float32))
 
 
 @pytest.mark.parametrize("neg", ["FALSE", "PN"])
@@ -111,12 +106,8 @@ def test_gru_whole_sequence_and_one_frame_at_a_time(neg):
     check(last, x)
 
 
-def test_export_onnx_writes_the_step_graph_for_the_speech_example(tmp_path):
-    out = tmp_path / "run"
-    r = CliRunner().invoke(main, ["train", "--config", "examples/vad_arctic.toml", "--out", str(out), "--set",
-                                  "stages.0.epochs=1", "--set", "stages.1.epochs=1", "--set", "stages.2.epochs=1",
-                                  "--set", "noise_seeds=2", "--no-progress"])
-    assert r.exit_code == 0, r.output
+def test_export_onnx_writes_the_step_graph_for_the_speech_example(tmp_path, vad_run):
+    out = vad_run
     e = CliRunner().invoke(main, ["export", str(out / "best.h5"), "-o", str(tmp_path / "h.h5"), "--onnx",
                                   str(tmp_path / "vad.onnx")])
     assert e.exit_code == 0, e.output

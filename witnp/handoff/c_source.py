@@ -28,23 +28,17 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ..quant import code_range, pow2_exponent
+from ..quant import code_range
 from .atomic import write_text
-from .engine import STREAMABLE_TYPES, IntegerEngine, _pad_code, _requant_exp
+from .engine import STREAMABLE_TYPES, IntegerEngine, _log2 as _lg, _pad_code, _requant_exp, merge_constants, reshaped
 from .handoff_file import leaf_records
+from .record_walk import RecordWalk
 
 __all__ = ["c_source", "write_c_source", "C_SUPPORTED"]
 
 C_SUPPORTED = ("Linear", "Conv2d", "ConvTranspose2d", "ReLU", "MaxPool2d", "AvgPool2d", "Flatten", "Reshape",
                "Dropout", "LUT", "Mean", "GRU", "Add", "Mul", "Cat", "Divide", "Residual", "Branches", "Sequential")
 RUNTIME = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c_runtime.c")
-
-
-def _lg(v, what):
-    k = pow2_exponent(v)
-    if k is None:
-        raise ValueError(f"C reference: {what}={v} is not a power of two")
-    return k
 
 
 class _Emitter:
@@ -83,7 +77,7 @@ def _check(records):
     return leaves
 
 
-class _Body:
+class _Body(RecordWalk):
     """C statements for one example: every op writes its own static buffer (a_<k>, sized for its output), so
     Residual and Branches paths read their input while the other path runs; no allocation."""
 
@@ -99,34 +93,13 @@ class _Body:
         self.biggest = max(self.biggest, int(n))
         return name
 
-    def run(self, records, cur, s, shape):
-        for name, rec in records:
-            cur, s, shape = self.node(name, rec, cur, s, shape)
-        return cur, s, shape
-
-    def node(self, name, rec, cur, s, shape):
-        t = rec["type"]
-        if t == "Sequential":
-            return self.run(rec["children"], cur, s, shape)
-        if t in ("Residual", "Branches"):
-            kids = rec["children"]
-            outs = [self.node(n, r, cur, s, shape) for n, r in kids[:-1]]
-            if t == "Residual" and len(outs) == 1:
-                outs.append((cur, s, shape))
-            return self.merge(kids[-1][0], kids[-1][1], outs)
-        return self.leaf(name, rec, cur, s, shape)
-
     def merge(self, name, rec, outs):
         t, idn = rec["type"], _ident(name)
         out_shape = self.codes[name].shape[1:]
         n = int(np.prod(out_shape))
         out = self.buf(n)
-        xb, yb = int(rec["x_quant_bits"]), int(rec["y_quant_bits"])
-        lo, hi = code_range(xb)
-        ylo, yhi = code_range(yb)
+        lo, hi, ylo, yhi, sl, sr, sy, ly = merge_constants(rec)
         (c1, s1, sh1), (c2, s2, sh2) = outs
-        sl, sr, sy = float(rec["scale_x1"]), float(rec["scale_x2"]), float(rec["scale_y"])
-        ly = _lg(sy, "scale_y")
 
         def arg(c, s_, sx):  # (codes, float input, k) of an operand at scale sx
             if c is None:
@@ -165,7 +138,7 @@ class _Body:
         em = self.em
         stream = self.stream
         if t in ("Flatten", "Reshape", "Dropout"):
-            return cur, s, (self.codes[name].shape[1:] if name in self.codes else _reshaped(rec, shape))
+            return cur, s, (self.codes[name].shape[1:] if name in self.codes else reshaped(rec, shape))
         if cur is None and t in ("ReLU", "MaxPool2d"):
             raise ValueError(f"C reference: layer {name!r} ({t}) acts on the float network input; start the "
                              f"model with a layer that quantizes it (an array layer or a digital op)")
@@ -302,16 +275,6 @@ class _Body:
                 + "}")
             s = 128.0
         return out, s, out_shape
-
-
-def _reshaped(rec, shape):
-    if rec["type"] == "Flatten":
-        full = (1,) + tuple(shape)
-        st, en = int(rec["start_dim"]) % len(full), int(rec["end_dim"]) % len(full)
-        return (full[:st] + (int(np.prod(full[st:en + 1])),) + full[en + 1:])[1:]
-    if rec["type"] == "Reshape":
-        return tuple(int(v) for v in rec["sample_shape"])
-    return tuple(shape)
 
 
 def c_source(records, input_shape) -> str:

@@ -30,6 +30,26 @@ def _log2(s: float, what: str) -> int:
     return k
 
 
+def reshaped(rec, shape) -> tuple:
+    """The per-example shape after a Flatten or Reshape record (shape: the per-example input shape)."""
+    if rec["type"] == "Flatten":
+        full = (1,) + tuple(shape)
+        st, en = int(rec["start_dim"]) % len(full), int(rec["end_dim"]) % len(full)
+        return (full[:st] + (int(np.prod(full[st:en + 1])),) + full[en + 1:])[1:]
+    if rec["type"] == "Reshape":
+        return tuple(int(v) for v in rec["sample_shape"])
+    return tuple(shape)
+
+
+def merge_constants(rec):
+    """A two-input merge record's constants: (lo, hi) of its input codes, (ylo, yhi) of its output, the scales
+    sl, sr, sy and log2(sy)."""
+    lo, hi = code_range(int(rec["x_quant_bits"]))
+    ylo, yhi = code_range(int(rec["y_quant_bits"]))
+    sl, sr, sy = float(rec["scale_x1"]), float(rec["scale_x2"]), float(rec["scale_y"])
+    return lo, hi, ylo, yhi, sl, sr, sy, _log2(sy, "scale_y")
+
+
 def _requant_exp(rec, prefix=""):
     """log2(sy) - log2(sx) - log2(sw) of an array record: acc·sy/(sx·sw) is a shift by this."""
     return (_log2(rec[prefix + "scale_y"], "scale_y") - _log2(rec[prefix + "scale_x"], "scale_x")
@@ -247,12 +267,8 @@ class IntegerEngine:
     def _merge(self, rec, outs):
         """Two-input digital ops (chip.md §8) on codes: Add, Mul, Cat; Divide by its table."""
         t = rec["type"]
-        xb, yb = int(rec["x_quant_bits"]), int(rec["y_quant_bits"])
-        lo, hi = code_range(xb)
-        ylo, yhi = code_range(yb)
+        lo, hi, ylo, yhi, sl, sr, sy, ly = merge_constants(rec)
         (c1, s1), (c2, s2) = outs
-        sl, sr, sy = float(rec["scale_x1"]), float(rec["scale_x2"]), float(rec["scale_y"])
-        ly = _log2(sy, "scale_y")
         if t == "Add":
             sa = min(sl, sr)
             la = _log2(sa, "scale")

@@ -17,10 +17,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..quant import code_range, pow2_exponent
+from ..quant import code_range
 from .atomic import write_bytes
-from .engine import STREAMABLE_TYPES, _pad_code, _requant_exp
+from .engine import STREAMABLE_TYPES, _log2 as _lg, _pad_code, _requant_exp, merge_constants, reshaped
 from .handoff_file import leaf_records
+from .record_walk import RecordWalk
 
 __all__ = ["onnx_model", "write_onnx", "OPSET", "need_onnx"]
 
@@ -34,13 +35,6 @@ def need_onnx():
     except ImportError:
         raise ValueError('--onnx needs the onnx package, which is not installed: pip install "witnp[onnx]"') from None
     return onnx
-
-
-def _lg(v, what):
-    k = pow2_exponent(v)
-    if k is None:
-        raise ValueError(f"ONNX export: {what}={v} is not a power of two")
-    return k
 
 
 class _G:
@@ -91,7 +85,7 @@ class _G:
         return self.op("Neg", t)
 
 
-class _Builder:
+class _Builder(RecordWalk):
     def __init__(self, g: _G, x_name: str, stream: bool = False):
         self.g, self.x, self.stream = g, x_name, stream
         self.states: List[Tuple[str, int]] = []  # streaming: (GRU name, H)
@@ -188,21 +182,8 @@ class _Builder:
                     g.const(np.array([0, O, Ho, Wo], np.int64), np.int64))
 
     # ------------------------------------------------------------------ layers
-    def run(self, records, c, s, shape):
-        for name, rec in records:
-            c, s, shape = self.node(name, rec, c, s, shape)
-        return c, s, shape
-
-    def node(self, name, rec, c, s, shape):
+    def leaf(self, name, rec, c, s, shape):
         g, t = self.g, rec["type"]
-        if t == "Sequential":
-            return self.run(rec["children"], c, s, shape)
-        if t in ("Residual", "Branches"):
-            kids = rec["children"]
-            outs = [self.node(n, r, c, s, shape) for n, r in kids[:-1]]
-            if t == "Residual" and len(outs) == 1:
-                outs.append((c, s, shape))
-            return self.merge(kids[-1][1], outs)
         if t == "Linear":
             pos, neg = self.input_codes(c, s, rec)
             y = self.array(pos, neg, np.asarray(rec["weight"], np.float64).T, rec)
@@ -213,13 +194,8 @@ class _Builder:
             return g.relu(c), s, shape
         if t in ("MaxPool2d", "AvgPool2d"):
             return self.pool(c, s, shape, rec)
-        if t == "Flatten":
-            full = (1,) + tuple(shape)
-            st, en = int(rec["start_dim"]) % len(full), int(rec["end_dim"]) % len(full)
-            new = (full[:st] + (int(np.prod(full[st:en + 1])),) + full[en + 1:])[1:]
-            return g.op("Reshape", c, g.const(np.array((0,) + new, np.int64), np.int64)), s, new
-        if t == "Reshape":
-            new = tuple(int(v) for v in rec["sample_shape"])
+        if t in ("Flatten", "Reshape"):
+            new = reshaped(rec, shape)
             return g.op("Reshape", c, g.const(np.array((0,) + new, np.int64), np.int64)), s, new
         if t == "Dropout":
             return c, s, shape
@@ -355,15 +331,11 @@ class _Builder:
             tuple(d for a, d in enumerate(shape) if a + 1 not in axes)
         return g.clip(y, *code_range(int(rec["y_quant_bits"]))), sx, new
 
-    def merge(self, rec, outs):
+    def merge(self, name, rec, outs):
         g = self.g
         t = rec["type"]
-        xb, yb = int(rec["x_quant_bits"]), int(rec["y_quant_bits"])
-        lo, hi = code_range(xb)
-        ylo, yhi = code_range(yb)
+        lo, hi, ylo, yhi, sl, sr, sy, ly = merge_constants(rec)
         (c1, s1, sh1), (c2, s2, sh2) = outs
-        sl, sr, sy = float(rec["scale_x1"]), float(rec["scale_x2"]), float(rec["scale_y"])
-        ly = _lg(sy, "scale_y")
         if t == "Add":
             sa = min(sl, sr)
             la = _lg(sa, "scale")
