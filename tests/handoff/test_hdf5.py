@@ -105,3 +105,38 @@ def test_sigkill_during_saves_leaves_old_or_new_file(tmp_path):
         assert len(vals) == 1, "a file mixed two saves"
         seen |= vals
     assert len(seen) > 1  # the kills landed at different points of the save loop
+
+
+def _strip_key(obj, key):
+    if isinstance(obj, dict):
+        return {k: _strip_key(v, key) for k, v in obj.items() if k != key}
+    if isinstance(obj, list):
+        return [_strip_key(v, key) for v in obj]
+    return obj
+
+
+def test_a_file_written_before_rounding_and_quantized_avgpool_still_loads_strictly(tmp_path):
+    """A file as witnp wrote it before LayerConfig.rounding existed and before AvgPool2d could be quantized
+    (made here by removing `rounding` from every config in the file and the AvgPool2d's io_max_x, the only
+    differences): it loads strictly, the new field at its default and the new stat at the built value, and
+    computes what it computed."""
+    import json
+    rng = np.random.default_rng(0)
+    q = wn.LayerConfig(use_quantization=True, handle_neg_in="PN", auto_scale_update_step=1)
+    m = wn.Sequential(wn.Conv2d(1, 2, 3, padding=1, config=q, rng=rng), wn.AvgPool2d(2), wn.Flatten(),
+                      wn.Linear(8, 3, config=q, rng=rng))
+    x = rng.normal(size=(4, 1, 4, 4)).astype(np.float32) + 1
+    m.begin_epoch()
+    m.forward(x, train=True)
+    p = tmp_path / "old.h5"
+    wn.save(m, p)
+    with h5py.File(p, "a") as f:
+        f.attrs["architecture"] = json.dumps(_strip_key(json.loads(f.attrs["architecture"]), "rounding"))
+        for g in f["layers"].values():
+            if "config" in g.attrs:
+                g.attrs["config"] = json.dumps(_strip_key(json.loads(g.attrs["config"]), "rounding"))
+        del f["layers/1/stats/io_max_x"]
+        assert "rounding" not in f.attrs["architecture"]
+    back = wn.load(p)
+    np.testing.assert_array_equal(back(x), m(x))
+    assert back.children["0"].config.rounding == "round"

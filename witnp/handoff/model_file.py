@@ -120,17 +120,18 @@ def _open(path):
         raise ModelFileError(f"{path}: not a readable HDF5 file ({str(e).splitlines()[0]})") from None
 
 
-def _check_group(path, lname, kind, group, expected, tolerate_names=False):
+def _check_group(path, lname, kind, group, expected, tolerate_names=False, optional=()):
     """The datasets of `group` checked against `expected` (name -> array): names, shapes and checksums.
     tolerate_names: missing or extra names are skipped (a missing one keeps the built layer's value); a shape
-    or checksum mismatch is refused regardless."""
+    or checksum mismatch is refused regardless. optional: names a file written by an older witnp may lack
+    (the layer gained them later; a missing one keeps the built layer's value)."""
     have = set(group.keys()) if group is not None else set()
     want = set(expected)
     if have - want and not tolerate_names:
         raise ModelFileError(f"{path}: layer {lname!r} has extra {kind} {sorted(have - want)}; the architecture "
                              f"expects {sorted(want)}")
-    if want - have and not tolerate_names:
-        raise ModelFileError(f"{path}: layer {lname!r} is missing {kind} {sorted(want - have)}")
+    if want - have - set(optional) and not tolerate_names:
+        raise ModelFileError(f"{path}: layer {lname!r} is missing {kind} {sorted(want - have - set(optional))}")
     out = {}
     for k in sorted(want & have):
         d = group[k]
@@ -164,6 +165,10 @@ def _check_config(path, lname, g, layer):
     except (TypeError, ValueError):
         raise ModelFileError(f"{path}: layer {lname!r} config attribute is not JSON") from None
     used = json.loads(json.dumps(layer.config.to_dict())) if layer.config is not None else None
+    if isinstance(seen, dict) and isinstance(used, dict):  # a file from before a field existed: its default
+        from ..config import LayerConfig
+        defaults = json.loads(json.dumps(LayerConfig().to_dict()))
+        seen = {**{k: v for k, v in defaults.items() if k not in seen}, **seen}
     if seen != used:
         if isinstance(seen, dict) and isinstance(used, dict):
             diff = sorted(k for k in set(seen) | set(used) if seen.get(k, "<absent>") != used.get(k, "<absent>"))
@@ -209,7 +214,8 @@ def load_checkpoint(path, strict: bool = True) -> dict:
             params = _check_group(path, name, "parameters", g.get("params"), layer.params)
             for k, v in params.items():
                 layer.params[k][...] = v
-            stats = _check_group(path, name, "stats", g.get("stats"), layer.stats, tolerate_names=not strict)
+            stats = _check_group(path, name, "stats", g.get("stats"), layer.stats, tolerate_names=not strict,
+                                 optional=getattr(layer, "OPTIONAL_STATS", ()))
             for k, v in stats.items():
                 _check_stat(path, name, k, v)
                 layer.stats[k] = np.array(v, dtype=np.asarray(layer.stats[k]).dtype)

@@ -156,6 +156,7 @@ class AvgPool2d(_Pool2d, DigitalOp):
     n), Y(yb))/sx with n = kh·kw a power of two (the division is a shift; R half to even), at the input scale.
     Straight-through backward: the mean's gradient where neither clip acted."""
     has_y = False
+    OPTIONAL_STATS = ("io_max_x",)  # files written before AvgPool2d could be quantized (2026-12-07) lack it
 
     def __init__(self, kernel_size, stride=None, padding=0, config=None):
         super().__init__(kernel_size, stride, padding, config)
