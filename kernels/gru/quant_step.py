@@ -22,6 +22,7 @@ The float64 case (sums past 2^24) runs the same products as plain loops (`acc_ro
 import numpy as np
 
 from .._jit import jit, kernel
+from ..quant.quantize import round_code
 from ..simd.gather import lookup2
 from ..simd.tile import acc_rows
 
@@ -44,7 +45,7 @@ def _out_codes(acc, k, lo, hi, off, n, ci, m, track, fl):
     flo, fhi = z + np.float32(lo), z + np.float32(hi)
     for j in range(n):
         v = acc[j] * k
-        ci[j] = np.int32(min(max(np.floor(v) if fl else np.rint(v), flo), fhi)) + off
+        ci[j] = np.int32(min(max(round_code(v, fl), flo), fhi)) + off
         m[j] = np.float32(1.0) if (v >= flo) & (v <= fhi) else np.float32(0.0)
     mx = 0
     if track:

@@ -36,14 +36,20 @@ def input_codes_pn(v, sx, lo, hi):
 
 
 @jit(inline="always")
+def round_code(v, fl):
+    """The arrays' division by G rounded: half to even (R), or down with fl (LayerConfig.rounding "floor").
+    The one home of this rule in the kernels (requantization, the bit split, the GRU's arrays)."""
+    return np.floor(v) if fl else np.rint(v)
+
+
+@jit(inline="always")
 def output_code(v, lo, hi, lo2, hi2, outdiv, fl):
     """The output rule of the requantization (chip.md §2, §4), for v = the accumulator already divided and
     scaled: q = R(clip(v, [lo, hi])) (fl: ⌊clip(v, [lo, hi])⌋, LayerConfig.rounding "floor"); returns
     (clip(q, [lo2, hi2]) / outdiv, mask), mask (uint8) 1 where both clamps pass (the straight-through gradient's
     mask). All float32; inlined in Numba's IR, so the callers' loops still vectorize. The one home of this
     rule for every requantizing kernel."""
-    c = min(max(v, lo), hi)
-    q = np.floor(c) if fl else np.rint(c)
+    q = round_code(min(max(v, lo), hi), fl)
     return min(max(q, lo2), hi2) / outdiv, np.uint8((v >= lo) & (v <= hi) & (q >= lo2) & (q <= hi2))
 
 
@@ -288,8 +294,7 @@ def combine_split(yl, accd, biasd, G, lo, hi, sy, y, mask, fl):
     sy = np.float32(sy)
     for b in prange(B):
         for o in range(O):
-            d = np.float32(accd[b, o] + biasd[o]) / G
-            yd = np.floor(d) if fl else np.rint(d)
+            yd = round_code(np.float32(accd[b, o] + biasd[o]) / G, fl)
             s = yl[b, o] + yd
             mask[b, o] = np.uint8((s >= lo) & (s <= hi))
             y[b, o] = min(max(s, lo), hi) / sy
