@@ -1,6 +1,8 @@
 """witnp export: the firmware handoff (HDF5, golden vectors, C header, JSON) after the pre-flight check."""
 from __future__ import annotations
 
+import os
+
 import click
 import numpy as np
 
@@ -34,7 +36,9 @@ def export(model_path, output, golden, data, c_header, c_source, onnx_path, mapp
     The pre-flight check of what the chip's mapper enforces runs first; its findings are printed (or, with
     --strict, refuse the export)."""
     from witnp.handoff.export import export_model, golden_vectors, unsigned_input_findings, write_c_header, \
-        write_gains_json, write_handoff
+        write_gains_json, write_handoff, write_mapper_pair
+    if mapper_dir and not golden:
+        raise click.UsageError("--mapper-pair writes the golden frames' codes; give --golden N (N >= 1)")
     outs = [("-o", output), ("--c-header", c_header), ("--c-source", c_source), ("--onnx", onnx_path),
             ("--json", json_path)]
     if onnx_path:
@@ -47,10 +51,7 @@ def export(model_path, output, golden, data, c_header, c_source, onnx_path, mapp
     findings = []  # the pre-flight check (`export.preflight`): the export's own findings, then the data's
     records = export_model(model, warn=findings.append)
     d = None
-    if mapper_dir and not golden:
-        raise click.UsageError("--mapper-pair writes the golden frames' codes; give --golden N (N >= 1)")
     if mapper_dir:
-        import os
         if os.path.exists(mapper_dir) and not os.path.isdir(mapper_dir):
             raise runconfig.RunConfigError(f"--mapper-pair {mapper_dir}: a file, not a folder")
         outs += ([("--mapper-pair", os.path.join(mapper_dir, f)) for f in ("expected_in.bin", "expected_out.bin",
@@ -67,7 +68,8 @@ def export(model_path, output, golden, data, c_header, c_source, onnx_path, mapp
         csrc = make_c(records, d.x_test.shape[1:])
     graphs = None
     if onnx_path:  # built before anything is written, as the C reference
-        from witnp.handoff.onnx_export import onnx_model, streams
+        from witnp.handoff.engine import streams
+        from witnp.handoff.onnx_export import onnx_model
         graphs = (onnx_model(records, d.x_test.shape[1:]),
                   onnx_model(records, d.x_test.shape[2:], stream=True) if streams(records) else None)
     if strict and findings:
@@ -75,12 +77,14 @@ def export(model_path, output, golden, data, c_header, c_source, onnx_path, mapp
                                        f"written; the first: {findings[0]}")
     if records:
         records[0][1]["warnings"] = list(findings)  # kept in the handoff file's attributes, as before
-    gold = None
+    gold = run = None
     if golden:
         if golden > len(d.x_test):
             raise runconfig.RunConfigError(f"--golden {golden}: the test split of {d.name} has {len(d.x_test)} "
                                            f"frames; expected at most {len(d.x_test)}")
-        gold = golden_vectors(model, records, d.x_test[:golden])
+        from witnp.handoff.engine import IntegerEngine
+        run = IntegerEngine(records).run(d.x_test[:golden], trace=True)  # once, for the golden vectors and pair
+        gold = golden_vectors(model, records, d.x_test[:golden], run=run)
         if not np.array_equal(gold["engine_output"], gold["output"]):  # pragma: no cover - a bug if reached
             raise ValueError("the integer engine does not reproduce the model on the golden frames")
     write_handoff(output, records, gold)
@@ -98,10 +102,8 @@ def export(model_path, output, golden, data, c_header, c_source, onnx_path, mapp
     if json_path:
         write_gains_json(json_path, records)
     if mapper_dir:
-        import os
-        from witnp.handoff.export import write_mapper_pair
         os.makedirs(mapper_dir, exist_ok=True)
-        desc = write_mapper_pair(mapper_dir, records, d.x_test[:golden])
+        desc = write_mapper_pair(mapper_dir, records, d.x_test[:golden], run=run)
         click.echo(f"wrote {mapper_dir}/expected_in.bin {tuple([desc['n']] + desc['in_shape'])} and expected_out.bin "
                    f"{tuple([desc['n']] + desc['out_shape'])} (int16, little-endian), expected.json")
     for w in findings:

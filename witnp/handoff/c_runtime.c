@@ -34,18 +34,23 @@ static int64_t w_in(const int64_t *c, const float *xf, int i, int k, float sx) {
 }
 
 /* Linear rules (chip.md 2-3) on `rows` rows of K inputs: FALSE (unsigned, + shift for Shift) or PN, the
- * 9-12-bit split when split; w (O, K) int8; y clipped to [lo, hi] then [lo2, hi2]. */
-static void w_linear(int64_t *y, const int64_t *c, const float *xf, int rows, int K, int O, int k, float sx,
+ * 9-12-bit split when split; w (O, K) int8; y clipped to [lo, hi] then [lo2, hi2]. sp, sn: K codes of scratch
+ * (a row's input codes, made once per row). */
+static void w_linear(int64_t *y, int64_t *sp, int64_t *sn, const int64_t *c, const float *xf, int rows, int K,
+                     int O, int k, float sx,
                      const int8_t *w, const int32_t *b, const int32_t *bd, int pn, int64_t shift, int64_t xhi,
                      int split, int e, int g, int64_t lo, int64_t hi, int64_t lo2, int64_t hi2, int fl) {
     int r, o, i;
     for (r = 0; r < rows; r++) {
+        for (i = 0; i < K; i++) {
+            int64_t u = w_in(c, xf, r * K + i, k, sx);
+            if (pn) { sp[i] = w_clip(u > 0 ? u : 0, 0, xhi); sn[i] = w_clip(u < 0 ? -u : 0, 0, xhi); }
+            else { sp[i] = w_clip(u + shift, 0, xhi); sn[i] = 0; }
+        }
         for (o = 0; o < O; o++) {
             int64_t acc = 0, accd = 0;
             for (i = 0; i < K; i++) {
-                int64_t u = w_in(c, xf, r * K + i, k, sx), p, n = 0, wv = w[o * K + i];
-                if (pn) { p = w_clip(u > 0 ? u : 0, 0, xhi); n = w_clip(u < 0 ? -u : 0, 0, xhi); }
-                else p = w_clip(u + shift, 0, xhi);
+                int64_t p = sp[i], n = sn[i], wv = w[o * K + i];
                 if (split) { acc += ((p & 255) - (n & 255)) * wv; accd += ((p >> 8) - (n >> 8)) * wv; }
                 else acc += (p - n) * wv;
             }

@@ -30,14 +30,12 @@ import numpy as np
 
 from ..quant import code_range
 from .atomic import write_text
-from .engine import STREAMABLE_TYPES, IntegerEngine, _log2 as _lg, _pad_code, _requant_exp, merge_constants, reshaped
+from .engine import IntegerEngine, streams, _log2 as _lg, _pad_code, _requant_exp, merge_constants, reshaped
 from .handoff_file import leaf_records
 from .record_walk import RecordWalk
 
-__all__ = ["c_source", "write_c_source", "C_SUPPORTED"]
+__all__ = ["c_source", "write_c_source"]
 
-C_SUPPORTED = ("Linear", "Conv2d", "ConvTranspose2d", "ReLU", "MaxPool2d", "AvgPool2d", "Flatten", "Reshape",
-               "Dropout", "LUT", "Mean", "GRU", "Add", "Mul", "Cat", "Divide", "Residual", "Branches", "Sequential")
 RUNTIME = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c_runtime.c")
 
 
@@ -62,19 +60,6 @@ def _fl(rec) -> int:
 
 def _ident(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name)
-
-
-def _check(records):
-    leaves = []
-    for name, rec in records:
-        if rec["type"] in ("Sequential", "Residual", "Branches"):
-            leaves += _check(rec["children"])
-        elif rec["type"] not in C_SUPPORTED:
-            raise ValueError(f"C reference: layer {name!r} ({rec.get('op', rec['type'])}) is not supported; it runs "
-                             f"Sequential chains of {', '.join(C_SUPPORTED)}")
-        else:
-            leaves.append((name, rec))
-    return leaves
 
 
 class _Body(RecordWalk):
@@ -161,9 +146,10 @@ class _Body(RecordWalk):
             b = em.table(f"w_{idn}_b", rec["bias_npu"], "int32_t")
             bd = em.table(f"w_{idn}_bd", rec["bias_d"], "int32_t")
             g = _lg(rec["G"], "G") if split else 0
-            lines.append(f"w_linear({out}, {c}, {xf}, {n_in // K}, {K}, {O}, {kin(sx)}, {sx!r}f, {w}, {b}, {bd}, "
-                         f"{int(rec['handle_neg_in'] == 'PN')}, {int(rec.get('shift', 0)) if rec['handle_neg_in'] == 'Shift' else 0}, "
-                         f"{(1 << xb) - 1}, {int(split)}, {_requant_exp(rec)}, {g}, {lo}, {hi}, {lo}, {hi}, {_fl(rec)});")
+            shift = int(rec.get("shift", 0)) if rec["handle_neg_in"] == "Shift" else 0
+            lines.append(f"w_linear({out}, wpos, wneg, {c}, {xf}, {n_in // K}, {K}, {O}, {kin(sx)}, {sx!r}f, {w}, "
+                         f"{b}, {bd}, {int(rec['handle_neg_in'] == 'PN')}, {shift}, {(1 << xb) - 1}, {int(split)}, "
+                         f"{_requant_exp(rec)}, {g}, {lo}, {hi}, {lo}, {hi}, {_fl(rec)});")
             s = float(rec["scale_y"])
         elif t in ("Conv2d", "ConvTranspose2d"):
             xb, yb, sx = int(rec["x_quant_bits"]), int(rec["y_quant_bits"]), float(rec["scale_x"])
@@ -280,7 +266,7 @@ class _Body(RecordWalk):
 def c_source(records, input_shape) -> str:
     """The C99 reference of an export's records for one example of `input_shape` (the model's input without the
     batch: (C, H, W), (T, I), (F,) ...)."""
-    leaves = _check(records)
+    leaves = list(leaf_records(records))
     in_shape = tuple(int(v) for v in input_shape)
     em = _Emitter()
 
@@ -294,10 +280,9 @@ def c_source(records, input_shape) -> str:
         return b, scale, out_shape
     fwd, scale, out_shape = body(in_shape, False, "a_")
     grus = [(name, rec) for name, rec in leaves if rec["type"] == "GRU"]
-    streams = bool(grus) and all(rec["type"] in STREAMABLE_TYPES and rec.get("return_sequences", True) is not False
-                                 for _, rec in leaf_records(records))
+    stream = streams(records)
     stp, frame, f_out = None, None, None
-    if streams:
+    if stream:
         frame = (1,) + in_shape[1:]
         stp, _, f_out = body(frame, True, "s_")
     big = max(fwd.biggest, stp.biggest if stp else 1)
@@ -310,7 +295,7 @@ def c_source(records, input_shape) -> str:
            f"#define WITNP_INPUT_SIZE {int(np.prod(in_shape))}",
            f"#define WITNP_OUTPUT_SIZE {int(np.prod(out_shape))}",
            f"#define WITNP_OUTPUT_SCALE {scale!r}f /* a code's value: code / WITNP_OUTPUT_SCALE */"]
-    if streams:
+    if stream:
         out += [f"#define WITNP_FRAME_SIZE {int(np.prod(frame))}",
                 f"#define WITNP_FRAME_OUTPUT_SIZE {int(np.prod(f_out))}"]
     code = "\n".join(fwd.lines + (stp.lines if stp else []))
@@ -323,7 +308,7 @@ def c_source(records, input_shape) -> str:
     out += [f"static int64_t h_{_ident(n)}[{int(r['hidden_size'])}];" for n, r in grus]
     out += ["", "void witnp_forward(const float *xf, int32_t *y) {"] + [
         "    " + ln for ln in "\n".join(fwd.lines).split("\n")] + ["}"]
-    if streams:
+    if stream:
         out += ["", "typedef struct {"] + [f"    int64_t h_{_ident(n)}[{int(r['hidden_size'])}];" for n, r in grus] + [
             "} witnp_state;", "",
             "void witnp_state_init(witnp_state *st) {"] + [

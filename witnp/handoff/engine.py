@@ -135,6 +135,21 @@ STREAMABLE_TYPES = ("GRU", "Linear", "LUT", "Sigmoid", "Tanh", "GELU", "ReLU", "
 """What step() can run one frame at a time: layers with no memory across time steps, and the GRU."""
 
 
+def across_time(records):
+    """(name, record) of the first leaf that reads across time steps (a convolution, pooling, Mean, Flatten, a
+    GRU returning only its last state), or None when the model can run one frame at a time."""
+    for name, rec in leaf_records(records):
+        if rec["type"] not in STREAMABLE_TYPES or (rec["type"] == "GRU" and not rec.get("return_sequences", True)):
+            return name, rec
+    return None
+
+
+def streams(records) -> bool:
+    """Whether the model runs frame by frame with explicit GRU states (`IntegerEngine.step`, the C reference's
+    witnp_step, the ONNX step graph): it has a GRU and nothing that reads across time."""
+    return any(r["type"] == "GRU" for _, r in leaf_records(records)) and across_time(records) is None
+
+
 class IntegerEngine:
     """Integer inference over the layer records of an export (`export.export_model` / a handoff file).
 
@@ -186,10 +201,11 @@ class IntegerEngine:
         through a sequence gives `run`'s outputs bit for bit. Models with a layer that reads across time
         steps (a convolution, pooling, Mean, Flatten, a GRU returning only its last state) are refused,
         naming it."""
-        for name, rec in leaf_records(self.records):
-            if rec["type"] not in self.STREAMABLE or (rec["type"] == "GRU" and not rec.get("return_sequences", True)):
-                raise ValueError(f"step: layer {name!r} ({rec.get('op', rec['type'])}) reads across time steps; "
-                                 f"only GRUs returning every step and per-frame layers stream")
+        blocker = across_time(self.records)
+        if blocker is not None:
+            name, rec = blocker
+            raise ValueError(f"step: layer {name!r} ({rec.get('op', rec['type'])}) reads across time steps; "
+                             f"only GRUs returning every step and per-frame layers stream")
         frame = np.asarray(frame, np.float32)
         self._h_in, self._h_out = dict(state or {}), {}
         try:

@@ -217,11 +217,12 @@ def export_model(model, warn=None) -> List[Tuple[str, dict]]:
     return out
 
 
-def golden_vectors(model, records, x) -> Dict[str, np.ndarray]:
+def golden_vectors(model, records, x, run=None) -> Dict[str, np.ndarray]:
     """Input frames x, the model's float outputs, and from the engine every layer's integer output codes
     ("codes/<layer>"), input codes ("inputs/<layer>": `IntegerEngine._trace_inputs`; a GRU's in-array codes
-    under "inputs_in/<layer>") and, per GRU, the Q7 state after every step ("states/<layer>", (N, T, H))."""
-    y_eng, codes, tr = IntegerEngine(records).run(x, trace=True)
+    under "inputs_in/<layer>") and, per GRU, the Q7 state after every step ("states/<layer>", (N, T, H)).
+    run: the engine's traced run on x when the caller has it (`IntegerEngine.run(x, trace=True)`)."""
+    y_eng, codes, tr = run if run is not None else IntegerEngine(records).run(x, trace=True)
     y_model = model.forward(np.asarray(x, np.float32), train=False)[0]
     return {"input": np.asarray(x, np.float32), "output": y_model, "engine_output": y_eng,
             **{"codes/" + k: v.astype(np.int32) for k, v in codes.items()},
@@ -230,12 +231,13 @@ def golden_vectors(model, records, x) -> Dict[str, np.ndarray]:
             **{"states/" + k: v.astype(np.int8) for k, v in tr["states"].items()}}
 
 
-def write_mapper_pair(folder, records, x) -> dict:
+def write_mapper_pair(folder, records, x, run=None) -> dict:
     """The chip mapper's calibration pair for frames x (N, ...): expected_in.bin, the first layer's input codes,
     and expected_out.bin, the last layer's output codes, each little-endian int16 ('<i2'), row-major (N,
-    features); expected.json says shapes, dtype and scales. Written atomically; returns that description."""
+    features); expected.json says shapes, dtype and scales. Written atomically; returns that description.
+    run: as for `golden_vectors`."""
     from .atomic import write_bytes
-    y, codes, tr = IntegerEngine(records).run(x, trace=True)
+    _, codes, tr = run if run is not None else IntegerEngine(records).run(x, trace=True)
     leaves = list(leaf_records(records))
     first = next((n for n, _ in leaves if n in tr["inputs"]), None)
     if first is None:

@@ -13,17 +13,15 @@ bit in onnxruntime. Models with a GRU also get `<name>.step.onnx`: one frame `x`
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
 from ..quant import code_range
-from .atomic import write_bytes
-from .engine import STREAMABLE_TYPES, _log2 as _lg, _pad_code, _requant_exp, merge_constants, reshaped
-from .handoff_file import leaf_records
+from .engine import _log2 as _lg, _pad_code, _requant_exp, merge_constants, reshaped
 from .record_walk import RecordWalk
 
-__all__ = ["onnx_model", "write_onnx", "OPSET", "need_onnx"]
+__all__ = ["onnx_model", "OPSET", "need_onnx"]
 
 OPSET = 17
 
@@ -461,23 +459,4 @@ def onnx_model(records, input_shape, stream: bool = False):
     onnx.checker.check_model(model)
     return model
 
-
-def streams(records) -> bool:
-    """Whether the model runs frame by frame (a GRU returning every step, then per-frame layers)."""
-    leaves = list(leaf_records(records))
-    return any(r["type"] == "GRU" for _, r in leaves) and all(
-        r["type"] in STREAMABLE_TYPES and r.get("return_sequences", True) is not False for _, r in leaves)
-
-
-def write_onnx(path, records, input_shape) -> Optional[str]:
-    """Write the whole-input graph to `path` and, for streaming models, the one-frame graph to
-    `<path without .onnx>.step.onnx` (returned); atomically."""
-    whole = onnx_model(records, input_shape)
-    step = onnx_model(records, tuple(input_shape)[1:], stream=True) if streams(records) else None
-    write_bytes(path, whole.SerializeToString())
-    if step is None:
-        return None
-    sp = (str(path)[:-5] if str(path).endswith(".onnx") else str(path)) + ".step.onnx"
-    write_bytes(sp, step.SerializeToString())
-    return sp
 
