@@ -131,9 +131,8 @@ def search_bits(config_path, sets, budget, reference, model_path, finetune_epoch
 
 
 def _fmt(r, metric):
-    if metric in ("accuracy", "frame_accuracy"):
-        return f"{100 * r[metric]:.2f} %"
-    return f"{r[metric]:.2f} dB" if metric == "snr_db" else f"{r[metric]:.4f}"
+    from witnp.train.tasks import format_metric
+    return format_metric(metric, r[metric])
 
 
 def _tried_csv(tried, names):

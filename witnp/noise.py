@@ -95,11 +95,17 @@ class ChipSource:
     independent draws times r (from the chip's own read generator): with NORMAL, read noise at r times the
     programming error's level, on top of it (the draw's std becomes sqrt(1 + r²))."""
 
-    def __init__(self, seed: int, read_noise: float = 0.0):
+    @staticmethod
+    def check_read_noise(read_noise) -> float:
+        """read_noise as a float, or ValueError unless a finite number >= 0."""
         r = float(read_noise) if isinstance(read_noise, (int, float)) and not isinstance(read_noise, bool) else -1.0
         if not (r >= 0 and np.isfinite(r)):
             raise ValueError(f"ChipSource: read_noise={read_noise!r}; expected a finite number >= 0 (0: no read "
                              f"noise, 1: as large as the programming error)")
+        return r
+
+    def __init__(self, seed: int, read_noise: float = 0.0):
+        r = self.check_read_noise(read_noise)
         self.seed = int(seed)
         self.read_noise = r
         self._gen = np.random.default_rng(self.seed)

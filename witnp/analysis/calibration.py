@@ -111,14 +111,11 @@ def calibrate_arrays(model, float_model, x, strategy: str, param: Optional[float
     name: (strategy, param)} for layers that take their own strategy; a layer under "extrema" keeps the io_max
     it has (the running maximum). A name that is not a quantized array layer of a Sequential chain is refused."""
     from ..layers.container import units
-    from ..layers.conv import Conv2d, ConvTranspose2d
-    from ..layers.linear import Linear
     if strategy not in STRATEGIES:
         raise ValueError(f"calibrate: strategy {strategy!r}; expected one of {list(STRATEGIES)}")
     float_units = units(float_model)
     targets = units(model)
-    seen = {i: ([], []) for i, (_, layer) in enumerate(targets)
-            if isinstance(layer, (Linear, Conv2d, ConvTranspose2d)) and layer.config.use_quantization}
+    seen = {i: ([], []) for i, _ in _calibrated_units(targets)}
     per_layer = dict(per_layer or {})
     names = [targets[i][0] for i in seen]
     for name, (s, _) in per_layer.items():
@@ -154,9 +151,15 @@ def strategy_layers(model, strategy: str, per_layer: Optional[dict] = None) -> L
     calibrates: those named in per_layer ({name: (strategy, param)}) with another strategy, and the rest when
     `strategy` is not extrema. These are the layers whose io_max a recipe keeps (pins) while it trains."""
     from ..layers.container import units
+    per_layer = dict(per_layer or {})
+    return [name for _, (name, _) in _calibrated_units(units(model))
+            if per_layer.get(name, (strategy, None))[0] != "extrema"]
+
+
+def _calibrated_units(targets):
+    """[(index, (name, layer))] of the units a strategy calibrates: the quantized array layers (Linear,
+    Conv1d/2d, ConvTranspose2d) among `targets` (`layers.container.units`)."""
     from ..layers.conv import Conv2d, ConvTranspose2d
     from ..layers.linear import Linear
-    per_layer = dict(per_layer or {})
-    return [name for name, layer in units(model)
-            if isinstance(layer, (Linear, Conv2d, ConvTranspose2d)) and layer.config.use_quantization
-            and per_layer.get(name, (strategy, None))[0] != "extrema"]
+    return [(i, u) for i, u in enumerate(targets)
+            if isinstance(u[1], (Linear, Conv2d, ConvTranspose2d)) and u[1].config.use_quantization]

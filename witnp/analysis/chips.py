@@ -37,7 +37,7 @@ def chip_metrics(model, x, y, chips: int, noise_level: Optional[int] = None, bat
     sequences (`witnp.train.evaluate`)."""
     if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
         raise ValueError(f"chip_metrics: chips={chips!r}; expected a positive integer")
-    ChipSource(0, read_noise)  # refuses a bad read_noise before any work
+    ChipSource.check_read_noise(read_noise)  # before any work
     layers = [l for l in _leaves(model) if l.config is not None]
     if not any(l.config.use_quantization for l in layers):
         raise ValueError("chip_metrics: a float model has no analog arrays to program; use a QAT or NAT model")

@@ -131,7 +131,8 @@ def _score(result: dict) -> Tuple[str, float]:
 
 def _points(metric: str) -> float:
     """How many budget points one unit of the metric is: 100 for a share (accuracy), 1 otherwise (dB, loss)."""
-    return 100.0 if metric in ("accuracy", "frame_accuracy") else 1.0
+    from ..train.tasks import SHARES
+    return 100.0 if metric in SHARES else 1.0
 
 
 def search(names: List[str], costs: Dict[str, dict], budget: float, run: Callable[[List[Bits]], List[dict]],
@@ -211,9 +212,9 @@ def widest(costs: Dict[str, dict], names: List[str]) -> Bits:
 
 
 def _show(metric: str, v: float) -> str:
-    if metric in ("accuracy", "frame_accuracy"):
-        return f"{100 * v:.2f} %"
-    return f"{v:.2f} dB" if metric == "snr_db" else f"{-v:.4f}"
+    """A score (signed so that higher is better) shown as the metric's own value."""
+    from ..train.tasks import format_metric
+    return format_metric(metric, -v if metric == "loss" else v)
 
 
 def overrides_toml(bits: Bits, layer_types: Dict[str, str]) -> str:

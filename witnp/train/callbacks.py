@@ -106,9 +106,6 @@ class MetricsLogger(Callback):
         self.log.write(row)
 
 
-SHORT = {"accuracy": "acc", "frame_accuracy": "frame acc", "snr_db": "SNR dB"}
-
-
 class LogLines(Callback):
     """One line per epoch: training loss and metric, validation loss and main metric, seconds."""
 
@@ -116,7 +113,8 @@ class LogLines(Callback):
         self.log = log
 
     def on_epoch_end(self, run, row):
-        short = SHORT.get(run.main, run.main)
+        from .tasks import SHORT_NAMES
+        short = SHORT_NAMES.get(run.main, run.main)
         train_m = f" {short} {row['train_' + run.main]:.4f}" if "train_" + run.main in row else ""
         self.log(f"{run.stage + ' ' if run.stage else ''}epoch {run.epoch}/{run.epochs}: loss {row['train_loss']:.4f}"
                  f"{train_m} | val loss {row['val_loss']:.4f} {short} {row['val_' + run.main]:.4f} "

@@ -296,7 +296,8 @@ def calibrate(model, x, batch_size: int = 32, steps: Optional[int] = None, seed:
         if i >= steps:
             break
         model.forward(xb, train=True, rng=rng)
-        seen.append(xb)
+        if lengths is not None:  # the cropped batches are what the strategies below must see
+            seen.append(xb)
     if strategy != "extrema" or any(s != "extrema" for s, _ in per.values()):
         float_model = with_config(model, {"use_quantization": False, "noise_level": 0})
         # fixed-length data: its first steps·batch_size examples in order; variable-length: the batches above
@@ -342,11 +343,11 @@ def eval_table_row(model, data, loss_fn, quant_changes: dict, noise_level: int, 
 def format_table(rows: Dict[str, dict], noise_level: int, noise_seeds: int) -> str:
     """The evaluation table: one row per stage; columns float / quantized / quantized+noise (mean ± std) of the
     loss and the task's main metric (accuracy, frame_accuracy or snr_db)."""
-    from .tasks import main_metric
+    from .tasks import SHORT_NAMES, main_metric
     first = next(iter(rows.values()), {}).get("float", {}) if rows else {}
     m = main_metric(first)[0] if first else "accuracy"
     m = m if m != "loss" else "accuracy"
-    short = {"accuracy": "acc", "frame_accuracy": "frame acc", "snr_db": "SNR dB"}.get(m, m)
+    short = SHORT_NAMES.get(m, m)
     w = max(7, len(short))
     head = (f"{'stage':8s} | {'float loss':>10s} {short:>{w}s} | {'quant loss':>10s} {short:>{w}s} | "
             f"{f'noise L{noise_level} ({noise_seeds} seeds) loss':>26s} {short:>{w + 8}s}")

@@ -22,7 +22,8 @@ import numpy as np
 
 from .losses import LOSSES, SNR_EPS, CrossEntropyLoss
 
-__all__ = ["Task", "TASKS", "task_of", "get_task", "main_metric", "MAIN_METRICS"]
+__all__ = ["Task", "TASKS", "task_of", "get_task", "main_metric", "MAIN_METRICS", "SHORT_NAMES", "format_metric",
+           "SHARES"]
 
 
 def _macro_f1(pred: np.ndarray, true: np.ndarray, k: int) -> float:
@@ -170,6 +171,17 @@ class Regress(Task):
 TASKS: Dict[str, Task] = {t.name: t for t in (Classify(), Frames(), Regress())}
 
 MAIN_METRICS = (("accuracy", True), ("frame_accuracy", True), ("snr_db", True), ("loss", False))
+SHORT_NAMES = {"accuracy": "acc", "frame_accuracy": "frame acc", "snr_db": "SNR dB"}
+"""How epoch lines and the evaluation table head a metric."""
+SHARES = ("accuracy", "frame_accuracy")
+"""Metrics that are shares of examples or frames: shown in percent, budgets in percentage points."""
+
+
+def format_metric(metric: str, value: float) -> str:
+    """A metric's value for people: shares in percent, SNRs in dB, anything else to 4 decimals."""
+    if metric in SHARES:
+        return f"{100 * value:.2f} %"
+    return f"{value:.2f} dB" if metric.endswith("_db") else f"{value:.4f}"
 """The metric a result dict is ranked by, first present wins: (name, higher is better)."""
 
 
