@@ -83,12 +83,13 @@ class ChannelsLast:
         self._xpad = (xp, xnp if pn else None)
         return xu, (xnu if pn else None), xmask, bad
 
-    def forward(self, xq, xn, wa, wna, pad, bound, bias, div, mul, lo, hi, lo2, hi2, sy):
-        """The products of codes and weights (+ the PN branch), requantized: (y (B, Co, Ho, Wo), mask)."""
+    def forward(self, xq, xn, wa, wna, pad, bound, bias, div, mul, lo, hi, lo2, hi2, sy, fl=False):
+        """The products of codes and weights (+ the PN branch), requantized (fl: rounding down, LayerConfig
+        rounding "floor"): (y (B, Co, Ho, Wo), mask)."""
         xpad, self._xpad = self._xpad, (None, None)  # a ConvTranspose2d's padded codes: read once, here
         pos = self.products(xq, wa, pad, bound, xpad[0])
         neg = self.products(xn, wna, 0.0, bound, xpad[1]) if xn is not None else None
-        return self.requant(pos, neg, bias, div, mul, lo, hi, lo2, hi2, sy)
+        return self.requant(pos, neg, bias, div, mul, lo, hi, lo2, hi2, sy, fl)
 
     def products(self, xq, wa, pad, bound, xpad=None):
         """Accumulators (B·Ho·Wo, Co) of the layer's product of codes xq and weight matrix wa (a
@@ -97,13 +98,13 @@ class ChannelsLast:
             return convT_forward(xq, wa, self.geo, self.co, bound, xpad).reshape(-1, self.co)
         return conv_forward(xq, wa, self.geo, pad, bound, padded=True)[0]
 
-    def requant(self, pos, neg, bias, div, mul, lo, hi, lo2, hi2, sy):
+    def requant(self, pos, neg, bias, div, mul, lo, hi, lo2, hi2, sy, fl=False):
         """`kernels.requant` -> y (B, Co, Ho, Wo) float32 and the mask (in this layout)."""
         B, Ho, Wo, co = self.y_nhwc
         y = empty((B, co, Ho, Wo))
         ymask = empty(pos.shape, np.uint8)
         K.requant_nchw(pos, _EMPTY if neg is None else neg, bias, div, mul, lo, hi, lo2, hi2, sy, y, ymask,
-                       bool(getattr(self, "floor", False)), n=y.size)
+                       bool(fl), n=y.size)
         return y, ymask
 
     def nchw(self, acc):
@@ -155,10 +156,9 @@ class Wide:
     def quantize(self, x, sx, s, lo, hi, pn, pad):
         return self.plan.quantized_planes(x, sx, s, lo, hi, pn, pad)
 
-    def forward(self, xq, xn, wa, wna, pad, bound, bias, div, mul, lo, hi, lo2, hi2, sy):
-        self.plan.floor = bool(getattr(self, "floor", False))
+    def forward(self, xq, xn, wa, wna, pad, bound, bias, div, mul, lo, hi, lo2, hi2, sy, fl=False):
         return self.plan.forward_requant(xq, xn, self._w(wa), None if wna is None else self._w(wna), bias, div, mul,
-                                         lo, hi, lo2, hi2, sy)
+                                         lo, hi, lo2, hi2, sy, fl)
 
     def products(self, xq, wa, pad, bound):
         return self.plan.forward(xq, self._w(wa))

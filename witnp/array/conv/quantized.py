@@ -81,8 +81,8 @@ def qconv_forward(owner, x, W, b, cfg, sx, sw, sy, geo, transposed, co, *, noise
     else:
         bias_term = 128.0 * ba.astype(np.float64)
         div, mul = P, f32(sy)
-    lay.floor = cfg.rounding == "floor"  # the requantization rounds down (the mapper from 0.8.8 on)
-    y, ctx.ymask = lay.forward(xq, xn, wa, wna, pad, bound, bias_operand(bias_term), div, mul, ylo, yhi, lo2, hi2, sy)
+    y, ctx.ymask = lay.forward(xq, xn, wa, wna, pad, bound, bias_operand(bias_term), div, mul, ylo, yhi, lo2, hi2, sy,
+                               cfg.rounding == "floor")  # floor: the mapper from 0.8.8 on
     stats = None
     if want_stats:  # max|x|, max|W| (raw) and max|u| of the noiseless accumulator, u = pos/P + neg/P
         # (the fused forwards keep no accumulators, so they are made again here: only in the first

@@ -121,7 +121,7 @@ class WidePlan:
                     n=out.size)
         return out
 
-    def forward_requant(self, xbuf, xneg, w, wneg, bias, div, mul, lo, hi, lo2, hi2, outdiv):
+    def forward_requant(self, xbuf, xneg, w, wneg, bias, div, mul, lo, hi, lo2, hi2, outdiv, fl=False):
         """`forward` (+ the PN branch xneg with wneg, when given) requantized per image into (y, mask), both
         (B, O, Ho, Wo) (float32, uint8), by `kernels.wide_conv_rq` (its docstring has the arithmetic)."""
         shape = (self.B, self.O, self.Ho, self.Wo)
@@ -130,7 +130,7 @@ class WidePlan:
         e = np.empty(0, f32)
         dims = np.array([self.C * self.ld_x, self.ld_x, cg * self.ld_x, og * cg * T, cg * T, T, cg, G, og, self.ld_o,
                          self.S], np.int64)
-        rq = np.array([div, mul, lo, hi, lo2, hi2, outdiv, float(getattr(self, "floor", False))], np.float64)
+        rq = np.array([div, mul, lo, hi, lo2, hi2, outdiv, float(fl)], np.float64)
         K.wide_conv_rq(xbuf, e if xneg is None else xneg, self.boff_f, _flat(w), e if wneg is None else _flat(wneg),
                        self.aoff, bias, dims, rq, y, mask, n=y.size)
         return y, mask
