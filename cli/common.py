@@ -35,6 +35,19 @@ def friendly(fn):
     return wrapper
 
 
+def is_interrupt(e: BaseException) -> bool:
+    """Ctrl-C: a KeyboardInterrupt, or one that surfaced wrapped (Numba turns a KeyboardInterrupt raised while a
+    compiled function loads its constants into "SystemError: ... returned a result with an exception set",
+    the interrupt as its cause)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _load_dataset(data):
     return runconfig.load_dataset(data)
 

@@ -10,7 +10,7 @@ import time
 import click
 
 from . import runconfig
-from .common import friendly
+from .common import friendly, is_interrupt
 from .run_folder import _first_difference
 
 SWEEP_RECORD = "sweep.json"
@@ -79,7 +79,9 @@ def sweep(config_path, sets, grid_items, seeds, out, scheduler, workers, executo
             left = len(todo) - done - failed
             click.echo(f"[{kept + done + failed}/{len(tasks)}] {row['point']}: {_brief(row)} | done {kept + done}, "
                        f"running {min(left, n_workers)}, waiting {max(0, left - n_workers)}, failed {failed}")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemError) as e:
+        if not is_interrupt(e):
+            raise
         click.echo(f"\ninterrupted: finished points are kept in {out}; the same command again runs only what is "
                    f"missing (interrupted points resume from their checkpoints)", err=True)
         raise SystemExit(130)

@@ -10,7 +10,7 @@ import click
 import witnp as wn
 
 from . import runconfig
-from .common import friendly
+from .common import friendly, is_interrupt
 from .run_folder import _check_run_folder, _clear_run
 
 
@@ -37,7 +37,9 @@ def train(config_path, sets, out, resume, overwrite, progress):
         cfg["out"] = out
     try:
         train_run(cfg, None, config_path, resume, overwrite, progress, click.echo)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemError) as e:
+        if not is_interrupt(e):
+            raise
         click.echo(f"\ninterrupted: the run so far is kept in {cfg['out']}; continue it with the same command and "
                    f"--resume:\n  {_command_line(resume=True)}", err=True)
         raise SystemExit(130)

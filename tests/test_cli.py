@@ -144,3 +144,20 @@ def test_inspect_saturation_counts_clipped_values_not_zeros(tmp_path):
     r = CliRunner().invoke(main, ["inspect", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz")])
     assert r.exit_code == 0, r.output
     assert "saturated: inputs 25.00% outputs 0.00%" in r.output
+
+
+def test_ctrl_c_wrapped_by_numba_still_says_how_to_resume(tmp_path, monkeypatch):
+    """Ctrl-C while a compiled kernel loads its constants reaches Python as Numba's SystemError with the
+    KeyboardInterrupt as its cause (seen once in CI): train treats it as the interrupt it is."""
+    from witnp.cli.common import is_interrupt
+
+    def interrupted(*a, **k):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise SystemError("CPUDispatcher(...) returned a result with an exception set") from e
+    monkeypatch.setattr(wn.train, "run_recipe", interrupted)
+    r = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--set", "stages.0.epochs=1",
+                                  "--no-progress"])
+    assert r.exit_code == 130 and "interrupted" in r.output and "--resume" in r.output
+    assert not is_interrupt(SystemError("a real one")) and is_interrupt(KeyboardInterrupt())
