@@ -2,6 +2,7 @@
 file records, and the checks that no output is a command's own input."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -46,6 +47,19 @@ def is_interrupt(e: BaseException) -> bool:
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return False
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(message):
+    """Ctrl-C (`is_interrupt`) inside the block: print message() (what is kept, how to continue) to stderr and
+    exit 130, instead of a traceback."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemError) as e:
+        if not is_interrupt(e):
+            raise
+        click.echo("\ninterrupted: " + message(), err=True)
+        raise SystemExit(130)
 
 
 def _load_dataset(data):

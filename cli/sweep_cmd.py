@@ -10,7 +10,7 @@ import time
 import click
 
 from . import runconfig
-from .common import friendly, is_interrupt
+from .common import exit_on_interrupt, friendly
 from .run_folder import _first_difference
 
 SWEEP_RECORD = "sweep.json"
@@ -67,7 +67,8 @@ def sweep(config_path, sets, grid_items, seeds, out, scheduler, workers, executo
                                                                          else ""))
     done = failed = 0
     n_workers = workers or os.cpu_count() or 1
-    try:
+    with exit_on_interrupt(lambda: f"finished points are kept in {out}; the same command again runs only what is "
+                                   f"missing (interrupted points resume from their checkpoints)"):
         for i, row in run_tasks(run_point, todo, data, executor=executor, workers=workers, scheduler=scheduler,
                                 log=click.echo):
             row.setdefault("point", todo[i]["name"])
@@ -79,12 +80,6 @@ def sweep(config_path, sets, grid_items, seeds, out, scheduler, workers, executo
             left = len(todo) - done - failed
             click.echo(f"[{kept + done + failed}/{len(tasks)}] {row['point']}: {_brief(row)} | done {kept + done}, "
                        f"running {min(left, n_workers)}, waiting {max(0, left - n_workers)}, failed {failed}")
-    except (KeyboardInterrupt, SystemError) as e:
-        if not is_interrupt(e):
-            raise
-        click.echo(f"\ninterrupted: finished points are kept in {out}; the same command again runs only what is "
-                   f"missing (interrupted points resume from their checkpoints)", err=True)
-        raise SystemExit(130)
     click.echo("\n" + store.write_summary())
     click.echo(f"\nwrote {os.path.join(out, 'results.csv')}, results.jsonl and summary.txt")
     if failed:

@@ -10,7 +10,7 @@ import click
 import witnp as wn
 
 from . import runconfig
-from .common import friendly, is_interrupt
+from .common import exit_on_interrupt, friendly
 from .run_folder import _check_run_folder, _clear_run
 
 
@@ -35,14 +35,9 @@ def train(config_path, sets, out, resume, overwrite, progress):
     cfg = runconfig.resolve(config_path, sets)
     if out:
         cfg["out"] = out
-    try:
+    with exit_on_interrupt(lambda: f"the run so far is kept in {cfg['out']}; continue it with the same command "
+                                   f"and --resume:\n  {_command_line(resume=True)}"):
         train_run(cfg, None, config_path, resume, overwrite, progress, click.echo)
-    except (KeyboardInterrupt, SystemError) as e:
-        if not is_interrupt(e):
-            raise
-        click.echo(f"\ninterrupted: the run so far is kept in {cfg['out']}; continue it with the same command and "
-                   f"--resume:\n  {_command_line(resume=True)}", err=True)
-        raise SystemExit(130)
 
 
 def train_run(cfg: dict, raw, config_path, resume: bool, overwrite: bool, progress, log) -> dict:
