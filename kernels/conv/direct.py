@@ -11,6 +11,7 @@ Shapes (1-D arguments are flat views of the arrays named):
 Races: `conv_rows` writes output rows r only in iteration r (prange-safe); `conv_dw_rows` sums over the
 batch into one output and runs serially.
 """
+import numpy as np
 from numba import prange
 
 from .._jit import kernel
@@ -25,10 +26,12 @@ def conv_rows(x, wb, arow, crow, n, ps, pc, tapoff, kc, groups, ag, ogp, out):
         out[crow[r] + q·pc + g·ogp + o] = Σ_t Σ_{c<kc} x[arow[r] + g·ag + q·ps + tapoff[t] + c] · wb[g, t·kc + c, o]
     x, wb, out: flat float32; arow, crow (R,) int64; tapoff (T,) int64 (T = 0 writes zeros)."""
     T = tapoff.shape[0]
+    # np.int64 / np.bool_ constants, not literals: every caller shares one compiled rows_fma (a literal 1 or
+    # True is a specialization of its own, ~1.5 s more of a cold start; the tile reads them the same way)
     for r in prange(arow.shape[0]):
         for g in range(groups):
-            rows_fma(n, ogp, x, arow[r] + g * ag, ps, (tapoff, T, 1, kc), wb, g * T * kc * ogp, ogp, out,
-                     crow[r] + g * ogp, pc, False)
+            rows_fma(n, ogp, x, arow[r] + g * ag, ps, (tapoff, T, np.int64(1), kc), wb, g * T * kc * ogp, ogp, out,
+                     crow[r] + g * ogp, pc, np.bool_(False))
     return out
 
 
@@ -43,6 +46,6 @@ def conv_dw_rows(x, gy, abase, rowoff, si, nki, tapoff, cg, groups, ogp, ldg, ou
     for b in range(abase.shape[0]):  # a sum over the batch: serial, in batch order
         for t in range(T):
             for g in range(groups):
-                rows_fma(cg, ogp, x, abase[b] + tapoff[t] + g * cg, 1, (rowoff, nko, si, nki), gy,
-                         b * nko * nki * ldg + g * ogp, ldg, out, (g * T + t) * cg * ogp, ogp, True)
+                rows_fma(cg, ogp, x, abase[b] + tapoff[t] + g * cg, np.int64(1), (rowoff, nko, si, nki), gy,
+                         b * nko * nki * ldg + g * ogp, ldg, out, (g * T + t) * cg * ogp, ogp, np.bool_(True))
     return out

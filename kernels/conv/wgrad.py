@@ -7,10 +7,11 @@ tile reaches about 100: A's entries are broadcast down the tile rows (one cache 
 is read as vectors. Rows go in chunks so that each chunk of A and B stays in L2 while every tile passes over
 it; chunk partial sums add in float32, like a blocked sgemm's.
 """
+import numpy as np
 from numba import prange
 
 from .._jit import kernel
-from ..simd.tile import _OFF0, LANES, rows_fma
+from ..simd.tile import LANES, rows_fma
 
 __all__ = ["at_b"]
 
@@ -26,10 +27,11 @@ def at_b(A, a0, lda, ka, R, Bm, b0, ldb, C):
     nc = C.shape[1]
     Cf = C.reshape(C.size)
     nb = (nc + 2 * LANES - 1) // (2 * LANES)
+    off0 = np.zeros(1, np.int64)  # a local table, not the global _OFF0 (read-only: another rows_fma type)
     for r0 in range(0, R, _CHUNK):
         nr = min(_CHUNK, R - r0)
         for i in prange(nb):  # column blocks of C are independent: the parallel twin splits them
             cb = i * 2 * LANES
-            rows_fma(ka, min(2 * LANES, nc - cb), A, a0 + r0 * lda, 1, (_OFF0, 1, lda, nr), Bm, b0 + r0 * ldb + cb,
+            rows_fma(ka, min(2 * LANES, nc - cb), A, a0 + r0 * lda, np.int64(1), (off0, np.int64(1), lda, nr), Bm, b0 + r0 * ldb + cb,
                      ldb, Cf, cb, nc, r0 > 0)
     return C

@@ -103,7 +103,7 @@ def to_wide(x, out, m0, ld, S, top, left, fill):
     xf = x.reshape(x.size)
     fill = out.dtype.type(fill)
     n = B * C
-    _fill(out, 0, m0, fill)
+    _fill(out, np.int64(0), m0, fill)  # np.int64: one _fill for every caller
     _fill(out, m0 + n * ld, out.size - m0 - n * ld, fill)
     for pl in prange(n):
         o0 = m0 + pl * ld
@@ -166,7 +166,7 @@ def _grad_plane(gf, mf, has_mask, c, out, o0, geo, s_img, chsum, b, o):
 def grad_to_wide(g, mask, c, out, ld, S, top, left, groups, ogp, chsum):
     """Output gradient g (B, O, Ho, Wo) -> wide planes for the products, zero outside the image:
         out[(b·groups + o // og)·ogp + o % og) plane, row top + h, column left + w] = g[b, o, h, w]·c
-    (0 where mask[b, o, h, w] == 0; mask uint8 (B, O, Ho, Wo), or shape (0,) for none), og = O // groups,
+    (0 where mask[b, o, h, w] == 0; mask uint8 (B, O, Ho, Wo), or empty for none), og = O // groups,
     planes are ld long from out[0]; planes o % og >= og of a group (padding up to ogp) are all zero.
     chsum (B, O) float32 out: the sums of each output plane (the bias gradient, summed over B by the caller).
     Returns the number of non-finite values in g."""

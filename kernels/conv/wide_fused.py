@@ -74,10 +74,10 @@ def quantize_wide(x, sx, shift, lo, hi, pn, outp, outn, m0, ld, S, top, left, fi
     fill = np.float32(fill)
     zero = np.float32(0)
     n = B * C
-    _fill(outp, 0, m0, fill)
+    _fill(outp, np.int64(0), m0, fill)  # np.int64: one _fill for every caller
     _fill(outp, m0 + n * ld, outp.size - m0 - n * ld, fill)
     if pn:
-        _fill(outn, 0, m0, zero)
+        _fill(outn, np.int64(0), m0, zero)
         _fill(outn, m0 + n * ld, outn.size - m0 - n * ld, zero)
     bad = 0
     for pl in prange(n):  # the body is a function: Numba's parfor pass fails on it inline ("cycle in lookup")
@@ -110,11 +110,13 @@ def wide_conv_rq(X, Xn, boff, A, An, aoff, bias, dims, rq, y, mask):
     for b in prange(B):
         acc = np.empty(O * ldo, np.float32)  # this image's planes: cache-resident until requantized
         geo = (ldx, xg, ag, ps, si, nk, groups, nrows, ldo, ldo)
-        conv_image(X, b * ximg, boff, A, aoff, acc, 0, geo)
+        # offsets as np.int64, not a literal 0: one compiled conv_image for every caller (a literal argument
+        # is a separate specialization, ~0.6 s more of a cold start)
+        conv_image(X, b * ximg, boff, A, aoff, acc, np.int64(0), geo)
         neg = acc
         if has_neg:
             neg = np.empty(O * ldo, np.float32)
-            conv_image(Xn, b * ximg, boff, An, aoff, neg, 0, geo)
+            conv_image(Xn, b * ximg, boff, An, aoff, neg, np.int64(0), geo)
         for o in range(O):
             bc = bias[o]
             for h in range(Ho):
@@ -141,7 +143,7 @@ def wide_backward(g, mask, A, An, xmask, dx, X, Xn, tabs, dims, fs, dw, dwn, chs
          mask != 0, chsum[b, o] its plane sums;
       2. `wide_conv` of gp with A (and An when not empty: PN), through xmask into dx[b] (`quant.input_grad`);
       3. `wide_dw` of gp against image b of X (and Xn: PN): dw (dwn) accumulate over the images in order.
-    g, mask (B, O, Ho, Wo) float32, uint8 (mask shape (0,): none); dx, xmask (B, C, H, W) float32, int8;
+    g, mask (B, O, Ho, Wo) float32, uint8 (mask empty: none); dx, xmask (B, C, H, W) float32, int8;
     dw, dwn (groups·ogp, Qp) float32 out (dwn shape (0, 0) unless PN). Returns the number of non-finite g.
     tabs int64: the tap tables boff (nb), aoff (na) and xo (Qp) one after the other.
     dims (20,) int64: ldg, S, top, left, groups, ogp, gsize, ag, ps, si, nk, nrows, ldo, L, ximg, xg, gs, nkd,
@@ -177,9 +179,9 @@ def wide_backward(g, mask, A, An, xmask, dx, X, Xn, tabs, dims, fs, dw, dwn, chs
                 bad += _grad_plane(gf, gm, has_mask, c, gp, pl * ldg, (ldg, S, top, left, Ho, Wo),
                                    (b * O + o) * Ho * Wo, chsum, b, o)
         geo = (ldg, ogp * ldg, ag, ps, si, nk, groups, nrows, ldo, L)
-        conv_image(gp, 0, boff, A, aoff, dp, 0, geo)
+        conv_image(gp, np.int64(0), boff, A, aoff, dp, np.int64(0), geo)
         if pn:
-            conv_image(gp, 0, boff, An, aoff, dn, 0, geo)
+            conv_image(gp, np.int64(0), boff, An, aoff, dn, np.int64(0), geo)
         for ch in range(C):
             for h in range(H):
                 s0, d0 = np.uint64(ch * ldo + h * S), np.uint64(((b * C + ch) * H + h) * W)

@@ -84,7 +84,9 @@ def gru_backward(dhs, dhT, whh, h0, hs, r, z, n, ghn, dgi, dgh, dh0):
     T, N, H = dhs.shape
     Hp = whh.shape[1]
     dh = np.zeros((N, Hp), np.float32)
-    dh[:, :H] = dhT
+    for b in range(N):  # element loops, not dh[:, :H] = dhT: an array-to-slice copy compiles Numba's
+        for j in range(H):  # shape-mismatch message (string formatting: ~1.5 s of a cold start)
+            dh[b, j] = dhT[b, j]
     dhf, wf, dghf = dh.reshape(dh.size), whh.reshape(whh.size), dgh.reshape(dgh.size)
     for t in range(T - 1, -1, -1):
         for b in range(N):

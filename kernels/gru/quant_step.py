@@ -190,8 +190,9 @@ def gru_q_forward(xz, xi, h0, wzx, wix, wzr, whn, bias, tables, params, F, hz, h
         acc_rows(N, Cz, hzf, t * N * Kr, Kr, Kr, wzf, Cz, azf, 0, Cz, True)
         acc_rows(N, Ci, xif, t * N * Kx, Kx, Kx, wixf, Ci, aif, 0, Ci, False)
         _bias_rows(ai, bin_, N, Ci)
-        for b in range(N):
-            ah[b] = bhn
+        for b in range(N):  # element loops: `ah[b] = bhn` compiles Numba's shape-mismatch message (~1.5 s cold)
+            for j in range(Ch):
+                ah[b, j] = bhn[j]
         acc_rows(N, Ch, hhf, t * N * Kr, Kr, Kr, whf, Ch, ahf, 0, Ch, True)
         for b in range(N):
             amax_acc[0] = max(amax_acc[0], _out_codes(az[b], kk[0], lo, hi, off, 2 * H, ci2, m2, track, fl))

@@ -189,7 +189,10 @@ def acc_rows(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
 def _acc_rows(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
     if all(a.dtype == types.float32 for a in (A, Bm, Cm)):
         def tiled(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
-            rows_fma(n, ncols, A, a0, ps, (_OFF0, 1, 1, nk), Bm, 0, ldb, Cm, c0, ldc, accum)
+            # int64, bool and a writable table, as the convolutions pass them: one compiled rows_fma
+            # (a literal 1 or the read-only global _OFF0 would each be a specialization of its own)
+            rows_fma(n, ncols, A, a0, ps, (np.zeros(1, np.int64), np.int64(1), np.int64(1), nk), Bm, np.int64(0),
+                     ldb, Cm, c0, ldc, np.bool_(accum))
         return tiled
 
     def loops(n, ncols, A, a0, ps, nk, Bm, ldb, Cm, c0, ldc, accum):
