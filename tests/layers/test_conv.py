@@ -114,6 +114,28 @@ def test_float_gradients_match_central_differences(transposed):
     np.testing.assert_allclose(layer.grads["bias"], central_diff(loss, b64, 1e-3), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("ci, groups, kind", [(4, 2, "wide"), (1, 1, "wide"), (18, 2, "float")])
+def test_float_stride1_conv2d_gradients_on_either_layout(ci, groups, kind):
+    """A stride-1 float Conv2d with <= 8 input channels per group runs on the wide planes (the quantized
+    layer's kernels), one with more on the channels-last path: both against central differences."""
+    c = dict(ci=ci, co=2 * groups, k=(3, 2), B=2, H=5, W=6, seed=5,
+             geo=dict(stride=(1, 1), padding=(1, 2), dilation=(1, 2), groups=groups))
+    layer = build(c, False)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(c["B"], c["ci"], c["H"], c["W"])).astype(np.float32)
+    y, ctx = layer.forward(x)
+    assert ctx.run["kind"] == kind
+    x64, w64 = x.astype(np.float64), layer.params["weight"].astype(np.float64)
+    b64 = layer.params["bias"].astype(np.float64)
+    np.testing.assert_allclose(y, conv2d_ref(x64, w64, b64, **c["geo"]), rtol=1e-5, atol=1e-5)
+    gy = rng.normal(size=y.shape).astype(np.float32)
+    dx = layer.backward(gy, ctx)
+    loss = lambda: float((conv2d_ref(x64, w64, b64, **c["geo"]) * gy).sum())  # noqa: E731
+    np.testing.assert_allclose(dx, central_diff(loss, x64, 1e-3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.grads["weight"], central_diff(loss, w64, 1e-3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.grads["bias"], central_diff(loss, b64, 1e-3), rtol=1e-5, atol=1e-5)
+
+
 @settings(max_examples=60, deadline=None)
 @given(c=conv_geometry(), neg=st.sampled_from(["FALSE", "PN", "Shift"]), xb=st.integers(8, 12),
        yb=st.integers(8, 12), scales=st.sampled_from([(16, 64, 8), (8, 256, 16), (12, 40, 5), (64, 8, 32)]),

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..array import matrix as cim
 from ..array.conv import quantized as cim_conv
+from ..array.conv.wide import WidePlan, supports
 from .. import kernels as K
 from ..config import LayerConfig
 from ..array.conv.ops import (Geometry, channel_sums, column_sums, conv_backward, conv_forward, convT_backward,
@@ -156,6 +157,15 @@ class _ConvBase(ArrayLayer):
         return rec.xmask, rec.ymask
 
 
+# A float stride-1 Conv2d runs on the wide planes when it has at most this many input channels per group:
+# there the channels-last products reduce over a few channels per tap and the planes win. Float step
+# (forward + backward), one core, wide / channels-last, in-process medians (AMD EPYC family 25 model 17, AVX-512):
+# B32 1->8 8x8 0.50, 3->16 32x32 0.22, 1->16 k5 40x40 0.17, 4->16 8x8 0.75, 8->16 16x16 0.46, 8->8 8x8 (B64)
+# 0.71, 8->16 4x4 1.13-1.19, 8->32 8x8 1.18; with more channels it goes both ways (16->32 32x32 0.77, 32->64
+# 8x8 1.61, 64->64 16x16 1.19), so those keep the channels-last path.
+_WIDE_FLOAT_MAX_CG = 8
+
+
 class Conv2d(_ConvBase):
     """2-D convolution on the array.
 
@@ -180,6 +190,8 @@ class Conv2d(_ConvBase):
                              f"({H + 2 * g.ph}, {W + 2 * g.pw}) of x with shape {tuple(shape)}")
 
     def _float_forward(self, x, W, b):
+        if supports(self.geo) and self.in_channels // self.geo.groups <= _WIDE_FLOAT_MAX_CG:
+            return self._wide_float(x, W, b)
         B = x.shape[0]
         # one padded channels-last copy, shared by the forward and the weight gradient (conv2d would
         # otherwise pad its own copy, and conv2d_dw another)
@@ -189,7 +201,20 @@ class Conv2d(_ConvBase):
             acc += b
         return to_nchw(acc.reshape(B, Ho, Wo, -1)), {"kind": "float", "x": xh, "W": W}
 
+    def _wide_float(self, x, W, b):
+        """A stride-1 float Conv2d with at most `_WIDE_FLOAT_MAX_CG` input channels per group, on `WidePlan`'s
+        planes: the kernels its quantized stages run anyway, so a float -> QAT -> NAT run compiles one
+        convolution family instead of two (the channels-last one was ~6 s of the default run's cold start)."""
+        B, C, H, Wd = x.shape
+        plan = WidePlan(self.geo, B, C, H, Wd, self.out_channels)
+        y, xbuf = plan.float_forward(np.ascontiguousarray(x, dtype=np.float32), W,
+                                     None if b is None else np.asarray(b, np.float32))
+        return y, {"kind": "wide", "plan": plan, "x": xbuf, "W": W}
+
     def _float_backward(self, g, ctx):
+        if ctx["kind"] == "wide":
+            dw, dx, db = ctx["plan"].float_backward(g, ctx["x"], ctx["W"])
+            return dx, dw, (db if "bias" in self.params else None)
         g2 = to_nhwc(g).reshape(-1, self.out_channels)
         dw, dx = conv_backward(g2, ctx["x"], wmat_conv(ctx["W"]), self.geo, padded=True)
         db = column_sums(g2) if "bias" in self.params else None

@@ -6,7 +6,8 @@
 (`wide`): no transposes, and the input gradient's product is no longer 16 columns narrow. Measured on
 the B32 16->32 3x3 32x32 products, one core (in-process medians): forward 2.8 ms against 3.0, input gradient
 3.1 against 6.4 (its padding copy included), weight gradient 3.5 against 3.4. Its quantization, forward
-(with the requantization) and backward are one kernel each (`kernels.wide_fused`).
+(with the requantization) and backward are one kernel each (`kernels.wide_fused`). Float Conv2d layers with few
+input channels per group use the same planes and kernels (`WidePlan.float_forward`, `layers.conv`).
 
 A layer calls `quantize` (the input codes), `forward` (y and its mask) and `backward_all` (dW, dx, the bias
 sums); `products` and `nchw` give the raw accumulators for the auto-scale statistics. Both layouts give the

@@ -32,6 +32,9 @@ from ...memory import empty
 __all__ = ["WidePlan", "supports"]
 
 f32 = np.float32
+# "no output mask": empty, but 4-D like a real mask, so a float layer and a quantized one share one compiled
+# kernel (a 1-D empty array is another type: wide_backward compiled twice, ~2 s of a cold start)
+_NO_MASK = np.empty((0, 0, 0, 0), np.uint8)
 
 
 def _up(n, m):
@@ -104,7 +107,7 @@ class WidePlan:
         for no mask) -> (g planes, (B, O) plane sums, number of non-finite values of g)."""
         buf = empty(self.g_size)
         sums = np.empty((self.B, self.O), f32)
-        m = np.empty(0, np.uint8) if mask is None else mask
+        m = _NO_MASK if mask is None else mask
         bad = K.grad_to_wide(np.ascontiguousarray(g, dtype=f32), m, c, buf, self.ld_g, self.S, self.ah, self.aw,
                              self.geo.groups, self.ogp, sums, n=g.size)
         buf[self.g_planes * self.ld_g:] = 0
@@ -153,7 +156,7 @@ class WidePlan:
         dims = np.array([self.ld_g, S, self.ah, self.aw, G, ogp, gsize, og * cg * T, T, cg * T, og, cg, self.ld_dx,
                          self.ld_dx, self.C * self.ld_x, cg * self.ld_x, self.ah * S, -(-self.Ho * S // LANES),
                          self.boff_dx.size, self.aoff.size], np.int64)
-        bad = K.wide_backward(np.ascontiguousarray(g, dtype=f32), np.empty(0, np.uint8) if mask is None else mask,
+        bad = K.wide_backward(np.ascontiguousarray(g, dtype=f32), _NO_MASK if mask is None else mask,
                               _flat(w), e if wneg is None else _flat(wneg), xmask, dx, xbuf,
                               e if xneg is None else xneg, tabs, dims, np.array([c, sx], np.float64), dw, dwn, sums,
                               n=dx.size)
@@ -182,6 +185,21 @@ class WidePlan:
                   cg * self.ld_x, self.xo, G, ogp, self.B, out, n=gbuf.size)
         dw = out.reshape(G, ogp, self.Qp)[:, :self.og, :cg * T]
         return np.ascontiguousarray(dw).reshape(self.O, cg, self.geo.kh, self.geo.kw)
+
+    # ---- float convolution: the same planes and fused backward, with no codes, clip or mask
+    def float_forward(self, x, w, bias=None):
+        """Float Conv2d: x (B, C, H, W), w (O, C/g, kh, kw), bias (O,) or None, all float32 -> (y (B, O, Ho, Wo)
+        float32, the x planes, which `float_backward` reads)."""
+        xbuf = self.x_planes(x)
+        return self.unplane(self.forward(xbuf, w), self.ld_o, (self.B, self.O, self.Ho, self.Wo), bias), xbuf
+
+    def float_backward(self, g, xbuf, w):
+        """Gradients of `float_forward` from g (B, O, Ho, Wo) float32: (dW (O, C/g, kh, kw), dx (B, C, H, W),
+        the bias gradient (O,)), by the quantized layer's fused kernel with scale 1 and every mask 1 (exact:
+        a product by 1 and a select)."""
+        ones = np.ones((self.B, self.C, self.H, self.W), np.int8)
+        dw, _, dx, sums, _ = self.backward(g, None, 1.0, xbuf, None, w, None, ones, 1.0)
+        return dw, dx, sums.sum(axis=0, dtype=f32)
 
     # ---- back to NCHW
     def unplane(self, buf, ld, shape, bias=None):
