@@ -2,11 +2,14 @@
 install, an empty Numba cache. Times `witnp --help`, the default `witnp train` and the GRU example, each
 first cold (every kernel compiles) and then warm (the on-disk cache serves them).
 
-    python bench/bench_startup.py [--epochs 1]
+    python bench/bench_startup.py [--epochs 1] [--read-only]
 
 The install is non-editable, so the package lands in site-packages; the Numba cache then goes where Numba puts
 it for that location (next to the sources when writable, else the user-wide cache): NUMBA_CACHE_DIR points each
-command's two runs at a folder of its own, empty before the first, so that "cold" really is cold. Not a timed
+command's two runs at a folder of its own, empty before the first, so that "cold" really is cold.
+--read-only runs every command with the installed package mounted read-only (a private bind mount through
+`unshare -m`: Linux, as root or with user namespaces) and no NUMBA_CACHE_DIR, as on a system or image install:
+the kernels then cache in the user's folder ($XDG_CACHE_HOME/numba, a fresh one per command). Not a timed
 test.
 """
 import argparse
@@ -31,9 +34,18 @@ def timed(cmd, env, cwd):
     return dt
 
 
+def read_only(path):
+    """A wrapper running a command with `path` bind-mounted read-only in a private mount namespace."""
+    def wrap(cmd):
+        return ["unshare", "-m", "sh", "-c", 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && '
+                'shift && exec "$@"', "sh", path] + cmd
+    return wrap
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=None, help="epochs per stage (default: the configs' own)")
+    ap.add_argument("--read-only", action="store_true", help="run with the installed package mounted read-only")
     a = ap.parse_args()
     print(machine_line())
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,13 +65,21 @@ def main():
                 ("witnp train (GRU example)", lambda k: [witnp, "train", "--config", gru, "--out", f"gru{k}",
                                                          "--no-progress"] + ep)]
         print(f"{'command':30s} {'cold s':>8s} {'warm s':>8s}")
+        site = subprocess.run([py, "-c", "import os, witnp; print(os.path.dirname(witnp.__file__))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
         for i, (name, cmd) in enumerate(rows):  # each command cold from its own empty cache, then warm
-            env = dict(base, NUMBA_CACHE_DIR=os.path.join(tmp, f"numba-cache-{i}"))
-            cold = timed(cmd("cold"), env, work)
-            warm = timed(cmd("warm"), env, work)
+            if a.read_only:
+                env = {k: v for k, v in base.items() if k != "NUMBA_CACHE_DIR"}
+                env["XDG_CACHE_HOME"] = os.path.join(tmp, f"user-cache-{i}")
+                wrap = read_only(site)
+            else:
+                env, wrap = dict(base, NUMBA_CACHE_DIR=os.path.join(tmp, f"numba-cache-{i}")), list
+            cold = timed(wrap(cmd("cold")), env, work)
+            warm = timed(wrap(cmd("warm")), env, work)
             print(f"{name:30s} {cold:8.1f} {warm:8.1f}")
         print("(cold: the first run with an empty Numba cache, compiling what the command uses; warm: the same "
-              "command again)")
+              "command again" + ("; the package mounted read-only, the cache in $XDG_CACHE_HOME/numba)"
+                                 if a.read_only else ")"))
 
 
 if __name__ == "__main__":
