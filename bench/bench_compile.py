@@ -57,7 +57,7 @@ def main():
     top = [r for r in records if r[1] == 0]
     print(f"\nwitnp train {' '.join(a.train_args)}: {wall:.1f} s wall, {sum(r[0] for r in top):.1f} s compiling "
           f"({len(top)} kernels, {len(records)} compilations with their helpers)")
-    print(f"\nslowest compilations (s; depth 0 = a kernel called from Python):")
+    print("\nslowest compilations (s; depth 0 = a kernel called from Python):")
     for r in sorted(records, reverse=True)[:a.top]:
         print(f"{r[0]:7.2f}  depth {r[1]}  {r[2]}")
     count = collections.Counter(r[2] for r in records if not r[2].startswith("numba."))
