@@ -32,6 +32,6 @@ def at_b(A, a0, lda, ka, R, Bm, b0, ldb, C):
         nr = min(_CHUNK, R - r0)
         for i in prange(nb):  # column blocks of C are independent: the parallel twin splits them
             cb = i * 2 * LANES
-            rows_fma(ka, min(2 * LANES, nc - cb), A, a0 + r0 * lda, np.int64(1), (off0, np.int64(1), lda, nr), Bm, b0 + r0 * ldb + cb,
-                     ldb, Cf, cb, nc, r0 > 0)
+            rows_fma(ka, min(2 * LANES, nc - cb), A, a0 + r0 * lda, np.int64(1), (off0, np.int64(1), lda, nr), Bm,
+                     b0 + r0 * ldb + cb, ldb, Cf, cb, nc, r0 > 0)
     return C
