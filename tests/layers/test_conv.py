@@ -136,6 +136,32 @@ def test_float_stride1_conv2d_gradients_on_either_layout(ci, groups, kind):
     np.testing.assert_allclose(layer.grads["bias"], central_diff(loss, b64, 1e-3), rtol=1e-5, atol=1e-5)
 
 
+@settings(max_examples=40, deadline=None)
+@given(conv_geometry())
+def test_float_conv2d_wide_and_channels_last_agree(c):
+    """Every stride-1 float Conv2d the wide planes take (<= 8 input channels per group): output and all three
+    gradients equal the channels-last path's up to float32 rounding (sums in another order)."""
+    import witnp.layers.conv as conv_mod
+    c["geo"]["stride"] = (1, 1)
+    layer = build(c, False)
+    rng = np.random.default_rng(c["seed"])
+    x = rng.normal(size=(c["B"], c["ci"], c["H"], c["W"])).astype(np.float32)
+    got = {}
+    for limit in (conv_mod._WIDE_FLOAT_MAX_CG, 0):  # 0: every layer channels-last
+        old, conv_mod._WIDE_FLOAT_MAX_CG = conv_mod._WIDE_FLOAT_MAX_CG, limit
+        try:
+            layer.zero_grad()
+            y, ctx = layer.forward(x)
+            dx = layer.backward(np.ones_like(y) + y, ctx)
+            got[limit] = (ctx.run["kind"], y, dx, layer.grads["weight"].copy(), layer.grads["bias"].copy())
+        finally:
+            conv_mod._WIDE_FLOAT_MAX_CG = old
+    (kw, *wide), (kc, *last) = got.values()
+    assert (kw, kc) == ("wide", "float")
+    for a, b in zip(wide, last):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+
+
 @settings(max_examples=60, deadline=None)
 @given(c=conv_geometry(), neg=st.sampled_from(["FALSE", "PN", "Shift"]), xb=st.integers(8, 12),
        yb=st.integers(8, 12), scales=st.sampled_from([(16, 64, 8), (8, 256, 16), (12, 40, 5), (64, 8, 32)]),
