@@ -224,7 +224,7 @@ class Checkpoint(Callback):
     def on_epoch_end(self, run, row):
         from ..handoff import model_file as hdf5
         from .run_state import _gen_state
-        states = {type(cb).__name__: cb.state() for cb in run.callbacks if cb.state() is not None}
+        states = {type(cb).__name__: st for cb in run.callbacks if (st := cb.state()) is not None}
         best = states.get("BestModel", {})
         hdf5.save(run.model, self.path, run.optimizer, training={
             "stage": run.stage, "epoch": run.epoch, "history": run.history,

@@ -73,10 +73,7 @@ class MSELoss:
     per = "element"
 
     def __call__(self, pred, target):
-        p = _pred("MSELoss", pred).astype(np.float64)
-        t = np.asarray(target, np.float64)
-        if t.shape != p.shape:
-            raise ValueError(f"MSELoss: target has shape {t.shape}; expected the shape of pred {p.shape}")
+        p, t = _pair("MSELoss", pred, target)
         d = p - t
         n = max(d.size, 1)
         return float((d * d).sum() / n), (2.0 * d / n).astype(np.float32)

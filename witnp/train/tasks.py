@@ -171,6 +171,7 @@ class Regress(Task):
 TASKS: Dict[str, Task] = {t.name: t for t in (Classify(), Frames(), Regress())}
 
 MAIN_METRICS = (("accuracy", True), ("frame_accuracy", True), ("snr_db", True), ("loss", False))
+"""The metric a result dict is ranked by, first present wins: (name, higher is better)."""
 SHORT_NAMES = {"accuracy": "acc", "frame_accuracy": "frame acc", "snr_db": "SNR dB"}
 """How epoch lines and the evaluation table head a metric."""
 SHARES = ("accuracy", "frame_accuracy")
@@ -182,7 +183,6 @@ def format_metric(metric: str, value: float) -> str:
     if metric in SHARES:
         return f"{100 * value:.2f} %"
     return f"{value:.2f} dB" if metric.endswith("_db") else f"{value:.4f}"
-"""The metric a result dict is ranked by, first present wins: (name, higher is better)."""
 
 
 def task_of(y: np.ndarray) -> Task:
