@@ -21,7 +21,6 @@ buffer.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import List, Tuple
@@ -30,7 +29,8 @@ import numpy as np
 
 from ..quant import code_range
 from .atomic import write_text
-from .engine import IntegerEngine, streams, _log2 as _lg, _pad_code, _requant_exp, merge_constants, reshaped
+from .engine import (IntegerEngine, streams, _log2 as _lg, _pad_code, _requant_exp, floors, mean_axes,
+                     merge_constants, reshaped)
 from .handoff_file import leaf_records
 from .record_walk import RecordWalk
 
@@ -55,7 +55,7 @@ class _Emitter:
 
 def _fl(rec) -> int:
     """1 when the record's arrays round down (LayerConfig.rounding "floor")."""
-    return int(rec.get("rounding", "round") == "floor")
+    return int(floors(rec))
 
 
 def _ident(name: str) -> str:
@@ -214,10 +214,8 @@ class _Body(RecordWalk):
                          f"{int(per)}, {inner}, {channels});")
             s = float(rec["scale_y"])
         elif t == "Mean":
-            dim = json.loads(rec["dims"])
             full = (1,) + tuple(shape)
-            axes = tuple(range(len(full))) if dim is None else tuple(d % len(full) for d in (dim if isinstance(dim, list)
-                                                                                             else [dim]))
+            axes = mean_axes(rec, len(full))
             if 0 in axes:
                 raise ValueError(f"C reference: layer {name!r} (Mean) averages over the batch; it runs one example")
             keep = [a - 1 for a in range(1, len(full)) if a not in axes]

@@ -41,6 +41,19 @@ def reshaped(rec, shape) -> tuple:
     return tuple(shape)
 
 
+def floors(rec) -> bool:
+    """Whether an array record's requantization rounds down (LayerConfig.rounding "floor"); files written before
+    the field existed round half to even. The one reading of that field for the engine, C and ONNX."""
+    return rec.get("rounding", "round") == "floor"
+
+
+def mean_axes(rec, ndim: int) -> tuple:
+    """The axes (of a tensor with `ndim` dimensions, batch first) that a Mean record averages over: its `dims`
+    (JSON: null for all, an int or a list), negative ones counted from the end."""
+    dim = json.loads(rec["dims"])
+    return tuple(range(ndim)) if dim is None else tuple(d % ndim for d in (dim if isinstance(dim, list) else [dim]))
+
+
 def merge_constants(rec):
     """A two-input merge record's constants: (lo, hi) of its input codes, (ylo, yhi) of its output, the scales
     sl, sr, sy and log2(sy)."""
@@ -317,7 +330,7 @@ class IntegerEngine:
         lo, hi = code_range(yb)
         lo2, hi2 = out_clip if out_clip is not None else (lo, hi)
         b = rec["bias_npu"].astype(np.int64)
-        fl = rec.get("rounding", "round") == "floor"
+        fl = floors(rec)
         if xb > 8:
             parts = [(p >> 8, p & 255) for p in ((pos,) if neg is None else (pos, neg))]
             xd = parts[0][0] - (parts[1][0] if neg is not None else 0)
@@ -359,8 +372,7 @@ class IntegerEngine:
             if neg is not None:
                 acc = acc + _conv(neg, rec["weight_neg"].astype(np.int64), g, 0)
         lo, hi = code_range(yb)
-        y = np.clip(requant_shift(acc + rec["bias_npu"].astype(np.int64), e, rec.get("rounding", "round") == "floor"),
-                    lo, hi)
+        y = np.clip(requant_shift(acc + rec["bias_npu"].astype(np.int64), e, floors(rec)), lo, hi)
         if mode == "PN" and not transposed:
             y = np.clip(y, -128, 127)
         return y.transpose(0, 3, 1, 2), float(rec["scale_y"])
@@ -402,9 +414,7 @@ class IntegerEngine:
         """y = clip(R(ΣXq / n), Y(yb)) at the input scale, R an exact rational rounding half to even."""
         xb, yb = int(rec["x_quant_bits"]), int(rec["y_quant_bits"])
         q = np.clip(_scaled(c, s, rec["scale_x"]), *code_range(xb))
-        dim = json.loads(rec["dims"])
-        axes = tuple(range(q.ndim)) if dim is None else tuple(d % q.ndim for d in (dim if isinstance(dim, list)
-                                                                                  else [dim]))
+        axes = mean_axes(rec, q.ndim)
         n = int(np.prod([q.shape[a] for a in axes]))
         S = q.sum(axis=axes, keepdims=bool(rec["keepdim"]))
         fl = S // n
@@ -435,7 +445,7 @@ class IntegerEngine:
                        rec["hn_bias_npu"].astype(np.int64), e("zr"), e("in"), e("hn"),
                        _log2(rec["zr_scale_x"], "scale_x") - 7, _log2(rec["hn_scale_x"], "scale_x") - 7,
                        int(rec["y_quant_bits"]), pn, int(rec["scale_ones"]), rec["lut_sigmoid"].astype(np.int64),
-                       rec["lut_tanh"].astype(np.int64), floor=rec.get("rounding", "round") == "floor")
+                       rec["lut_tanh"].astype(np.int64), floor=floors(rec))
         if self._h_in is not None:
             self._h_out[name] = hq[:, -1].copy()
         if self._trace is not None:

@@ -12,13 +12,13 @@ bit in onnxruntime. Models with a GRU also get `<name>.step.onnx`: one frame `x`
 """
 from __future__ import annotations
 
-import json
 from typing import Dict, List, Tuple
 
 import numpy as np
 
+from ..array.conv.ops import Geometry
 from ..quant import code_range
-from .engine import _log2 as _lg, _pad_code, _requant_exp, merge_constants, reshaped
+from .engine import _log2 as _lg, _pad_code, _requant_exp, floors, mean_axes, merge_constants, reshaped
 from .record_walk import RecordWalk
 
 __all__ = ["onnx_model", "OPSET", "need_onnx"]
@@ -66,14 +66,13 @@ class _G:
 
     def requant(self, t, k, fl):
         """An array's requantization t·2^k: R, or ⌊t·2^k⌋ with fl (LayerConfig.rounding "floor")."""
-        if not fl or k >= 0:
-            return self.scale(t, k)
-        return self.op("Floor", self.op("Mul", t, self.const(2.0 ** k)))
+        return self.scale(t, k) if not fl or k >= 0 else self.floor_shr(t, -k)
 
     def clip(self, t, lo, hi):
         return self.op("Max", self.op("Min", t, self.const(float(hi))), self.const(float(lo)))
 
     def floor_shr(self, t, k):
+        """⌊t·2^-k⌋: an arithmetic right shift by k."""
         return self.op("Floor", self.op("Mul", t, self.const(2.0 ** -k)))
 
     def relu(self, t):
@@ -119,10 +118,10 @@ class _Builder(RecordWalk):
         W = g.const(wmat)
         b = g.const(np.asarray(rec["bias_npu"], np.float64))
         e = _requant_exp(rec)
-        fl = rec.get("rounding", "round") == "floor"
+        fl = floors(rec)
         if xb > 8:
             def parts(p):
-                d = g.op("Floor", g.op("Mul", p, g.const(1 / 256)))
+                d = g.floor_shr(p, 8)
                 return d, g.op("Sub", p, g.op("Mul", d, g.const(256.0)))
             pd, pl = parts(rows_pos)
             if rows_neg is not None:
@@ -145,7 +144,7 @@ class _Builder(RecordWalk):
         kh, kw, sh, sw, ph, pw, dh, dw, oph, opw, G = (int(v) for v in geo)
         if not transposed:
             Hp, Wp = H + 2 * ph, W + 2 * pw
-            Ho, Wo = (Hp - dh * (kh - 1) - 1) // sh + 1, (Wp - dw * (kw - 1) - 1) // sw + 1
+            Ho, Wo = Geometry(*geo).conv_out(H, W)
             oy, ox = np.meshgrid(np.arange(Ho), np.arange(Wo), indexing="ij")
             taps = [(c, i, j) for j in range(kw) for i in range(kh) for c in range(C)] if jfirst else \
                 [(c, i, j) for c in range(C) for i in range(kh) for j in range(kw)]
@@ -239,9 +238,7 @@ class _Builder(RecordWalk):
                             wt[gi * og:(gi + 1) * og].transpose(1, 2, 3, 0)
                 return full.reshape(-1, O)
             if transposed:
-                kh_, kw_, sh, sw, ph, pw, dh, dw, oph, opw, _ = geo
-                Ho = (H - 1) * sh - 2 * ph + dh * (kh_ - 1) + oph + 1
-                Wo = (W - 1) * sw - 2 * pw + dw * (kw_ - 1) + opw + 1
+                Ho, Wo = Geometry(*geo).convT_out(H, W)
                 idx, _ = self._patch_index(C, H, W, geo, False, transposed=True, Ho=Ho, Wo=Wo)
 
                 def rows(t):
@@ -259,7 +256,7 @@ class _Builder(RecordWalk):
                 acc = g.op("Add", acc, g.op("MatMul", rn, g.const(dense(np.asarray(rec["weight_neg"], np.float64)))))
             lo, hi = code_range(int(rec["y_quant_bits"]))
             y = g.clip(g.requant(g.op("Add", acc, g.const(np.asarray(rec["bias_npu"], np.float64))), _requant_exp(rec),
-                                 rec.get("rounding", "round") == "floor"), lo, hi)
+                                 floors(rec)), lo, hi)
             if mode == "PN" and not transposed:
                 y = g.clip(y, -128, 127)
         y = self._to_nchw(y, O, Ho, Wo)
@@ -310,9 +307,7 @@ class _Builder(RecordWalk):
         g = self.g
         sx = float(rec["scale_x"])
         q = g.clip(self.codes(c, s, sx), *code_range(int(rec["x_quant_bits"])))
-        dim = json.loads(rec["dims"])
-        nd = len(shape) + 1
-        axes = list(range(nd)) if dim is None else [d % nd for d in (dim if isinstance(dim, list) else [dim])]
+        axes = list(mean_axes(rec, len(shape) + 1))
         if 0 in axes:
             raise ValueError("ONNX export: a Mean over the batch axis is not supported")
         full = (1,) + tuple(shape)
@@ -381,7 +376,7 @@ class _Builder(RecordWalk):
         Win, Whn = g.const(np.asarray(rec["in_weight"], np.float64).T), g.const(np.asarray(rec["hn_weight"], np.float64).T)
         bzr, bin_, bhn = (g.const(np.asarray(rec[a + "_bias_npu"], np.float64)) for a in ("zr", "in", "hn"))
         ezr, ein, ehn = (_requant_exp(rec, a + "_") for a in ("zr", "in", "hn"))
-        fl = rec.get("rounding", "round") == "floor"
+        fl = floors(rec)
         kzr = _lg(float(rec["zr_scale_x"]), "scale_x") - 7
         khn = _lg(float(rec["hn_scale_x"]), "scale_x") - 7
         lsig = g.const(np.asarray(rec["lut_sigmoid"], np.float64))
