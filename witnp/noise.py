@@ -10,6 +10,7 @@ integer-valued arrays and gives its derivative for the backward pass.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Dict, List, Type
 
 import numpy as np
@@ -98,7 +99,7 @@ class ChipSource:
     @staticmethod
     def check_read_noise(read_noise) -> float:
         """read_noise as a float, or ValueError unless a finite number >= 0."""
-        r = float(read_noise) if isinstance(read_noise, (int, float)) and not isinstance(read_noise, bool) else -1.0
+        r = float(read_noise) if isinstance(read_noise, numbers.Real) and not isinstance(read_noise, bool) else -1.0
         if not (r >= 0 and np.isfinite(r)):
             raise ValueError(f"ChipSource: read_noise={read_noise!r}; expected a finite number >= 0 (0: no read "
                              f"noise, 1: as large as the programming error)")
